@@ -1,0 +1,300 @@
+"""Command line: ``python -m core {train,runs,predict,reproduce,data,cancel}``.
+
+Every error prints one line starting with ``error:`` and exits non-zero (2 for bad input,
+1 for a run that did not complete).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+
+from core import jobs
+from core import store as st
+from core.config import (
+    PRESETS,
+    REPORTED_ACCURACY,
+    ConfigError,
+    TrainConfig,
+    load_config,
+    parse_overrides,
+    preset,
+)
+from core.data import DataError, load_dataset
+from core.predict import PredictError
+
+POLL_S = 0.5  # how often `train` reads the store while following a run
+
+
+class CliError(Exception):
+    """Printed as one line, exit 2."""
+
+
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "--"
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _pct(x: float | None) -> str:
+    return "--" if x is None else f"{100 * x:.2f} %"
+
+
+def build_config(preset_name: str | None, overrides: Sequence[str], config_file: str | None
+                 ) -> TrainConfig:
+    values: dict = {}
+    if config_file:
+        try:
+            with open(config_file, encoding="utf-8") as fh:
+                values.update(json.load(fh))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CliError(f"cannot read config file {config_file}: {exc}") from exc
+    values.update(parse_overrides(list(overrides)))
+    base = preset(preset_name) if preset_name else None
+    return load_config(values, base)
+
+
+def follow(store: st.RunStore, run_id: str, out=sys.stderr) -> st.Run:
+    """Print a live progress line until the run ends; Ctrl-C cancels it."""
+    last_id, loss, acc = 0, None, None
+    width = 28
+    try:
+        while True:
+            run = store.get(run_id)
+            for row in store.metrics(run_id, phase="batch", after_id=last_id):
+                last_id = row["id"]
+                if row["name"] == "loss":
+                    loss = row["value"]
+                elif row["name"] == "accuracy":
+                    acc = row["value"]
+            p = run.progress
+            if run.status == st.QUEUED:
+                pos = store.queue_position(run_id)
+                line = f"queued (position {pos})"
+            elif p.get("stage") == "training" and p.get("total"):
+                frac = p.get("done", 0) / p["total"]
+                bar = "#" * int(width * frac) + "." * (width - int(width * frac))
+                line = (f"[{bar}] {100 * frac:5.1f}% epoch {p.get('epoch', 0) + 1}/{p.get('epochs')}"
+                        f" batch {p.get('batch', 0)}/{p.get('steps_per_epoch')}"
+                        f" loss {loss if loss is None else f'{loss:.4f}'}"
+                        f" acc {acc if acc is None else f'{acc:.3f}'}"
+                        f" ETA {_fmt_s(p.get('eta_s'))}")
+            else:
+                line = f"{run.status}: {p.get('stage', '')}"
+            if out.isatty():
+                out.write("\r" + line[:120].ljust(120))
+            else:
+                out.write(line + "\n")
+            out.flush()
+            if not run.active:
+                if out.isatty():
+                    out.write("\n")
+                return run
+            time.sleep(POLL_S if out.isatty() else max(POLL_S, 5.0))
+    except KeyboardInterrupt:
+        jobs.cancel(store, run_id)
+        out.write("\ncancelling...\n")
+        while store.get(run_id).active:
+            time.sleep(POLL_S)
+        return store.get(run_id)
+
+
+def _data_sizes() -> tuple[int, int]:
+    ds = load_dataset()
+    return len(ds.train), len(ds.test)
+
+
+def train_and_follow(store: st.RunStore, cfg: TrainConfig, probes: Sequence[str] = (),
+                     quiet: bool = False) -> st.Run:
+    n_train, n_test = _data_sizes()
+    run_id = jobs.submit(store, cfg, probes, n_train=n_train, n_test=n_test)
+    print(f"run {run_id} submitted ({cfg.display_name()})", file=sys.stderr)
+    return follow(store, run_id, out=sys.stderr if not quiet else _Null())
+
+
+class _Null:
+    def write(self, _s: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def cmd_train(args: argparse.Namespace, store: st.RunStore) -> int:
+    cfg = build_config(args.preset, args.set or [], args.config)
+    run = train_and_follow(store, cfg, args.probe or [])
+    r = run.results
+    print(f"run {run.id}: {run.status}; test accuracy {_pct(r.get('test_accuracy'))}; "
+          f"AUC {r.get('auc', float('nan')):.4f}; training {_fmt_s(r.get('train_seconds'))} "
+          f"(fast mode: {'on' if r.get('fast') else 'off'})")
+    if run.status == st.DIVERGED:
+        print(f"diverged at {r.get('diverged_at')}", file=sys.stderr)
+    if run.error:
+        print(run.error.strip().splitlines()[-1], file=sys.stderr)
+    return 0 if run.status == st.COMPLETED else 1
+
+
+def _run_row(run: st.Run) -> dict:
+    r = run.results
+    return {"id": run.id, "name": run.name, "architecture": run.architecture,
+            "status": run.status, "epochs": run.config.epochs, "params": r.get("params"),
+            "best_val_accuracy": r.get("best_val_accuracy"),
+            "test_accuracy": r.get("test_accuracy"), "auc": r.get("auc"),
+            "train_seconds": r.get("train_seconds"), "fast": r.get("fast"),
+            "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created_at))}
+
+
+def cmd_runs(args: argparse.Namespace, store: st.RunStore) -> int:
+    rows = [_run_row(run) for run in store.list_runs()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no runs yet: try `python -m core train --preset seed-lstm`")
+        return 0
+    print(f"{'id':<23} {'status':<11} {'architecture':<17} {'ep':>3} {'test acc':>9} "
+          f"{'time':>7}  name")
+    for r in rows:
+        print(f"{r['id']:<23} {r['status']:<11} {r['architecture']:<17} {r['epochs']:>3} "
+              f"{_pct(r['test_accuracy']):>9} {_fmt_s(r['train_seconds']):>7}  {r['name']}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace, store: st.RunStore) -> int:
+    from core.predict import Predictor
+
+    pred = Predictor(store, args.run_id).predict_one(args.text)
+    if args.json:
+        print(json.dumps({"run": args.run_id, **pred.as_dict()}))
+    if pred.error:
+        if not args.json:
+            print(f"error: {pred.error}", file=sys.stderr)
+        return 2
+    if not args.json:
+        for w in pred.warnings:
+            print(f"note: {w}", file=sys.stderr)
+        print(f"{pred.probability:.4f} {pred.label}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace, store: st.RunStore) -> int:
+    ds = load_dataset()
+    s = ds.summary()
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    print(f"source: {s['label']}" + (f" [{s['path']}]" if s["path"] else ""))
+    print(f"why:    {s['reason']}")
+    print(f"vocabulary: {s['vocabulary']:,} distinct training words")
+    for name in ("train", "test"):
+        d = s[name]
+        print(f"{name:<5}: {d['reviews']:,} reviews ({d['positive']:,} positive, "
+              f"{d['negative']:,} negative); words per review mean {d['mean_words']:.1f}, "
+              f"median {d['median_words']:.0f}, p90 {d['p90_words']:.0f}, max {d['max_words']:,}")
+    if ds.source.is_demo:
+        print("note: this is the DEMO set. Set IMDB_DATA=/path/to/aclImdb_v1.tar.gz for IMDB.")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace, store: st.RunStore) -> int:
+    print(f"run {args.run_id}: {jobs.cancel(store, args.run_id)}")
+    return 0
+
+
+def reproduce_table(results: dict[str, list[st.Run]]) -> str:
+    """Markdown table: mean and spread of test accuracy per preset, beside the tutorial."""
+    lines = ["| model | runs | test acc mean | min – max | std | per-seed | tutorial | "
+             "epoch time mean |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, runs in results.items():
+        accs = [100 * r.results["test_accuracy"] for r in runs
+                if r.status == st.COMPLETED and r.results.get("test_accuracy") is not None]
+        times = [t for r in runs for t in r.results.get("epoch_seconds", [])]
+        per = ", ".join(f"s{r.config.seed}: " + (f"{100 * r.results['test_accuracy']:.2f}"
+                                                  if r.status == st.COMPLETED else r.status)
+                        for r in runs)
+        if accs:
+            mean = statistics.mean(accs)
+            std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            lines.append(f"| {name} | {len(accs)}/{len(runs)} | {mean:.2f} % | {min(accs):.2f} – "
+                         f"{max(accs):.2f} % | {std:.2f} | {per} | {REPORTED_ACCURACY[name]:.2f} % | "
+                         f"{statistics.mean(times) if times else float('nan'):.1f} s |")
+        else:
+            lines.append(f"| {name} | 0/{len(runs)} | -- | -- | -- | {per} | "
+                         f"{REPORTED_ACCURACY[name]:.2f} % | -- |")
+    return "\n".join(lines)
+
+
+def cmd_reproduce(args: argparse.Namespace, store: st.RunStore) -> int:
+    t0 = time.monotonic()
+    results: dict[str, list[st.Run]] = {}
+    overrides = parse_overrides(args.set or [])
+    for name in args.presets or list(PRESETS):
+        for k in range(args.seeds):
+            seed = args.first_seed + k
+            cfg = load_config({**overrides, "seed": seed}, preset(name))
+            cfg.name = f"{PRESETS[name]['name']} (reproduce, seed {seed})"
+            run = train_and_follow(store, cfg, quiet=not sys.stderr.isatty())
+            acc = run.results.get("test_accuracy")
+            print(f"{name} seed {seed}: {run.status}, test accuracy {_pct(acc)}, "
+                  f"epochs {[round(t, 1) for t in run.results.get('epoch_seconds', [])]} s",
+                  file=sys.stderr, flush=True)
+            results.setdefault(name, []).append(run)
+    table = reproduce_table(results)
+    total = time.monotonic() - t0
+    print(table)
+    print(f"\nwall time: {_fmt_s(total)} ({total:.0f} s) for {sum(map(len, results.values()))} runs; "
+          f"overrides: {overrides or 'none'}")
+    ok = all(r.status == st.COMPLETED for runs in results.values() for r in runs)
+    return 0 if ok else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m core", description="LSTM Sentiment Lab engine")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a model in the foreground (Ctrl-C cancels)")
+    t.add_argument("--preset", choices=list(PRESETS))
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting")
+    t.add_argument("--config", help="JSON file of settings")
+    t.add_argument("--probe", action="append", help="a sentence re-scored every epoch")
+    r = sub.add_parser("runs", help="list runs")
+    r.add_argument("--json", action="store_true")
+    pr = sub.add_parser("predict", help="score a review with a finished run")
+    pr.add_argument("run_id")
+    pr.add_argument("text")
+    pr.add_argument("--json", action="store_true")
+    rp = sub.add_parser("reproduce", help="train the three seed presets, table vs the tutorial")
+    rp.add_argument("--seeds", type=int, default=3)
+    rp.add_argument("--first-seed", type=int, default=7)
+    rp.add_argument("--presets", nargs="*", choices=list(PRESETS))
+    rp.add_argument("--set", action="append", metavar="KEY=VALUE")
+    d = sub.add_parser("data", help="which data source is in use, counts, lengths")
+    d.add_argument("--json", action="store_true")
+    c = sub.add_parser("cancel", help="stop a queued or running run")
+    c.add_argument("run_id")
+    return p
+
+
+COMMANDS = {"train": cmd_train, "runs": cmd_runs, "predict": cmd_predict,
+            "reproduce": cmd_reproduce, "data": cmd_data, "cancel": cmd_cancel}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        store = st.RunStore()
+        return COMMANDS[args.command](args, store)
+    except ConfigError as exc:
+        print(f"error: invalid configuration: {'; '.join(exc.errors)}", file=sys.stderr)
+    except (CliError, DataError, PredictError, st.RunNotFound) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    return 2

@@ -1,0 +1,333 @@
+"""One training configuration, its validation and the seed tutorial's presets.
+
+Every hyperparameter entered anywhere (CLI ``--set``, the Train page, a JSON file) goes
+through :func:`config_from_dict` and :func:`validate`, so the same value gets the same
+message everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+# Architecture names -> the hyperparameters each one reads (besides the common ones).
+# Kept here rather than in models.py so validation needs no TensorFlow import.
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "lstm": {
+        "label": "LSTM",
+        "help": "Embedding → LSTM → sigmoid: the tutorial's first model.",
+        "uses": ("embedding_dim", "units"),
+    },
+    "lstm-dropout": {
+        "label": "LSTM + Dropout",
+        "help": "Dropout on the embeddings and on the LSTM output, against overfitting.",
+        "uses": ("embedding_dim", "units", "dropout"),
+    },
+    "cnn-lstm": {
+        "label": "CNN + LSTM",
+        "help": "A 1-D convolution finds word n-gram features, pooling halves the sequence, "
+        "then the LSTM reads it.",
+        "uses": ("embedding_dim", "units", "conv_filters", "kernel_size", "pool_size"),
+    },
+    "cnn-lstm-dropout": {
+        "label": "CNN + LSTM + Dropout",
+        "help": "The CNN + LSTM with dropout after pooling and after the LSTM "
+        "(the tutorial's own suggestion).",
+        "uses": ("embedding_dim", "units", "dropout", "conv_filters", "kernel_size", "pool_size"),
+    },
+    "bilstm": {
+        "label": "Bidirectional LSTM",
+        "help": "Two LSTMs, one reading forwards and one backwards; their final states "
+        "are joined.",
+        "uses": ("embedding_dim", "units"),
+    },
+    "gru": {
+        "label": "GRU",
+        "help": "A gated recurrent unit: like an LSTM with fewer gates and parameters.",
+        "uses": ("embedding_dim", "units"),
+    },
+    "stacked-lstm": {
+        "label": "Stacked LSTM",
+        "help": "Two LSTM layers, the second reading the first's output sequence.",
+        "uses": ("embedding_dim", "units"),
+    },
+}
+
+OPTIMIZERS = ("adam", "rmsprop", "sgd", "adagrad", "nadam")
+
+# Hyperparameters every architecture uses.
+COMMON_FIELDS = (
+    "top_words", "maxlen", "optimizer", "learning_rate", "clipnorm", "batch_size", "epochs",
+    "validation_split", "train_size", "test_size", "seed", "fast",
+)
+
+# Integer bounds, inclusive: (low, high).
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "top_words": (4, 200_000),
+    "maxlen": (1, 5_000),
+    "embedding_dim": (1, 1_024),
+    "units": (1, 1_024),
+    "conv_filters": (1, 1_024),
+    "kernel_size": (1, 64),
+    "pool_size": (1, 64),
+    "batch_size": (1, 8_192),
+    "epochs": (1, 200),
+    "train_size": (0, 10_000_000),
+    "test_size": (0, 10_000_000),
+    "seed": (0, 2**31 - 1),
+}
+NAME_MAX_CHARS = 80
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run; saved with the run as JSON."""
+
+    architecture: str = "lstm"
+    top_words: int = 5000
+    maxlen: int = 500
+    embedding_dim: int = 32
+    units: int = 100
+    dropout: float = 0.2
+    conv_filters: int = 32
+    kernel_size: int = 3
+    pool_size: int = 2
+    optimizer: str = "adam"
+    learning_rate: float = 0.001
+    clipnorm: float = 0.0  # 0 = no gradient clipping
+    batch_size: int = 64
+    epochs: int = 2
+    validation_split: float = 0.0
+    train_size: int = 0  # 0 = the whole training set
+    test_size: int = 0  # 0 = the whole test set
+    seed: int = 7
+    name: str = ""
+    fast: bool = True  # exact padding-skipping training where the architecture allows it
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("extra")
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        return load_config(json.loads(text))
+
+    def display_name(self) -> str:
+        return self.name or f"{self.architecture} e{self.epochs} b{self.batch_size}"
+
+    def uses(self) -> tuple[str, ...]:
+        arch = ARCHITECTURES.get(self.architecture)
+        return COMMON_FIELDS + (arch["uses"] if arch else ())
+
+
+FIELD_TYPES: dict[str, type] = {
+    f.name: {"int": int, "float": float, "str": str, "bool": bool}.get(str(f.type), str)
+    for f in dataclasses.fields(TrainConfig)
+    if f.name != "extra"
+}
+
+
+class ConfigError(ValueError):
+    """Raised with every problem found, one line each."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turn CLI/form text into the field's type; leave it as is when it does not parse,
+    so that validate() reports it with the field's name."""
+    kind = FIELD_TYPES[name]
+    if isinstance(value, str):
+        text = value.strip()
+        if kind is bool:
+            low = text.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            return value
+        if kind is int:
+            try:
+                return int(text)
+            except ValueError:
+                try:
+                    as_float = float(text)
+                except ValueError:
+                    return value
+                return int(as_float) if as_float.is_integer() else as_float
+        if kind is float:
+            try:
+                return float(text)
+            except ValueError:
+                return value
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def load_config(values: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+    """Build a config from loose values (strings allowed). Unknown keys are kept in
+    ``extra`` so validate() can name them instead of silently dropping them."""
+    cfg = dataclasses.replace(base) if base else TrainConfig()
+    cfg.extra = dict(cfg.extra)
+    for key, value in values.items():
+        if key in FIELD_TYPES:
+            setattr(cfg, key, _coerce(key, value))
+        else:
+            cfg.extra[key] = value
+    return cfg
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """``["units=50", "dropout=0.3"]`` -> dict; a pair without ``=`` is an error."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError([f"--set expects key=value, got {pair!r}"])
+        key, value = pair.split("=", 1)
+        out[key.strip()] = value
+    return out
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def validate(cfg: TrainConfig, n_train: int | None = None, n_test: int | None = None) -> list[str]:
+    """Every problem with ``cfg``, each naming the field, the value and the allowed range.
+
+    ``n_train``/``n_test`` are the sizes of the data in use; when given, subsets and the
+    batch size are checked against them.
+    """
+    errors: list[str] = []
+    for key in cfg.extra:
+        errors.append(f"{key}: unknown setting (known: {', '.join(FIELD_TYPES)})")
+
+    if cfg.architecture not in ARCHITECTURES:
+        errors.append(
+            f"architecture: unknown value {cfg.architecture!r} "
+            f"(allowed: {', '.join(ARCHITECTURES)})"
+        )
+    if cfg.optimizer not in OPTIMIZERS:
+        errors.append(f"optimizer: unknown value {cfg.optimizer!r} (allowed: {', '.join(OPTIMIZERS)})")
+
+    for name, (low, high) in INT_RANGES.items():
+        value = getattr(cfg, name)
+        if not _is_int(value):
+            errors.append(f"{name}: must be a whole number from {low} to {high}, got {value!r}")
+        elif not low <= value <= high:
+            errors.append(f"{name}: {value} is out of range (allowed {low} to {high})")
+
+    def check_float(name: str, low: float, high: float, low_open: bool, high_open: bool) -> None:
+        value = getattr(cfg, name)
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        allowed = f"allowed {lo}{low:g}, {high:g}{hi}"
+        if not _is_number(value):
+            errors.append(f"{name}: must be a finite number, {allowed}; got {value!r}")
+            return
+        if (value <= low if low_open else value < low) or (value >= high if high_open else value > high):
+            errors.append(f"{name}: {value:g} is out of range ({allowed})")
+
+    check_float("dropout", 0.0, 1.0, False, True)
+    check_float("learning_rate", 0.0, 1000.0, True, False)
+    check_float("clipnorm", 0.0, 1000.0, False, False)
+    check_float("validation_split", 0.0, 0.5, False, True)
+
+    if not isinstance(cfg.fast, bool):
+        errors.append(f"fast: must be true or false, got {cfg.fast!r}")
+    if not isinstance(cfg.name, str):
+        errors.append(f"name: must be text, got {cfg.name!r}")
+    elif len(cfg.name) > NAME_MAX_CHARS:
+        errors.append(f"name: {len(cfg.name)} characters is too long (allowed up to {NAME_MAX_CHARS})")
+    elif any(not ch.isprintable() for ch in cfg.name):
+        errors.append("name: must not contain control characters")
+
+    if errors:
+        return errors
+
+    # Cross-field checks, only once every field has the right type.
+    if cfg.architecture.startswith("cnn"):
+        if cfg.kernel_size > cfg.maxlen:
+            errors.append(f"kernel_size: {cfg.kernel_size} is longer than maxlen {cfg.maxlen} "
+                          f"(allowed 1 to {cfg.maxlen})")
+        if cfg.pool_size > cfg.maxlen:
+            errors.append(f"pool_size: {cfg.pool_size} is longer than maxlen {cfg.maxlen} "
+                          f"(allowed 1 to {cfg.maxlen})")
+    if n_train is not None:
+        if cfg.train_size > n_train:
+            errors.append(f"train_size: {cfg.train_size} is more than the {n_train} training "
+                          f"reviews available (allowed 0 = all, or 1 to {n_train})")
+        else:
+            usable = cfg.train_size or n_train
+            n_fit = usable - int(round(usable * cfg.validation_split))
+            if cfg.validation_split > 0 and int(round(usable * cfg.validation_split)) < 1:
+                errors.append(f"validation_split: {cfg.validation_split:g} of {usable} reviews "
+                              "leaves no validation review (use 0 or a larger subset)")
+            if cfg.batch_size > n_fit:
+                errors.append(f"batch_size: {cfg.batch_size} is larger than the {n_fit} reviews "
+                              f"left for training (allowed 1 to {n_fit})")
+    if n_test is not None and cfg.test_size > n_test:
+        errors.append(f"test_size: {cfg.test_size} is more than the {n_test} test reviews "
+                      f"available (allowed 0 = all, or 1 to {n_test})")
+    return errors
+
+
+def check(cfg: TrainConfig, n_train: int | None = None, n_test: int | None = None) -> TrainConfig:
+    """validate() that raises: for callers that cannot go on with a bad config."""
+    errors = validate(cfg, n_train, n_test)
+    if errors:
+        raise ConfigError(errors)
+    return cfg
+
+
+# The seed tutorial's three models, with its exact settings (Adam, batch 64, top 5,000
+# words, reviews cut/padded to 500 at the front, all 25,000 reviews for training).
+PRESETS: dict[str, dict[str, Any]] = {
+    "seed-lstm": {"architecture": "lstm", "epochs": 2, "name": "seed LSTM"},
+    "seed-lstm-dropout": {"architecture": "lstm-dropout", "dropout": 0.2, "epochs": 2,
+                          "name": "seed LSTM + Dropout"},
+    "seed-cnn-lstm": {"architecture": "cnn-lstm", "epochs": 3, "name": "seed CNN + LSTM"},
+}
+
+# Test accuracy the tutorial reported for each preset, in percent.
+REPORTED_ACCURACY: dict[str, float] = {
+    "seed-lstm": 87.48,
+    "seed-lstm-dropout": 87.56,
+    "seed-cnn-lstm": 88.72,
+}
+
+
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    """A preset's config; unknown names raise ConfigError listing the known ones."""
+    if name not in PRESETS:
+        raise ConfigError([f"preset: unknown value {name!r} (allowed: {', '.join(PRESETS)})"])
+    return load_config({**PRESETS[name], **overrides})
+
+
+def preset_of(cfg: TrainConfig) -> str | None:
+    """The preset a config equals (ignoring name and seed), for reference lines."""
+    mine = cfg.to_dict()
+    for pname in PRESETS:
+        ref = preset(pname).to_dict()
+        keys = [k for k in ref if k not in ("name", "seed", "fast")]
+        if all(mine[k] == ref[k] for k in keys):
+            return pname
+    return None

@@ -1,0 +1,78 @@
+"""The job queue: submit returns a run id at once; workers are separate processes.
+
+There is no scheduler thread. The queue lives in the store: ``dispatch`` claims queued runs
+while a slot is free (``LAB_MAX_JOBS``, default 1) and spawns one worker process per run
+(a fresh interpreter in its own session, so it outlives the web server that launched it).
+Each worker dispatches again when it ends, and every look at the store does too, so the
+queue drains even when the process that submitted the jobs is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterable
+
+from core import paths
+from core import store as st
+from core.config import TrainConfig, check
+
+DEFAULT_MAX_JOBS = 1  # concurrent trainings; one per 2-core machine
+
+
+def max_jobs() -> int:
+    try:
+        return max(1, int(os.environ.get("LAB_MAX_JOBS", DEFAULT_MAX_JOBS)))
+    except ValueError:
+        return DEFAULT_MAX_JOBS
+
+
+def submit(store: st.RunStore, cfg: TrainConfig, probes: Iterable[str] = (),
+           n_train: int | None = None, n_test: int | None = None, start: bool = True) -> str:
+    """Validate, queue and (if a slot is free) start a run; returns its id at once.
+    Raises ConfigError before anything is stored when the config is invalid."""
+    from core.guard import check_budget  # resource guard: refuse what cannot fit
+
+    check(cfg, n_train, n_test)
+    check_budget(cfg, n_train)
+    run_id = store.create_run(cfg, probes)
+    if start:
+        dispatch(store)
+    return run_id
+
+
+def spawn_worker(store: st.RunStore, run_id: str) -> int:
+    """Start ``python -m core.worker RUN_ID`` detached; its output goes to the run's log."""
+    log = open(store.run_dir(run_id) / "worker.log", "ab")  # noqa: SIM115 - handed to child
+    env = dict(os.environ, LAB_HOME=str(store.home), PYTHONUNBUFFERED="1")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.worker", run_id], cwd=paths.PROJECT_ROOT, env=env,
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    return proc.pid
+
+
+def dispatch(store: st.RunStore) -> list[str]:
+    """Start queued runs while slots are free; returns the ids started."""
+    store.reap()
+    started = []
+    while True:
+        run = store.claim_next(max_jobs())
+        if run is None:
+            return started
+        try:
+            pid = spawn_worker(store, run.id)
+        except OSError as exc:
+            store.finish(run.id, st.FAILED, error=f"could not start the worker process: {exc}")
+            continue
+        store.set_worker(run.id, pid)
+        started.append(run.id)
+
+
+def cancel(store: st.RunStore, run_id: str) -> str:
+    """Ask a run to stop; returns its status after the request."""
+    status = store.request_cancel(run_id)
+    dispatch(store)
+    return status

@@ -1,0 +1,149 @@
+"""Model builders: ``TrainConfig -> keras.Model`` (uncompiled), one per architecture.
+
+The seed tutorial's three models have exactly 213,301 / 213,301 / 216,405 parameters at
+its settings (top_words 5000, embedding 32, LSTM 100, Conv1D 32x3, pool 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+from keras import layers
+
+from core.config import ARCHITECTURES, TrainConfig
+
+# Sigmoid output: probability that the review is positive.
+OUTPUT_ACTIVATION = "sigmoid"
+# Dropout in cnn-lstm-dropout sits after pooling and after the LSTM.
+CONV_ACTIVATION = "relu"
+
+
+def _inputs(cfg: TrainConfig) -> keras.KerasTensor:
+    return keras.Input(shape=(cfg.maxlen,), dtype="int32", name="codes")
+
+
+def _embed(cfg: TrainConfig, x):
+    return layers.Embedding(cfg.top_words, cfg.embedding_dim, name="embedding")(x)
+
+
+def _head(x):
+    return layers.Dense(1, activation=OUTPUT_ACTIVATION, name="output")(x)
+
+
+def build_lstm(cfg: TrainConfig) -> keras.Model:
+    inputs = _inputs(cfg)
+    x = _embed(cfg, inputs)
+    x = layers.LSTM(cfg.units, name="lstm")(x)
+    return keras.Model(inputs, _head(x), name="lstm")
+
+
+def build_lstm_dropout(cfg: TrainConfig) -> keras.Model:
+    inputs = _inputs(cfg)
+    x = _embed(cfg, inputs)
+    x = layers.Dropout(cfg.dropout, name="embedding_dropout")(x)
+    x = layers.LSTM(cfg.units, name="lstm")(x)
+    x = layers.Dropout(cfg.dropout, name="lstm_dropout")(x)
+    return keras.Model(inputs, _head(x), name="lstm_dropout")
+
+
+def _conv_pool(cfg: TrainConfig, x):
+    x = layers.Conv1D(cfg.conv_filters, cfg.kernel_size, padding="same",
+                      activation=CONV_ACTIVATION, name="conv")(x)
+    return layers.MaxPooling1D(pool_size=cfg.pool_size, name="pool")(x)
+
+
+def build_cnn_lstm(cfg: TrainConfig) -> keras.Model:
+    inputs = _inputs(cfg)
+    x = _conv_pool(cfg, _embed(cfg, inputs))
+    x = layers.LSTM(cfg.units, name="lstm")(x)
+    return keras.Model(inputs, _head(x), name="cnn_lstm")
+
+
+def build_cnn_lstm_dropout(cfg: TrainConfig) -> keras.Model:
+    inputs = _inputs(cfg)
+    x = _conv_pool(cfg, _embed(cfg, inputs))
+    x = layers.Dropout(cfg.dropout, name="pool_dropout")(x)
+    x = layers.LSTM(cfg.units, name="lstm")(x)
+    x = layers.Dropout(cfg.dropout, name="lstm_dropout")(x)
+    return keras.Model(inputs, _head(x), name="cnn_lstm_dropout")
+
+
+def build_bilstm(cfg: TrainConfig) -> keras.Model:
+    inputs = _inputs(cfg)
+    x = layers.Bidirectional(layers.LSTM(cfg.units), name="bilstm")(_embed(cfg, inputs))
+    return keras.Model(inputs, _head(x), name="bilstm")
+
+
+def build_gru(cfg: TrainConfig) -> keras.Model:
+    inputs = _inputs(cfg)
+    x = layers.GRU(cfg.units, name="gru")(_embed(cfg, inputs))
+    return keras.Model(inputs, _head(x), name="gru")
+
+
+def build_stacked_lstm(cfg: TrainConfig) -> keras.Model:
+    inputs = _inputs(cfg)
+    x = layers.LSTM(cfg.units, return_sequences=True, name="lstm_1")(_embed(cfg, inputs))
+    x = layers.LSTM(cfg.units, name="lstm_2")(x)
+    return keras.Model(inputs, _head(x), name="stacked_lstm")
+
+
+BUILDERS: dict[str, Callable[[TrainConfig], keras.Model]] = {
+    "lstm": build_lstm,
+    "lstm-dropout": build_lstm_dropout,
+    "cnn-lstm": build_cnn_lstm,
+    "cnn-lstm-dropout": build_cnn_lstm_dropout,
+    "bilstm": build_bilstm,
+    "gru": build_gru,
+    "stacked-lstm": build_stacked_lstm,
+}
+assert set(BUILDERS) == set(ARCHITECTURES), "every architecture needs a builder"
+
+
+def build_model(cfg: TrainConfig) -> keras.Model:
+    """The uncompiled model for ``cfg``."""
+    return BUILDERS[cfg.architecture](cfg)
+
+
+def make_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
+    kwargs = {"learning_rate": cfg.learning_rate}
+    if cfg.clipnorm:
+        kwargs["clipnorm"] = cfg.clipnorm
+    return {
+        "adam": keras.optimizers.Adam,
+        "rmsprop": keras.optimizers.RMSprop,
+        "sgd": keras.optimizers.SGD,
+        "adagrad": keras.optimizers.Adagrad,
+        "nadam": keras.optimizers.Nadam,
+    }[cfg.optimizer](**kwargs)
+
+
+def compile_model(model: keras.Model, cfg: TrainConfig) -> keras.Model:
+    """Adam + binary cross-entropy + accuracy, as in the tutorial."""
+    model.compile(optimizer=make_optimizer(cfg), loss="binary_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def summary_text(model: keras.Model) -> str:
+    """A plain-text ``model.summary()`` (layer, type, output shape, parameters): Keras's own
+    renders through rich at the terminal's width, which cuts columns off in a page."""
+    rows = [("Layer (type)", "Output shape", "Params")]
+    for layer in model.layers:
+        try:
+            shape = str(tuple(layer.output.shape))
+        except (AttributeError, ValueError):
+            shape = "?"
+        rows.append((f"{layer.name} ({type(layer).__name__})", shape, f"{layer.count_params():,}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    line = "-" * (sum(widths) + 4)
+    out = [f'Model: "{model.name}"', line]
+    for j, r in enumerate(rows):
+        out.append(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}")
+        if j == 0:
+            out.append(line)
+    total = model.count_params()
+    trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
+    out += [line, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+            f"Non-trainable params: {total - trainable:,}"]
+    return "\n".join(out)

@@ -1,0 +1,151 @@
+"""Scoring typed reviews with a finished run's model.
+
+Models are only ever loaded from the run store, by run id, with ``safe_mode=True`` (no
+Lambda layers or other code inside a model file runs). The run's saved encoder turns text
+into codes exactly as in training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core import store as st
+from core.text import OOV, START, Encoder, check_text, tokenize
+
+ATTRIBUTION_MAX_WORDS = 500  # occlusion is batched over at most this many words
+
+
+class PredictError(ValueError):
+    """A review or run that cannot be scored; the message is for the user."""
+
+
+@dataclass
+class Prediction:
+    probability: float | None  # P(positive); None when the text could not be scored
+    label: str  # "positive" / "negative" / "" (not scored)
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    n_words: int = 0
+    n_oov: int = 0
+    n_truncated: int = 0
+
+    def as_dict(self) -> dict:
+        return {"probability": self.probability, "label": self.label, "error": self.error,
+                "warnings": self.warnings, "words": self.n_words, "oov_words": self.n_oov,
+                "truncated_tokens": self.n_truncated}
+
+
+@dataclass
+class WordAttribution:
+    word: str
+    code: int
+    delta: float  # P(full) - P(word occluded): > 0 pushes towards positive
+    status: str  # "known" | "oov" | "truncated"
+
+
+def label_of(p: float) -> str:
+    return "positive" if p >= 0.5 else "negative"
+
+
+def load_run_model(store: st.RunStore, run_id: str):
+    """The Keras model of a completed run, loaded safely from the store only."""
+    import keras
+
+    run = store.get(run_id)
+    if run.status != st.COMPLETED:
+        raise PredictError(f"run {run_id} is {run.status}; only completed runs have a model")
+    path = store.model_path(run_id)
+    if not path.is_file():
+        raise PredictError(f"run {run_id} has no saved model file")
+    return keras.saving.load_model(path, compile=False, safe_mode=True)
+
+
+def refuse_model_file(path: Path | str) -> str:
+    """Model files are never loaded from a path or upload; this is the message shown."""
+    return (f"Refused to load {Path(str(path)).name!r}: models are only loaded from this lab's "
+            "run store by run id (safe mode), never from an uploaded or typed file path.")
+
+
+class Predictor:
+    """A loaded run: encoder + model (+ the exact fast path when it applies)."""
+
+    def __init__(self, store: st.RunStore, run_id: str):
+        self.run_id = run_id
+        self.run = store.get(run_id)
+        self.encoder = Encoder.load(store.encoder_path(run_id))
+        self.model = load_run_model(store, run_id)
+        from core import fast
+
+        self.fast = fast.FastPredictor.try_build(self.model, self.run.config)
+
+    def _probs(self, x: np.ndarray) -> np.ndarray:
+        """P(positive) for padded code rows; fast exact path when available."""
+        if self.fast is not None:
+            return self.fast.predict_padded(x)
+        return np.asarray(self.model.predict(x, batch_size=256, verbose=0)).ravel()
+
+    def predict(self, texts: list[str]) -> list[Prediction]:
+        out: list[Prediction | None] = []
+        rows, where = [], []
+        for text in texts:
+            error, warnings = check_text(text, self.encoder)
+            if error:
+                out.append(Prediction(None, "", error, warnings))
+                continue
+            enc = self.encoder.encode(text)
+            out.append(Prediction(None, "", None, warnings, len(enc.tokens), enc.n_oov,
+                                  enc.n_truncated))
+            rows.append(enc.padded)
+            where.append(len(out) - 1)
+        if rows:
+            probs = self._probs(np.stack(rows))
+            for i, p in zip(where, probs):
+                out[i].probability = float(p)
+                out[i].label = label_of(float(p))
+        return out
+
+    def predict_one(self, text: str) -> Prediction:
+        return self.predict([text])[0]
+
+    def attribution(self, text: str) -> tuple[float, list[WordAttribution]]:
+        """Occlusion: each kept word replaced by the OOV marker, all variants in one batch."""
+        error, _ = check_text(text, self.encoder)
+        if error:
+            raise PredictError(error)
+        enc = self.encoder.encode(text)
+        maxlen = self.encoder.maxlen
+        n_cut = enc.n_truncated  # codes cut at the front (the start token first)
+        words = enc.tokens
+        # codes[j] is word j-1 (codes[0] is the start token); code j sits at column j - n_cut
+        # of the unpadded tail, or is cut when j < n_cut.
+        base = enc.padded
+        offset = maxlen - (len(enc.codes) - n_cut)
+        variants, positions = [], []
+        for j in range(1, len(enc.codes)):
+            if j < n_cut or enc.codes[j] == OOV or len(variants) >= ATTRIBUTION_MAX_WORDS:
+                continue
+            row = base.copy()
+            row[offset + j - n_cut] = OOV
+            variants.append(row)
+            positions.append(j)
+        probs = self._probs(np.stack([base, *variants]))
+        p_full = float(probs[0])
+        delta = {j: p_full - float(p) for j, p in zip(positions, probs[1:])}
+        result = []
+        for j in range(1, len(enc.codes)):
+            code = enc.codes[j]
+            status = "truncated" if j < n_cut else ("oov" if code == OOV else "known")
+            result.append(WordAttribution(words[j - 1], code, delta.get(j, 0.0), status))
+        return p_full, result
+
+    def inspect(self, text: str) -> dict:
+        """The exact index sequence the model sees, with each code's meaning."""
+        enc = self.encoder.encode(text)
+        return {"tokens": enc.tokens, "codes": enc.codes, "padded": enc.padded.tolist(),
+                "n_pad": max(0, self.encoder.maxlen - len(enc.codes)),
+                "n_truncated": enc.n_truncated, "n_oov": enc.n_oov,
+                "start_kept": bool(START in enc.padded.tolist()), "maxlen": self.encoder.maxlen,
+                "vocab_size": self.encoder.vocab_size, "words": len(tokenize(text))}

@@ -1,0 +1,411 @@
+"""The run store: one SQLite file (WAL) plus a folder per run for its model and encoder.
+
+Statuses, in the spirit of sacred's observers::
+
+    queued -> running -> completed | failed | cancelled | diverged | interrupted
+
+``interrupted`` is set by whoever looks next when a running run's worker is gone (its pid
+is dead, or for a worker on another host its heartbeat is stale). Metrics are rows
+(run, step, epoch, phase, name, value, time) written in small transactions, so a killed
+worker loses nothing already written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from core import paths
+from core.config import TrainConfig, load_config
+
+QUEUED, RUNNING = "queued", "running"
+COMPLETED, FAILED, CANCELLED, DIVERGED, INTERRUPTED = (
+    "completed", "failed", "cancelled", "diverged", "interrupted")
+ACTIVE = (QUEUED, RUNNING)
+FINAL = (COMPLETED, FAILED, CANCELLED, DIVERGED, INTERRUPTED)
+
+HEARTBEAT_S = 1.0  # a worker's heartbeat period
+STALE_S = 30.0  # heartbeat age that marks a worker dead when its pid cannot be checked
+BUSY_TIMEOUT_MS = 30_000  # writers wait this long for the lock instead of failing
+MODEL_FILE = "model.keras"
+PARTIAL_MODEL_FILE = "model.partial.keras"
+ENCODER_FILE = "encoder.json"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    architecture TEXT NOT NULL,
+    config TEXT NOT NULL,
+    probes TEXT NOT NULL DEFAULT '[]',
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    ended_at REAL,
+    heartbeat_at REAL,
+    pid INTEGER,
+    pid_started REAL,
+    host TEXT,
+    progress TEXT NOT NULL DEFAULT '{}',
+    results TEXT NOT NULL DEFAULT '{}',
+    env TEXT NOT NULL DEFAULT '{}',
+    error TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status, seq);
+CREATE TABLE IF NOT EXISTS metrics (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    phase TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value REAL,
+    t REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metrics_run ON metrics(run_id, phase, id);
+"""
+
+
+class RunNotFound(KeyError):
+    def __init__(self, run_id: str):
+        super().__init__(run_id)
+        self.run_id = run_id
+
+    def __str__(self) -> str:
+        return f"no run with id {self.run_id!r} (see `python -m core runs`)"
+
+
+@dataclass
+class Run:
+    id: str
+    seq: int
+    name: str
+    architecture: str
+    config: TrainConfig
+    probes: list[str]
+    status: str
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    heartbeat_at: float | None
+    pid: int | None
+    pid_started: float | None
+    host: str | None
+    progress: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    cancel_requested: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return (self.ended_at or time.time()) - self.started_at
+
+
+def new_run_id() -> str:
+    """Sortable by creation time, unique across processes."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def worker_alive(pid: int | None, pid_started: float | None, host: str | None,
+                 heartbeat_at: float | None, now: float | None = None) -> bool:
+    """Is the worker of a running run still there? The pid (with its start time, so a
+    recycled pid does not count) on this host; otherwise the heartbeat's age."""
+    now = now or time.time()
+    if pid and host == socket.gethostname():
+        try:
+            proc = psutil.Process(pid)
+            if pid_started is not None and abs(proc.create_time() - pid_started) > 1.0:
+                return False
+            return proc.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return False
+    return heartbeat_at is not None and now - heartbeat_at < STALE_S
+
+
+class RunStore:
+    """All runs of one LAB_HOME. Safe to use from many threads and processes."""
+
+    def __init__(self, home: Path | str | None = None):
+        self.home = Path(home) if home else paths.lab_home()
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "runs").mkdir(exist_ok=True)
+        self.db_path = self.home / "runs.db"
+        self._local = threading.local()
+        self._conn().executescript(_SCHEMA)  # idempotent; executescript commits itself
+
+    # -- connection ------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                   isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    @contextmanager
+    def _tx(self, immediate: bool = True) -> Iterator[sqlite3.Connection]:
+        """A write transaction. IMMEDIATE takes the lock up front, so a busy database waits
+        (busy_timeout) instead of failing with "database is locked" on lock upgrade."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- files -----------------------------------------------------------------------------
+    def run_dir(self, run_id: str) -> Path:
+        if not run_id or "/" in run_id or "\\" in run_id or run_id.startswith("."):
+            raise RunNotFound(run_id)
+        return self.home / "runs" / run_id
+
+    def model_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / MODEL_FILE
+
+    def encoder_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / ENCODER_FILE
+
+    # -- runs ------------------------------------------------------------------------------
+    def create_run(self, cfg: TrainConfig, probes: Iterable[str] = (), status: str = QUEUED
+                   ) -> str:
+        run_id = new_run_id()
+        self.run_dir(run_id).mkdir(parents=True, exist_ok=True)
+        with self._tx(immediate=True) as db:
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM runs").fetchone()[0]
+            db.execute(
+                "INSERT INTO runs (id, seq, name, architecture, config, probes, status, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, seq, cfg.display_name(), cfg.architecture, cfg.to_json(),
+                 json.dumps(list(probes)), status, time.time()))
+        return run_id
+
+    @staticmethod
+    def _row(row: sqlite3.Row) -> Run:
+        d = dict(row)
+        return Run(
+            id=d["id"], seq=d["seq"], name=d["name"], architecture=d["architecture"],
+            config=load_config(json.loads(d["config"])), probes=json.loads(d["probes"]),
+            status=d["status"], created_at=d["created_at"], started_at=d["started_at"],
+            ended_at=d["ended_at"], heartbeat_at=d["heartbeat_at"], pid=d["pid"],
+            pid_started=d["pid_started"], host=d["host"], progress=json.loads(d["progress"]),
+            results=json.loads(d["results"]), env=json.loads(d["env"]), error=d["error"],
+            cancel_requested=bool(d["cancel_requested"]))
+
+    def get(self, run_id: str, reap: bool = True) -> Run:
+        if reap:
+            self.reap()
+        row = self._conn().execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFound(run_id)
+        return self._row(row)
+
+    def exists(self, run_id: str) -> bool:
+        return self._conn().execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() \
+            is not None
+
+    def list_runs(self, statuses: Iterable[str] | None = None, reap: bool = True) -> list[Run]:
+        """Newest first. Looking also marks runs whose worker died as interrupted."""
+        if reap:
+            self.reap()
+        sql, args = "SELECT * FROM runs", []
+        if statuses:
+            st = list(statuses)
+            sql += f" WHERE status IN ({','.join('?' * len(st))})"
+            args = st
+        rows = self._conn().execute(sql + " ORDER BY seq DESC", args).fetchall()
+        return [self._row(r) for r in rows]
+
+    def queue(self) -> list[Run]:
+        """Queued runs in the order they will start."""
+        return list(reversed(self.list_runs([QUEUED], reap=False)))
+
+    def queue_position(self, run_id: str) -> int | None:
+        """1 = next to start; None when the run is not queued."""
+        for i, run in enumerate(self.queue(), start=1):
+            if run.id == run_id:
+                return i
+        return None
+
+    def claim_next(self, max_running: int) -> Run | None:
+        """Atomically move the oldest queued run to running if a slot is free."""
+        with self._tx(immediate=True) as db:
+            running = db.execute("SELECT COUNT(*) FROM runs WHERE status = ?",
+                                 (RUNNING,)).fetchone()[0]
+            if running >= max_running:
+                return None
+            row = db.execute("SELECT id FROM runs WHERE status = ? ORDER BY seq LIMIT 1",
+                             (QUEUED,)).fetchone()
+            if row is None:
+                return None
+            now = time.time()
+            db.execute("UPDATE runs SET status = ?, started_at = ?, heartbeat_at = ?, host = ?, "
+                       "progress = ? WHERE id = ?",
+                       (RUNNING, now, now, socket.gethostname(),
+                        json.dumps({"stage": "starting"}), row["id"]))
+        return self.get(row["id"], reap=False)
+
+    def set_worker(self, run_id: str, pid: int) -> None:
+        try:
+            started = psutil.Process(pid).create_time()
+        except psutil.NoSuchProcess:
+            started = None
+        with self._tx() as db:
+            db.execute("UPDATE runs SET pid = ?, pid_started = ?, host = ?, heartbeat_at = ? "
+                       "WHERE id = ?", (pid, started, socket.gethostname(), time.time(), run_id))
+
+    def heartbeat(self, run_id: str, progress: dict[str, Any] | None = None) -> None:
+        with self._tx() as db:
+            if progress is None:
+                db.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = ?",
+                           (time.time(), run_id, RUNNING))
+            else:
+                db.execute("UPDATE runs SET heartbeat_at = ?, progress = ? "
+                           "WHERE id = ? AND status = ?",
+                           (time.time(), json.dumps(progress), run_id, RUNNING))
+
+    def update_results(self, run_id: str, **values: Any) -> None:
+        """Merge keys into the run's results (partial results survive a crash)."""
+        with self._tx(immediate=True) as db:
+            row = db.execute("SELECT results FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFound(run_id)
+            results = json.loads(row["results"])
+            results.update(values)
+            db.execute("UPDATE runs SET results = ? WHERE id = ?", (json.dumps(results), run_id))
+
+    def set_env(self, run_id: str, env: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE runs SET env = ? WHERE id = ?", (json.dumps(env), run_id))
+
+    def finish(self, run_id: str, status: str, error: str | None = None,
+               progress: dict[str, Any] | None = None) -> bool:
+        """Move a run to a final status; False if it was already final (first one wins)."""
+        assert status in FINAL, status
+        with self._tx(immediate=True) as db:
+            cur = db.execute(
+                "UPDATE runs SET status = ?, ended_at = ?, error = COALESCE(?, error), "
+                "progress = COALESCE(?, progress) WHERE id = ? AND status IN (?, ?)",
+                (status, time.time(), error, json.dumps(progress) if progress else None,
+                 run_id, QUEUED, RUNNING))
+            return cur.rowcount == 1
+
+    def request_cancel(self, run_id: str) -> str:
+        """Queued runs are cancelled at once; running ones stop at their next batch.
+        Returns the status after the request."""
+        with self._tx(immediate=True) as db:
+            row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFound(run_id)
+            if row["status"] == QUEUED:
+                db.execute("UPDATE runs SET status = ?, ended_at = ?, cancel_requested = 1 "
+                           "WHERE id = ?", (CANCELLED, time.time(), run_id))
+                return CANCELLED
+            if row["status"] == RUNNING:
+                db.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
+            return row["status"]
+
+    def cancel_requested(self, run_id: str) -> bool:
+        row = self._conn().execute("SELECT cancel_requested FROM runs WHERE id = ?",
+                                   (run_id,)).fetchone()
+        return bool(row and row[0])
+
+    def rename(self, run_id: str, name: str) -> None:
+        name = name.strip()
+        if not name or len(name) > 80 or any(not c.isprintable() for c in name):
+            raise ValueError("name: must be 1 to 80 printable characters")
+        with self._tx() as db:
+            if db.execute("UPDATE runs SET name = ? WHERE id = ?", (name, run_id)).rowcount == 0:
+                raise RunNotFound(run_id)
+
+    def delete(self, run_id: str) -> None:
+        """Delete a finished run, its metrics and files. Active runs must be cancelled first."""
+        run = self.get(run_id)
+        if run.active:
+            raise ValueError(f"run {run_id} is {run.status}: stop it before deleting it")
+        with self._tx(immediate=True) as db:
+            db.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+            db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+
+    def reap(self) -> list[str]:
+        """Mark running runs whose worker is gone as interrupted; drop partial model files."""
+        rows = self._conn().execute(
+            "SELECT id, pid, pid_started, host, heartbeat_at FROM runs WHERE status = ?",
+            (RUNNING,)).fetchall()
+        now = time.time()
+        dead = [r["id"] for r in rows
+                if not worker_alive(r["pid"], r["pid_started"], r["host"], r["heartbeat_at"], now)]
+        reaped = []
+        for run_id in dead:
+            if self.finish(run_id, INTERRUPTED,
+                           error="The worker process stopped without finishing the run "
+                                 "(killed, crashed or the machine restarted)."):
+                reaped.append(run_id)
+            (self.run_dir(run_id) / PARTIAL_MODEL_FILE).unlink(missing_ok=True)
+        return reaped
+
+    # -- metrics ---------------------------------------------------------------------------
+    def add_metrics(self, run_id: str,
+                    rows: Iterable[tuple[int, int, str, str, float | None, float]]) -> int:
+        """Rows of (step, epoch, phase, name, value, time), in one transaction."""
+        data = [(run_id, *r) for r in rows]
+        if not data:
+            return 0
+        with self._tx() as db:
+            db.executemany("INSERT INTO metrics (run_id, step, epoch, phase, name, value, t) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?)", data)
+        return len(data)
+
+    def metrics(self, run_id: str, phase: str | None = None, after_id: int = 0
+                ) -> list[dict[str, Any]]:
+        sql = ("SELECT id, step, epoch, phase, name, value, t FROM metrics "
+               "WHERE run_id = ? AND id > ?")
+        args: list[Any] = [run_id, after_id]
+        if phase:
+            sql += " AND phase = ?"
+            args.append(phase)
+        return [dict(r) for r in self._conn().execute(sql + " ORDER BY id", args).fetchall()]
+
+    def metric_count(self, run_id: str, phase: str | None = None) -> int:
+        sql, args = "SELECT COUNT(*) FROM metrics WHERE run_id = ?", [run_id]
+        if phase:
+            sql += " AND phase = ?"
+            args.append(phase)
+        return self._conn().execute(sql, args).fetchone()[0]
+
+    def integrity_ok(self) -> bool:
+        return self._conn().execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -1,0 +1,185 @@
+"""The one tokenizer/encoder: raw review text -> Keras-imdb-style index sequences.
+
+Conventions are those of ``keras.datasets.imdb``: 0 = padding, 1 = start of review,
+2 = out-of-vocabulary, a word of frequency rank r (1 = most frequent) is ``r + 3``; only
+codes below ``top_words`` are kept, others become 2. Padding and truncation are 'pre',
+as ``keras.utils.pad_sequences`` does by default. Training and prediction both call this
+module, and a run saves its :class:`Encoder` so typed text is encoded as in training.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+PAD = 0  # padding index
+START = 1  # start-of-review marker
+OOV = 2  # out-of-vocabulary word
+INDEX_FROM = 3  # word of rank r gets code r + INDEX_FROM
+
+# keras.preprocessing.text.text_to_word_sequence's default filters.
+KERAS_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
+_TRANSLATE = str.maketrans({ch: " " for ch in KERAS_FILTERS})
+_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
+
+# Typed text longer than this is cut before tokenizing (a review is a few KB; this
+# keeps a pasted novel from stalling the page).
+MAX_TEXT_CHARS = 200_000
+
+
+def tokenize(text: str) -> list[str]:
+    """Lowercase, drop ``<br />``, replace Keras's punctuation filters by spaces, split."""
+    text = _BR.sub(" ", text.replace("\x00", " "))
+    return text.lower().translate(_TRANSLATE).split()
+
+
+def rank_words(token_lists: Iterable[Sequence[str]]) -> list[str]:
+    """Words by descending frequency; ties broken alphabetically so ranks are stable."""
+    counts: Counter[str] = Counter()
+    for tokens in token_lists:
+        counts.update(tokens)
+    return [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def pad_pre(seqs: Sequence[Sequence[int]], maxlen: int, dtype=np.int32) -> np.ndarray:
+    """Same result as ``keras.utils.pad_sequences(seqs, maxlen)`` with its defaults
+    (padding='pre', truncating='pre', value=0), without importing Keras."""
+    out = np.zeros((len(seqs), maxlen), dtype=dtype)
+    for i, s in enumerate(seqs):
+        if len(s) == 0:
+            continue
+        tail = s[-maxlen:]
+        out[i, maxlen - len(tail):] = tail
+    return out
+
+
+def pad_flat(flat: np.ndarray, offsets: np.ndarray, maxlen: int) -> np.ndarray:
+    """pad_pre for ragged data stored as one flat array + offsets (vectorised)."""
+    n = len(offsets) - 1
+    lengths = np.diff(offsets)
+    kept = np.minimum(lengths, maxlen)
+    out = np.zeros((n, maxlen), dtype=np.int32)
+    # Source index of every kept token, and its destination column.
+    rows = np.repeat(np.arange(n), kept)
+    starts = offsets[1:] - kept
+    within = np.arange(kept.sum()) - np.repeat(np.cumsum(kept) - kept, kept)
+    cols = maxlen - np.repeat(kept, kept) + within
+    out[rows, cols] = flat[np.repeat(starts, kept) + within]
+    return out
+
+
+@dataclass
+class Encoded:
+    """One review as the model sees it, for inspectors and messages."""
+
+    tokens: list[str]  # the words after tokenizing
+    codes: list[int]  # start token + one code per word (before padding)
+    padded: np.ndarray  # shape (maxlen,)
+    n_oov: int  # words outside the vocabulary
+    n_truncated: int  # codes cut off at the front by 'pre' truncation
+    n_known: int  # words inside the vocabulary
+
+
+@dataclass
+class Encoder:
+    """Word ranks plus the encoding settings; saved with every run."""
+
+    words: list[str]  # words by rank; words[0] has rank 1 (code 4)
+    top_words: int = 5000
+    maxlen: int = 500
+    source: str = ""
+    _index: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        # Only words whose code is below top_words are kept, as load_data(num_words=...) does.
+        n_keep = max(0, min(len(self.words), self.top_words - INDEX_FROM - 1))
+        self._index = {w: i + 1 + INDEX_FROM for i, w in enumerate(self.words[:n_keep])}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._index)
+
+    def code(self, word: str) -> int:
+        return self._index.get(word, OOV)
+
+    def word(self, code: int) -> str:
+        if code == PAD:
+            return "<pad>"
+        if code == START:
+            return "<start>"
+        if code == OOV:
+            return "<oov>"
+        rank = code - INDEX_FROM
+        return self.words[rank - 1] if 1 <= rank <= len(self.words) else "<?>"
+
+    def codes(self, tokens: Sequence[str]) -> list[int]:
+        """Start token followed by each word's code."""
+        get = self._index.get
+        return [START] + [get(t, OOV) for t in tokens]
+
+    def encode(self, text: str) -> Encoded:
+        tokens = tokenize(text[:MAX_TEXT_CHARS])
+        codes = self.codes(tokens)
+        padded = pad_pre([codes], self.maxlen)[0]
+        n_oov = sum(1 for c in codes[1:] if c == OOV)
+        return Encoded(tokens=tokens, codes=codes, padded=padded, n_oov=n_oov,
+                       n_truncated=max(0, len(codes) - self.maxlen),
+                       n_known=len(tokens) - n_oov)
+
+    def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
+        return pad_pre([self.codes(tokenize(t[:MAX_TEXT_CHARS])) for t in texts], self.maxlen)
+
+    def with_settings(self, top_words: int, maxlen: int) -> Encoder:
+        return Encoder(words=self.words, top_words=top_words, maxlen=maxlen, source=self.source)
+
+    # -- persistence -------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        n_keep = max(0, min(len(self.words), self.top_words - INDEX_FROM - 1))
+        return {"top_words": self.top_words, "maxlen": self.maxlen, "source": self.source,
+                "index_from": INDEX_FROM, "filters": KERAS_FILTERS,
+                "words": self.words[:n_keep]}
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict()), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> Encoder:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        return cls(words=d["words"], top_words=d["top_words"], maxlen=d["maxlen"],
+                   source=d.get("source", ""))
+
+
+def check_text(text: object, encoder: Encoder | None = None) -> tuple[str | None, list[str]]:
+    """Validate typed text before prediction: (error or None, warnings).
+
+    One place for what every page and the CLI say about a review that cannot be
+    scored, or can only be scored in part.
+    """
+    if not isinstance(text, str):
+        return "The review must be text.", []
+    if not text.strip():
+        return "The review is empty: type a sentence or two to score.", []
+    warnings: list[str] = []
+    if len(text) > MAX_TEXT_CHARS:
+        warnings.append(f"The review is {len(text):,} characters; only the first "
+                        f"{MAX_TEXT_CHARS:,} are read.")
+    tokens = tokenize(text[:MAX_TEXT_CHARS])
+    if not tokens:
+        return ("The review has no words once punctuation is removed "
+                "(the model reads lowercase words split on spaces)."), warnings
+    if encoder is not None:
+        codes = encoder.codes(tokens)
+        if all(c == OOV for c in codes[1:]):
+            return (f"None of the {len(tokens)} words is in the model's {encoder.vocab_size:,}-word "
+                    "vocabulary, so the model would only see unknown-word markers."), warnings
+        if len(codes) > encoder.maxlen:
+            warnings.append(f"The review has {len(codes) - 1:,} words; the model reads only the "
+                            f"last {encoder.maxlen:,} tokens (the first {len(codes) - encoder.maxlen:,} "
+                            "are cut, as in training).")
+    return None, warnings
