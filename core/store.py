@@ -381,7 +381,8 @@ class RunStore:
     # -- metrics ---------------------------------------------------------------------------
     def add_metrics(self, run_id: str,
                     rows: Iterable[tuple[int, int, str, str, float | None, float]]) -> int:
-        """Rows of (step, epoch, phase, name, value, time), in one transaction."""
+        """Rows of (step, epoch, phase, name, value, time), in one transaction.
+        SQLite keeps NaN as NULL: a NULL value is a non-finite metric."""
         data = [(run_id, *r) for r in rows]
         if not data:
             return 0

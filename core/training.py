@@ -26,6 +26,7 @@ from core.text import Encoder
 
 FLUSH_EVERY_S = 0.5  # batch metrics are buffered and written at most twice a second
 PREDICT_BATCH = 512  # batch size for test-set prediction
+FAULT_ENV = "LAB_FAULT"  # tests only: "nan-label" injects a non-finite loss
 
 
 class Progress:
@@ -219,6 +220,10 @@ def run_training(store: st.RunStore, run_id: str, progress: Progress) -> str:
     # Keras's validation_split convention: the last fraction, taken before shuffling.
     n_fit = len(x_all) - n_val
     x_train, y_train, len_train = x_all[:n_fit], y_all[:n_fit], lengths_all[:n_fit]
+    if os.environ.get(FAULT_ENV) == "nan-label":
+        # Fault injection for reliability tests: one NaN label makes that batch's loss NaN.
+        y_train = y_train.copy()
+        y_train[len(y_train) // 2] = np.nan
     val = (x_all[n_fit:], y_all[n_fit:]) if n_val else None
 
     encoder = ds.encoder(cfg.top_words, cfg.maxlen)

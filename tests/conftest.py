@@ -1,0 +1,107 @@
+"""Shared fixtures: an isolated LAB_HOME per test, the demo data, tiny configs, a trained run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from core import jobs
+from core import store as st
+from core.config import load_config
+from core.paths import PROJECT_ROOT
+
+# The real reviews, when the shared data folder sits beside the project.
+ARCHIVE = PROJECT_ROOT.parent / "shared" / "data" / "aclImdb_v1_labeled.tar.gz"
+needs_archive = pytest.mark.skipif(
+    not ARCHIVE.exists(),
+    reason=f"the aclImdb archive is not at {ARCHIVE} (tests on real reviews need it)")
+
+# A model small enough to train in a few seconds on the demo set.
+TINY = {"architecture": "lstm", "top_words": 100, "maxlen": 40, "embedding_dim": 8,
+        "units": 4, "epochs": 1, "batch_size": 32, "train_size": 256, "test_size": 128,
+        "validation_split": 0.25, "seed": 1}
+# Worker processes import TensorFlow (several seconds each); waits allow for a busy machine.
+RUN_TIMEOUT_S = 180
+
+os.environ.setdefault("LAB_OFFLINE", "1")  # never probe the network from tests
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def tiny_config(**overrides):
+    return load_config({**TINY, **overrides})
+
+
+def wait_for(store: st.RunStore, run_id: str, timeout: float = RUN_TIMEOUT_S,
+             until=lambda run: not run.active) -> st.Run:
+    """Poll the store until ``until(run)`` holds; fails the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = store.get(run_id)
+        if until(run):
+            return run
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} still {run.status} after {timeout}s: "
+                                 f"{run.progress} {run.error}")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """One encoded-data cache for the whole session (the demo set encodes once)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def lab(tmp_path, monkeypatch, shared_cache) -> st.RunStore:
+    """A fresh run store in tmp_path, reading the demo data."""
+    monkeypatch.setenv("LAB_HOME", str(tmp_path / "lab"))
+    monkeypatch.setenv("LAB_CACHE", str(shared_cache))
+    monkeypatch.setenv("IMDB_DATA", "demo")
+    monkeypatch.setenv("LAB_MAX_JOBS", "1")
+    store = st.RunStore()
+    yield store
+    # Stop anything still running so no worker outlives its test.
+    for run in store.list_runs(reap=False):
+        if run.active:
+            store.request_cancel(run.id)
+            if run.pid:
+                try:
+                    os.kill(run.pid, 9)
+                except OSError:
+                    pass
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory, shared_cache) -> Path:
+    """A LAB_HOME holding one completed tiny run (trained once per session, in a worker)."""
+    home = tmp_path_factory.mktemp("trained")
+    old = {k: os.environ.get(k) for k in ("LAB_HOME", "LAB_CACHE", "IMDB_DATA")}
+    os.environ.update(LAB_HOME=str(home), LAB_CACHE=str(shared_cache), IMDB_DATA="demo")
+    try:
+        store = st.RunStore()
+        run_id = jobs.submit(store, tiny_config(epochs=2, name="tiny fixture run"),
+                             probes=["a wonderful film", "a boring waste"])
+        run = wait_for(store, run_id)
+        assert run.status == st.COMPLETED, run.error
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return home
+
+
+@pytest.fixture
+def lab_with_run(lab, trained_home) -> tuple[st.RunStore, str]:
+    """``lab`` plus a copy of the trained tiny run; returns (store, run_id)."""
+    lab.close()
+    shutil.rmtree(lab.home)
+    shutil.copytree(trained_home, lab.home)
+    store = st.RunStore(lab.home)
+    run_id = store.list_runs()[0].id
+    return store, run_id

@@ -1,0 +1,59 @@
+"""The command line: exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import TINY
+from core.paths import PROJECT_ROOT
+
+
+def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "core", *args], cwd=PROJECT_ROOT,
+                          env=dict(os.environ), capture_output=True, text=True, timeout=timeout)
+
+
+def test_train_runs_predict_round_trip(lab):
+    sets = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
+    done = cli("train", *sets, "--set", "name=cli run")
+    assert done.returncode == 0, done.stderr
+    assert "completed; test accuracy" in done.stdout
+    runs = json.loads(cli("runs", "--json").stdout)
+    assert [r["name"] for r in runs] == ["cli run"] and runs[0]["status"] == "completed"
+    run_id = runs[0]["id"]
+    out = cli("predict", run_id, "a wonderful brilliant film", "--json")
+    assert out.returncode == 0, out.stderr
+    body = json.loads(out.stdout)
+    assert 0 < body["probability"] < 1 and body["label"] in ("positive", "negative")
+    empty = cli("predict", run_id, "   ")
+    assert empty.returncode == 2 and empty.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_bad_input_is_one_line_and_exit_2(lab):
+    bad = cli("train", "--preset", "seed-lstm", "--set", "units=0", "--set", "dropout=1.5")
+    assert bad.returncode == 2
+    last = bad.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: invalid configuration:") and "units: 0" in last \
+        and "dropout: 1.5" in last
+    assert json.loads(cli("runs", "--json").stdout) == []  # nothing was queued
+    missing = cli("predict", "20990101-000000-abcdef", "good film")
+    assert missing.returncode == 2 and "no run with id" in missing.stderr
+    noeq = cli("train", "--set", "units")
+    assert noeq.returncode == 2 and "key=value" in noeq.stderr
+
+
+def test_data_reports_source_and_reason(lab):
+    out = cli("data")
+    assert out.returncode == 0
+    assert "DEMO" in out.stdout and "IMDB_DATA=demo" in out.stdout and "2,000 reviews" in out.stdout
+    summary = json.loads(cli("data", "--json").stdout)
+    assert summary["source"] == "demo" and summary["train"]["positive"] == 1000
+
+
+def test_missing_data_path_is_a_clear_error(lab, monkeypatch, tmp_path):
+    monkeypatch.setenv("IMDB_DATA", str(tmp_path / "nowhere"))
+    out = cli("data")
+    assert out.returncode == 2 and "IMDB_DATA=" in out.stderr and "does not exist" in out.stderr

@@ -1,0 +1,125 @@
+"""Config: JSON round trip, presets, and the validation table (every bad value named)."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.config import (
+    ARCHITECTURES,
+    PRESETS,
+    ConfigError,
+    TrainConfig,
+    check,
+    load_config,
+    parse_overrides,
+    preset,
+    preset_of,
+    validate,
+)
+
+# (overrides, field that must be named, data sizes (n_train, n_test) or None)
+INVALID = [
+    ({"units": 0}, "units", None),
+    ({"units": -5}, "units", None),
+    ({"units": 10**6}, "units", None),
+    ({"units": "abc"}, "units", None),
+    ({"units": 2.5}, "units", None),
+    ({"maxlen": 0}, "maxlen", None),
+    ({"maxlen": -1}, "maxlen", None),
+    ({"top_words": 0}, "top_words", None),
+    ({"top_words": 3}, "top_words", None),
+    ({"embedding_dim": 0}, "embedding_dim", None),
+    ({"dropout": 1.5}, "dropout", None),
+    ({"dropout": 1.0}, "dropout", None),
+    ({"dropout": -0.1}, "dropout", None),
+    ({"dropout": "nan"}, "dropout", None),
+    ({"learning_rate": 0}, "learning_rate", None),
+    ({"learning_rate": -1e-3}, "learning_rate", None),
+    ({"learning_rate": "fast"}, "learning_rate", None),
+    ({"learning_rate": "inf"}, "learning_rate", None),
+    ({"clipnorm": -1}, "clipnorm", None),
+    ({"batch_size": 0}, "batch_size", None),
+    ({"batch_size": 512, "train_size": 100}, "batch_size", (25000, 25000)),
+    ({"batch_size": 64, "train_size": 80, "validation_split": 0.5 - 1e-9}, "batch_size", (25000, 25000)),
+    ({"epochs": 0}, "epochs", None),
+    ({"epochs": 10_000}, "epochs", None),
+    ({"validation_split": 0.5}, "validation_split", None),
+    ({"validation_split": -0.1}, "validation_split", None),
+    ({"train_size": -1}, "train_size", None),
+    ({"train_size": 30_000}, "train_size", (25000, 25000)),
+    ({"test_size": 30_000}, "test_size", (25000, 25000)),
+    ({"architecture": "transformer"}, "architecture", None),
+    ({"architecture": ""}, "architecture", None),
+    ({"optimizer": "lbfgs"}, "optimizer", None),
+    ({"seed": -1}, "seed", None),
+    ({"seed": "x"}, "seed", None),
+    ({"fast": "maybe"}, "fast", None),
+    ({"name": "x" * 200}, "name", None),
+    ({"name": "bad\x00name"}, "name", None),
+    ({"architecture": "cnn-lstm", "kernel_size": 50, "maxlen": 20}, "kernel_size", None),
+    ({"architecture": "cnn-lstm", "pool_size": 0}, "pool_size", None),
+    ({"bogus_key": 1}, "bogus_key", None),
+]
+
+
+@pytest.mark.parametrize("overrides,field,sizes", INVALID,
+                         ids=[f"{i}-{c[1]}" for i, c in enumerate(INVALID)])
+def test_every_invalid_value_is_rejected_naming_the_field(overrides, field, sizes):
+    cfg = load_config(overrides)
+    errors = validate(cfg, *(sizes or (None, None)))
+    assert errors, f"{overrides} was accepted"
+    assert any(e.startswith(f"{field}:") for e in errors), errors
+    with pytest.raises(ConfigError) as info:
+        check(cfg, *(sizes or (None, None)))
+    assert info.value.errors == errors
+
+
+def test_messages_name_the_value_and_the_allowed_range():
+    errors = validate(load_config({"units": 0, "dropout": 1.5}))
+    assert "units: 0 is out of range (allowed 1 to 1024)" in errors
+    assert any("dropout: 1.5" in e and "[0, 1)" in e for e in errors)
+
+
+def test_defaults_and_presets_are_valid():
+    assert validate(TrainConfig(), 25000, 25000) == []
+    for name in PRESETS:
+        assert validate(preset(name), 25000, 25000) == []
+        assert preset_of(preset(name, seed=3)) == name
+
+
+def test_presets_hold_the_tutorials_settings():
+    for name in PRESETS:
+        cfg = preset(name)
+        assert (cfg.top_words, cfg.maxlen, cfg.embedding_dim, cfg.units, cfg.batch_size,
+                cfg.optimizer, cfg.learning_rate, cfg.train_size) == \
+            (5000, 500, 32, 100, 64, "adam", 0.001, 0)
+    assert preset("seed-lstm").epochs == 2 and preset("seed-cnn-lstm").epochs == 3
+    assert preset("seed-lstm-dropout").dropout == 0.2
+
+
+def test_json_round_trip_keeps_every_field():
+    cfg = load_config({"architecture": "gru", "units": 17, "dropout": 0.3, "name": "ü run",
+                       "clipnorm": 1.5, "fast": False})
+    again = TrainConfig.from_json(cfg.to_json())
+    assert again == cfg
+
+
+def test_strings_from_forms_and_cli_are_coerced():
+    cfg = load_config(parse_overrides(["units=50", "dropout=0.3", "fast=false", "epochs=3.0"]))
+    assert (cfg.units, cfg.dropout, cfg.fast, cfg.epochs) == (50, 0.3, False, 3)
+    with pytest.raises(ConfigError):
+        parse_overrides(["units"])
+
+
+def test_each_architecture_declares_what_it_uses():
+    for name, arch in ARCHITECTURES.items():
+        cfg = load_config({"architecture": name})
+        assert "units" in cfg.uses() and "batch_size" in cfg.uses()
+        assert arch["help"] and arch["label"]
+    assert "dropout" not in load_config({"architecture": "lstm"}).uses()
+    assert "conv_filters" in load_config({"architecture": "cnn-lstm"}).uses()
+
+
+def test_unknown_preset_is_a_config_error():
+    with pytest.raises(ConfigError, match="preset: unknown value 'nope'"):
+        preset("nope")
