@@ -66,6 +66,7 @@ def follow(store: st.RunStore, run_id: str, out=sys.stderr) -> st.Run:
     width = 28
     try:
         while True:
+            jobs.dispatch(store)  # a dead worker's slot goes to the next queued run
             run = store.get(run_id)
             for row in store.metrics(run_id, phase="batch", after_id=last_id):
                 last_id = row["id"]

@@ -71,6 +71,12 @@ def dispatch(store: st.RunStore) -> list[str]:
         started.append(run.id)
 
 
+def refresh(store: st.RunStore) -> list[st.Run]:
+    """What a looker calls: reap dead workers, start queued runs, return active runs."""
+    dispatch(store)
+    return store.list_runs(st.ACTIVE, reap=False)
+
+
 def cancel(store: st.RunStore, run_id: str) -> str:
     """Ask a run to stop; returns its status after the request."""
     status = store.request_cancel(run_id)

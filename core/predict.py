@@ -15,6 +15,7 @@ import numpy as np
 from core import store as st
 from core.text import OOV, START, Encoder, check_text, tokenize
 
+ZIP_MAGIC = b"PK\x03\x04"  # a .keras file is a zip archive
 ATTRIBUTION_MAX_WORDS = 500  # occlusion is batched over at most this many words
 
 
@@ -60,7 +61,13 @@ def load_run_model(store: st.RunStore, run_id: str):
     path = store.model_path(run_id)
     if not path.is_file():
         raise PredictError(f"run {run_id} has no saved model file")
-    return keras.saving.load_model(path, compile=False, safe_mode=True)
+    with open(path, "rb") as fh:
+        if fh.read(4) != ZIP_MAGIC:  # HDF5 (.h5) and anything else: the legacy loaders
+            raise PredictError(refuse_model_file(path))  # have weaker safety checks
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except ValueError as exc:  # safe mode refused a Lambda/unsafe object
+        raise PredictError(f"run {run_id}'s model file was refused in safe mode: {exc}") from exc
 
 
 def refuse_model_file(path: Path | str) -> str:

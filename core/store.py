@@ -376,6 +376,11 @@ class RunStore:
                                  "(killed, crashed or the machine restarted)."):
                 reaped.append(run_id)
             (self.run_dir(run_id) / PARTIAL_MODEL_FILE).unlink(missing_ok=True)
+        if reaped:
+            # A dead worker's slot goes to the next queued run at once, whoever noticed.
+            from core import jobs  # deferred: jobs imports this module
+
+            jobs.dispatch(self)
         return reaped
 
     # -- metrics ---------------------------------------------------------------------------

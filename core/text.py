@@ -176,8 +176,10 @@ def check_text(text: object, encoder: Encoder | None = None) -> tuple[str | None
     if encoder is not None:
         codes = encoder.codes(tokens)
         if all(c == OOV for c in codes[1:]):
-            return (f"None of the {len(tokens)} words is in the model's {encoder.vocab_size:,}-word "
-                    "vocabulary, so the model would only see unknown-word markers."), warnings
+            counted = "The only word" if len(tokens) == 1 else f"None of the {len(tokens)} words"
+            verb = "is not" if len(tokens) == 1 else "is"
+            return (f"{counted} {verb} in the model's {encoder.vocab_size:,}-word vocabulary, so "
+                    "the model would only see unknown-word markers."), warnings
         if len(codes) > encoder.maxlen:
             warnings.append(f"The review has {len(codes) - 1:,} words; the model reads only the "
                             f"last {encoder.maxlen:,} tokens (the first {len(codes) - encoder.maxlen:,} "

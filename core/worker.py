@@ -6,15 +6,45 @@ Runs one claimed run to a final status, whatever happens, then starts the next q
 from __future__ import annotations
 
 import os
+import resource
 import sys
 import traceback
+
+import psutil
 
 from core import jobs
 from core import store as st
 from core.training import Heartbeat, Progress, run_training
 
+# Address-space cap for one worker, as a share of physical memory (LAB_WORKER_MEMORY_GB
+# overrides): an oversized job then fails with "out of memory" instead of drawing the
+# kernel's OOM killer onto the server. A training worker maps ~2.6 GiB at the seed's size.
+WORKER_MEMORY_SHARE = 0.75
+OOM_MARKERS = ("ResourceExhaustedError", "MemoryError", "OOM when allocating",
+               "std::bad_alloc", "Cannot allocate memory")
+
+
+def limit_memory() -> int:
+    """Apply the worker's address-space cap; returns it in bytes."""
+    try:
+        cap = int(float(os.environ["LAB_WORKER_MEMORY_GB"]) * 2**30)
+    except (KeyError, ValueError):
+        cap = int(psutil.virtual_memory().total * WORKER_MEMORY_SHARE)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    return cap
+
+
+def describe_failure(trace: str, cap: int) -> str:
+    """The traceback, led by a plain reason when the job ran out of memory."""
+    if any(marker in trace for marker in OOM_MARKERS):
+        return (f"out of memory: the job needed more than this server's {cap / 2**30:.1f} GiB "
+                "per job (LAB_WORKER_MEMORY_GB); try a smaller batch_size, maxlen or units.\n\n"
+                + trace)
+    return trace
+
 
 def main(run_id: str) -> int:
+    cap = limit_memory()
     store = st.RunStore()
     run = store.get(run_id, reap=False)
     if run.status != st.RUNNING:
@@ -27,10 +57,8 @@ def main(run_id: str) -> int:
     status, error = st.FAILED, None
     try:
         status = run_training(store, run_id, progress)
-    except MemoryError:
-        error = "out of memory: " + traceback.format_exc()
     except BaseException as exc:  # noqa: BLE001 - record every failure, then exit
-        error = traceback.format_exc()
+        error = describe_failure(traceback.format_exc(), cap)
         if isinstance(exc, KeyboardInterrupt):
             status = st.CANCELLED
     finally:

@@ -105,3 +105,19 @@ def lab_with_run(lab, trained_home) -> tuple[st.RunStore, str]:
     store = st.RunStore(lab.home)
     run_id = store.list_runs()[0].id
     return store, run_id
+
+
+@pytest.fixture(scope="session")
+def figures():
+    """Measured figures from reliability tests, written to test-artifacts/reliability.json
+    (RELIABILITY.md reports them)."""
+    import json
+
+    found: dict[str, object] = {}
+    yield found
+    if found:
+        out = PROJECT_ROOT / "test-artifacts"
+        out.mkdir(exist_ok=True)
+        path = out / "reliability.json"
+        old = json.loads(path.read_text()) if path.exists() else {}
+        path.write_text(json.dumps({**old, **found}, indent=2, sort_keys=True))
