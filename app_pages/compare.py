@@ -1,0 +1,160 @@
+"""Compare: every run in one sortable table; for the selected runs their curves, models,
+hyperparameter differences and test results; rename, delete and download."""
+
+from __future__ import annotations
+
+import hashlib
+
+import streamlit as st
+
+from core import paths, views
+from core.store import RunNotFound, RunStore
+
+K = "compare_"  # every session_state key of this page starts with it
+MAX_SELECTED = 8  # runs compared at once
+DEFAULT_SHOWN = 2  # newest completed runs shown when nothing is selected
+
+
+@st.cache_resource(show_spinner=False)
+def _store(home: str) -> RunStore:
+    return RunStore(home)
+
+
+def _rename(store: RunStore, run_id: str) -> None:
+    try:
+        store.rename(run_id, st.session_state.get(f"{K}name_{run_id}", ""))
+    except (ValueError, RunNotFound) as exc:
+        st.session_state[K + "message"] = ("error", str(exc))
+    else:
+        st.session_state[K + "message"] = ("success", "Renamed.")
+
+
+def _delete(store: RunStore, run_id: str) -> None:
+    try:
+        store.delete(run_id)
+    except (ValueError, RunNotFound) as exc:
+        st.session_state[K + "message"] = ("error", str(exc))
+    else:
+        st.session_state[K + "confirm"] = False
+        st.session_state[K + "message"] = ("success", f"Deleted run {run_id}.")
+
+
+def render() -> None:
+    st.title("Compare runs")
+    store = _store(str(paths.lab_home()))
+    runs = store.list_runs()
+    if not runs:
+        st.info("No runs yet. Train one first.", icon=":material/info:")
+        st.page_link("app_pages/train.py", label="Train a model", icon=":material/model_training:")
+        return
+
+    # Selections are row positions: key the table by the set of runs, so a run added or
+    # deleted (by anyone) resets the selection instead of shifting it onto other runs.
+    ids_key = hashlib.sha1(",".join(r.id for r in runs).encode()).hexdigest()[:12]
+    table = views.runs_frame(runs)
+    pct = st.column_config.NumberColumn(format="percent")
+    event = st.dataframe(
+        table, key=f"{K}table_{ids_key}", on_select="rerun", selection_mode="multi-row",
+        hide_index=True,
+        column_config={
+            "Params": st.column_config.NumberColumn(format="localized"),
+            "Best val acc": pct, "Test acc": pct,
+            "AUC": st.column_config.NumberColumn(format="%.4f"),
+            "Training time (s)": st.column_config.NumberColumn(format="%.1f"),
+            "Date": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+        })
+    selected = [runs[i] for i in event.selection.rows if i < len(runs)]
+    if selected:
+        chosen = selected[:MAX_SELECTED]
+        if len(selected) > MAX_SELECTED:
+            st.warning(f"Comparing the first {MAX_SELECTED} of {len(selected)} selected runs.")
+    else:
+        chosen = [r for r in runs if r.status == "completed"][:DEFAULT_SHOWN] or runs[:1]
+        st.caption(f"Showing the newest run{'s' if len(chosen) > 1 else ''}: select rows in the "
+                   "table (click the box at the left of a row) to choose what to compare. "
+                   "Click a column header to sort.")
+
+    labels = {r.id: views.run_label(r) for r in chosen}
+    st.subheader("Learning curves")
+    frame = views.compare_epoch_frame(
+        {labels[r.id]: store.metrics(r.id, phase="train") + store.metrics(r.id, phase="val")
+         for r in chosen})
+    if frame.empty:
+        st.caption("No finished epoch yet in these runs.")
+    else:
+        c1, c2 = st.columns(2)
+        c1.altair_chart(views.compare_epoch_chart(frame, "loss"), width="stretch")
+        c2.altair_chart(views.compare_epoch_chart(frame, "accuracy"), width="stretch")
+
+    st.subheader("Models and hyperparameters")
+    diff, differs = views.config_diff(chosen)
+    st.caption("Highlighted rows differ between the runs; '—' = not used by that "
+               "architecture." if len(chosen) > 1 else "Hyperparameters of this run.")
+    st.dataframe(views.style_diff(diff, differs), height=min(36 * (len(diff) + 1), 720))
+    cols = st.columns(min(len(chosen), 3))
+    for i, r in enumerate(chosen):
+        with cols[i % len(cols)]:
+            st.markdown(f"**{views.md_escape(labels[r.id])}**")
+            summary = (r.results or {}).get("summary")
+            st.code(summary or f"(no model summary: run {r.status})", language=None)
+
+    st.subheader("Test results")
+    done = [r for r in chosen if (r.results or {}).get("confusion")]
+    if not done:
+        st.caption("Test results appear when a run completes.")
+    else:
+        cols = st.columns(min(len(done), 4))
+        for i, r in enumerate(done):
+            res = r.results
+            with cols[i % len(cols)]:
+                st.altair_chart(views.confusion_chart(
+                    views.confusion_frame(res["confusion"]), title=views.short(
+                        labels[r.id], 34)), width="content")
+                st.caption(f"accuracy {views.fmt_pct(res.get('test_accuracy'))} · "
+                           f"{res.get('test_reviews', 0):,} test reviews")
+        c1, c2 = st.columns(2)
+        c1.altair_chart(views.roc_chart(views.roc_frame(done)), width="stretch")
+        c2.altair_chart(views.by_length_chart(views.by_length_frame(done)),
+                        width="stretch")
+    for r in chosen:
+        if r.error:
+            with st.expander(f"Why {views.md_escape(labels[r.id])} {r.status}"):
+                st.code(r.error, language=None)
+
+    st.subheader("Manage and download")
+    target = st.selectbox("Run", [r.id for r in chosen], format_func=labels.get,
+                          key=K + "target")
+    run = next(r for r in chosen if r.id == target)
+    kind, text = st.session_state.pop(K + "message", (None, None))
+    if kind:
+        (st.success if kind == "success" else st.error)(text)
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    c1.text_input("Name", value=run.name, max_chars=80, key=f"{K}name_{run.id}")
+    c2.button("Rename", key=K + "rename", width="stretch", on_click=_rename,
+              args=(store, run.id))
+
+    model = store.model_path(run.id)
+    stem = views.safe_filename(f"{run.name}-{run.id}")
+    d1, d2 = st.columns(2)
+    if model.is_file():
+        d1.download_button("Download model (.keras)", data=model.read_bytes,
+                           file_name=f"{stem}.keras", mime="application/octet-stream",
+                           on_click="ignore", key=K + "download_model",
+                           icon=":material/download:", width="stretch")
+    else:
+        d1.caption(f"No model file: the run is {run.status}.")
+    d2.download_button("Download metrics (.csv)",
+                       data=lambda rid=run.id: views.metrics_csv(store.metrics(rid)),
+                       file_name=f"{stem}-metrics.csv", mime="text/csv", on_click="ignore",
+                       key=K + "download_metrics", icon=":material/table_view:",
+                       width="stretch")
+
+    st.divider()
+    confirm = st.checkbox(f"Yes, delete {views.md_escape(labels[run.id])} with its model "
+                          "and metrics", key=K + "confirm")
+    st.button("Delete run", key=K + "delete", type="primary", icon=":material/delete:",
+              disabled=not confirm or run.active, on_click=_delete, args=(store, run.id),
+              help="Stop a running job on the Train page first." if run.active else None)
+
+
+render()

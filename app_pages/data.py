@@ -1,0 +1,122 @@
+"""Data: which reviews the lab uses, how long they are, which words they use and how a
+review becomes the index sequence a model reads."""
+
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+
+from core import paths, views
+from core.data import DataError, load_dataset
+from core.text import _BR
+
+K = "data_"  # every session_state key of this page starts with it
+SAMPLES = 3  # reviews shown at once
+
+
+@st.cache_data(show_spinner="Loading the reviews (the first time encodes them)…", max_entries=4)
+def _overview(imdb_data: str, cache: str) -> dict:
+    ds = load_dataset()
+    return {"summary": ds.summary(), "is_demo": ds.source.is_demo,
+            "lengths": {"train": ds.train.lengths(), "test": ds.test.lengths()},
+            "top": views.word_counts(ds.train.flat, ds.words, 30)}
+
+
+@st.cache_data(show_spinner="Reading review texts…", max_entries=64)
+def _samples(imdb_data: str, cache: str, split: str, start: int, top_words: int,
+             maxlen: int) -> list[dict]:
+    ds = load_dataset()
+    s, texts = ds.split(split), ds.texts(split)
+    out = []
+    for i in range(start, min(start + SAMPLES, len(s))):
+        tokens, n_pad = views.encoded_tokens(s.codes(i).tolist(), ds.words, top_words, maxlen)
+        out.append({"i": i, "text": texts[i], "label": int(s.labels[i]),
+                    "rating": int(s.ratings[i]), "tokens": tokens, "n_pad": n_pad,
+                    "padded": [0] * n_pad + [t["code"] for t in tokens if t["kind"] != "cut"]})
+    return out
+
+
+def render() -> None:
+    st.title("The data")
+    key = (os.environ.get("IMDB_DATA", ""), str(paths.cache_dir()))
+    try:
+        info = _overview(*key)
+    except DataError as exc:
+        st.error(str(exc), icon=":material/error:")
+        st.stop()
+    summary = info["summary"]
+
+    label = views.md_escape(summary["label"])
+    where = f" — `{summary['path']}`" if summary["path"] else ""
+    if info["is_demo"]:
+        st.warning(f"**{label}**: {views.md_escape(summary['reason'])}.\n\nThese reviews are "
+                   "generated from a small word list so the lab works offline; accuracies here "
+                   "say nothing about IMDB. To use the real reviews, point the app at "
+                   "Stanford's archive and restart it:\n\n"
+                   "`IMDB_DATA=/path/to/aclImdb_v1.tar.gz streamlit run app.py`\n\n"
+                   "(an extracted `aclImdb/` folder works too, or `IMDB_DATA=keras` online).",
+                   icon=":material/science:")
+    else:
+        st.info(f"**{label}**{where}  \n{views.md_escape(summary['reason'])}",
+                icon=":material/dataset:")
+
+    tr, te = summary["train"], summary["test"]
+    c = st.columns(5)
+    c[0].metric("Training reviews", f"{tr['reviews']:,}")
+    c[1].metric("Test reviews", f"{te['reviews']:,}")
+    c[2].metric("Distinct words", f"{summary['vocabulary']:,}",
+                help="In the training reviews; top_words keeps the most frequent ones.")
+    c[3].metric("Median length", f"{tr['median_words']:.0f} words",
+                help=f"Mean {tr['mean_words']:.0f}, 90th percentile {tr['p90_words']:.0f}, "
+                     f"longest {tr['max_words']:,} (training reviews).")
+    c[4].metric("Positive (train)", views.fmt_pct(tr["positive"] / max(tr["reviews"], 1), 1))
+    st.altair_chart(views.label_chart(views.label_balance(summary)), width="stretch")
+
+    st.subheader("Review lengths")
+    a, b = st.columns([1, 1])
+    maxlen = a.number_input("maxlen (tokens the model reads)", min_value=1, max_value=5000,
+                            value=500, step=50, key=K + "maxlen",
+                            help="The tutorial cuts/pads every review to 500 tokens.")
+    split = b.radio("Split", ["train", "test"], horizontal=True, key=K + "split")
+    lengths = info["lengths"][split]
+    share = views.truncated_share(lengths, maxlen)
+    st.altair_chart(views.length_chart(views.length_histogram(lengths, maxlen), maxlen),
+                    width="stretch")
+    st.caption(f"**{views.fmt_pct(share, 1)}** of the {split} reviews are longer than "
+               f"maxlen = {maxlen} tokens (the start token counts as one) and lose their "
+               "*first* words: Keras pads and truncates at the front ('pre').")
+
+    st.subheader("Most frequent words")
+    left, right = st.columns([3, 2], gap="large")
+    left.altair_chart(views.words_chart(info["top"]), width="stretch")
+    right.markdown("A word's index is its frequency rank **+ 3**; the first indices are "
+                   "reserved:\n\n- `0` padding\n- `1` start of review\n- `2` out of "
+                   "vocabulary (rank beyond top_words)\n- `3` unused\n\nso the most frequent "
+                   "word is `4`.")
+    right.dataframe(info["top"], hide_index=True, height=260)
+
+    st.subheader("Sample reviews")
+    a, b, c = st.columns(3)
+    s_split = a.radio("From", ["train", "test"], horizontal=True, key=K + "sample_split")
+    n = summary[s_split]["reviews"]
+    start = b.number_input("First review #", min_value=0, max_value=max(0, n - 1), value=0,
+                           step=SAMPLES, key=K + "sample_start")
+    top_words = c.number_input("top_words", min_value=4, max_value=200_000, value=5000,
+                               step=1000, key=K + "top_words",
+                               help="Words ranked beyond this are encoded as 2 (OOV).")
+    for s in _samples(*key, s_split, int(start), int(top_words), int(maxlen)):
+        with st.container(border=True):
+            sentiment = "positive" if s["label"] else "negative"
+            rating = f", {s['rating']}/10 stars" if s["rating"] else ""
+            st.markdown(f"**Review #{s['i']}** · {sentiment}{rating} · "
+                        f"{len(s['tokens']) - 1} words")
+            with st.container(height=120):
+                st.text(_BR.sub("\n", s["text"]))
+            st.caption("As indices (top: word, bottom: index). Blue = 1 (start), orange dashed "
+                       "= 2 (OOV), struck through = cut by maxlen; padding 0 fills the front.")
+            st.html(views.codes_html(s["tokens"], s["n_pad"]))
+            st.code(views.compact_sequence(s["padded"]), language=None, wrap_lines=True)
+
+
+render()

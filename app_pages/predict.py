@@ -1,0 +1,165 @@
+"""Predict: score your own reviews with one or several trained models, see which words
+push each prediction, the exact index sequence the model reads, and score a file."""
+
+from __future__ import annotations
+
+import threading
+
+import streamlit as st
+
+from core import paths, views
+from core.predict import PredictError, Predictor
+from core.store import COMPLETED, RunNotFound, RunStore
+
+K = "predict_"  # every session_state key of this page starts with it
+MAX_MODELS = 4  # side by side
+EXAMPLE = ("The acting was wonderful and the story was moving, but the ending felt "
+           "predictable and a bit dull.")
+
+
+@st.cache_resource(show_spinner=False)
+def _store(home: str) -> RunStore:
+    return RunStore(home)
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the model…")
+def _predictor(home: str, run_id: str) -> tuple[Predictor, threading.Lock]:
+    """One loaded model per run id (safe mode, from the store only), shared by sessions;
+    the lock keeps two sessions from calling the same Keras model at once."""
+    return Predictor(_store(home), run_id), threading.Lock()
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _predict(home: str, run_id: str, texts: tuple[str, ...]) -> list[dict]:
+    predictor, lock = _predictor(home, run_id)
+    with lock:
+        return [p.as_dict() for p in predictor.predict(list(texts))]
+
+
+@st.cache_data(max_entries=128, show_spinner="Measuring each word's effect…")
+def _attribution(home: str, run_id: str, text: str):
+    predictor, lock = _predictor(home, run_id)
+    with lock:
+        return predictor.attribution(text)
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def _inspect(home: str, run_id: str, text: str) -> dict:
+    predictor, lock = _predictor(home, run_id)
+    with lock:
+        return predictor.inspect(text)
+
+
+def render() -> None:
+    st.title("Predict")
+    home = str(paths.lab_home())
+    store = _store(home)
+    runs = store.list_runs([COMPLETED])
+    if not runs:
+        st.info("No completed run yet: train a model first.", icon=":material/info:")
+        st.page_link("app_pages/train.py", label="Train a model", icon=":material/model_training:")
+        return
+    labels = {r.id: views.run_label(r) for r in runs}
+    chosen = [r for r in st.session_state.get(K + "runs", [runs[0].id]) if r in labels]
+    wanted = st.query_params.get("run")  # "Try it" links from the Train page
+    if wanted in labels:
+        chosen = [wanted] + [r for r in chosen if r != wanted][:MAX_MODELS - 1]
+        del st.query_params["run"]  # once: the user may deselect it afterwards
+    st.session_state[K + "runs"] = chosen  # (runs deleted since are dropped)
+    chosen = st.multiselect("Models", list(labels), key=K + "runs", format_func=labels.get,
+                            max_selections=MAX_MODELS,
+                            help="Completed runs, newest first; pick up to four to compare.")
+    if not chosen:
+        st.caption("Choose at least one model.")
+        return
+
+    with st.form(K + "form"):
+        st.text_area("Your review", key=K + "text", height=140, placeholder=EXAMPLE,
+                     help="Typed text is tokenized exactly as in training: lowercase words, "
+                          "punctuation removed.")
+        if st.form_submit_button("Score", key=K + "score", type="primary",
+                                 icon=":material/send:"):
+            st.session_state[K + "scored"] = st.session_state[K + "text"]
+    text = st.session_state.get(K + "scored")
+
+    if text is not None:
+        cols = st.columns(len(chosen))
+        scored = []
+        for col, run_id in zip(cols, chosen):
+            with col, st.container(border=True):
+                st.markdown(f"**{views.md_escape(labels[run_id])}**")
+                try:
+                    pred = _predict(home, run_id, (text,))[0]
+                except (PredictError, RunNotFound, OSError) as exc:
+                    st.error(f"This model cannot be used: {exc}")
+                    continue
+                if pred["error"]:
+                    st.error(pred["error"], icon=":material/block:")
+                else:
+                    scored.append(run_id)
+                    p = pred["probability"]
+                    st.metric("P(positive)", f"{p:.1%}", delta=pred["label"],
+                              delta_color="normal" if p >= 0.5 else "inverse",
+                              delta_arrow="off")
+                    st.progress(p)
+                    st.caption(f"{pred['words']} words · {pred['oov_words']} unknown · "
+                               f"{pred['truncated_tokens']} cut by maxlen")
+                for w in pred["warnings"]:
+                    st.warning(w, icon=":material/warning:")
+
+        if scored:
+            st.subheader("Which words push the prediction")
+            target = scored[0]
+            if len(scored) > 1:
+                target = st.selectbox("Explain the prediction of", scored,
+                                      format_func=labels.get, key=K + "explain")
+            p, words = _attribution(home, target, text)
+            st.html(views.attribution_html(text, words))
+            st.caption(f"Each word is replaced by the unknown-word index (2) in turn; the "
+                       f"colour shows how much P(positive) = {p:.3f} drops (green: the word "
+                       "pushes towards positive) or rises (red) without it.")
+            pushes = views.top_pushes(words)
+            if not pushes.empty:
+                st.dataframe(pushes, hide_index=True, column_config={
+                    "effect on P(positive)": st.column_config.NumberColumn(format="%+.4f")})
+
+            with st.expander("Tokenization inspector: the exact index sequence"):
+                info = _inspect(home, target, text)
+                st.caption(f"maxlen {info['maxlen']}, vocabulary {info['vocab_size']:,} words. "
+                           f"{len(info['tokens'])} words → {len(info['codes'])} indices with the "
+                           f"start token 1; {info['n_oov']} unknown (2); "
+                           f"{info['n_truncated']} cut at the front; {info['n_pad']} padding "
+                           "zeros at the front. A word of frequency rank r is r + 3.")
+                st.code(views.compact_sequence(info["padded"]), language=None, wrap_lines=True)
+                st.dataframe(views.inspector_frame(info), hide_index=True, height=320)
+
+    st.divider()
+    st.subheader("Score a file")
+    st.caption(f"A .csv (column 'review' or 'text', else the first column) or a .txt (one "
+               f"review per line); up to {views.UPLOAD_MAX_BYTES // 2**20} MB and "
+               f"{views.UPLOAD_MAX_ROWS:,} reviews.")
+    upload = st.file_uploader("Reviews file", type=["csv", "txt"], key=K + "upload",
+                              max_upload_size=views.UPLOAD_MAX_BYTES // 2**20)
+    if upload is not None:
+        reviews, error = views.parse_reviews_upload(upload.name, upload.getvalue())
+        if error:
+            st.error(error, icon=":material/error:")
+        else:
+            results = {}
+            with st.spinner(f"Scoring {len(reviews):,} reviews…"):
+                for run_id in chosen:
+                    try:
+                        results[labels[run_id]] = _predict(home, run_id, tuple(reviews))
+                    except (PredictError, RunNotFound, OSError) as exc:
+                        st.error(f"{labels[run_id]}: {exc}")
+            table = views.predictions_frame(reviews, results)
+            st.dataframe(table, hide_index=True, column_config={
+                c: st.column_config.NumberColumn(format="%.3f")
+                for c in table.columns if c.startswith("P(positive)")})
+            st.download_button("Download predictions (.csv)",
+                               data=table.to_csv(index=False).encode("utf-8"),
+                               file_name="predictions.csv", mime="text/csv", on_click="ignore",
+                               key=K + "download", icon=":material/download:")
+
+
+render()

@@ -1,0 +1,292 @@
+"""Train: pick an architecture and its hyperparameters, check the cost, launch a job in a
+worker process and watch it learn (progress, live curves, probe sentences)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import streamlit as st
+
+from core import fast, jobs, paths, views
+from core.config import (
+    ARCHITECTURES,
+    OPTIMIZERS,
+    PRESETS,
+    REPORTED_ACCURACY,
+    ConfigError,
+    TrainConfig,
+    load_config,
+    preset,
+    preset_of,
+    validate,
+)
+from core.data import DataError, load_dataset
+from core.guard import check_budget
+from core.store import ACTIVE, CANCELLED, COMPLETED, DIVERGED, QUEUED, RunNotFound, RunStore
+
+K = "train_"  # every session_state key of this page starts with it
+POLL_S = 1.0  # the live view redraws once a second while the run is active
+# The summary is built in the web server: skip it for embeddings above this many weights.
+SUMMARY_MAX_EMBEDDING = 25_000_000
+DEFAULT_PROBES = ("A wonderful, moving film with a brilliant cast.\n"
+                  "A boring waste of time: the plot was predictable and dull.\n"
+                  "The acting was great but the ending was awful.")
+
+
+@st.cache_resource(show_spinner=False)
+def _store(home: str) -> RunStore:
+    return RunStore(home)
+
+
+@st.cache_data(show_spinner="Loading the reviews…")
+def _sizes(imdb_data: str, cache: str) -> tuple[int, int]:
+    ds = load_dataset()
+    return len(ds.train), len(ds.test)
+
+
+@st.cache_resource(show_spinner=False)
+def _build_lock() -> threading.Lock:
+    return threading.Lock()
+
+
+@st.cache_resource(max_entries=32, show_spinner="Building the model to count its parameters…")
+def _model_info(model_key: str) -> tuple[int, str]:
+    from core.models import build_model, summary_text  # TensorFlow: slow first import
+
+    with _build_lock():
+        model = build_model(load_config(json.loads(model_key)))
+        return int(model.count_params()), summary_text(model)
+
+
+def _fill_preset(name: str) -> None:
+    cfg = preset(name)
+    for field, value in cfg.to_dict().items():
+        st.session_state[K + field] = value
+    st.session_state[K + "saved"] = {}
+
+
+def _field(name: str) -> None:
+    key, label, help_ = K + name, views.FIELD_LABELS[name], views.FIELD_HELP[name]
+    kind = views.field_kind(name)
+    if name == "optimizer":
+        st.selectbox(label, OPTIMIZERS, key=key, help=help_)
+    elif kind is bool:
+        st.checkbox(label, key=key, help=help_)
+    elif kind is int:  # no min/max here: core.config.validate names every bad value
+        st.number_input(label, key=key, step=1, help=help_)
+    else:
+        step, fmt = views.FLOAT_INPUTS[name]
+        st.number_input(label, key=key, step=step, format=fmt, help=help_)
+
+
+def _live(home: str, run_id: str, polling: bool) -> None:
+    """One run's state, curves and probes; a fragment redrawn every POLL_S while active."""
+    store = _store(home)
+    try:
+        run = store.get(run_id)
+    except RunNotFound:
+        st.warning("This run was deleted.")
+        return
+    if polling and not run.active:
+        st.rerun()  # the run just ended: redraw once in full, which stops the polling
+
+    arch = ARCHITECTURES.get(run.architecture, {}).get("label", run.architecture)
+    top, stop = st.columns([5, 1], vertical_alignment="bottom")
+    top.subheader(f"Run: {views.md_escape(run.name)}")
+    top.caption(f"{arch} · id `{run.id}` · status **{run.status}** · "
+                f"started {views.fmt_date(run.started_at or run.created_at)}")
+    if run.active and stop.button("Stop", key=K + "stop", icon=":material/stop_circle:",
+                                  help="Stops at the next batch; a queued run is removed"):
+        status = jobs.cancel(store, run.id)
+        st.toast(f"Stop requested (run is {status}).")
+
+    position = store.queue_position(run.id) if run.status == QUEUED else None
+    frac, text = views.progress_view(run, position)
+    st.progress(frac, text=text)
+    _outcome(run)
+
+    buffers = st.session_state.setdefault(K + "curves", {})
+    curves = buffers.get(run.id) or views.CurveBuffer()
+    st.session_state[K + "curves"] = {run.id: curves}  # only the shown run is kept
+    curves.feed(store.metrics(run.id, phase="batch", after_id=curves.after_id))
+    epochs = views.epoch_frame(store.metrics(run.id, phase="train")
+                               + store.metrics(run.id, phase="val"))
+    pname = preset_of(run.config)
+    ref = REPORTED_ACCURACY[pname] / 100 if pname else None
+    ref_label = f"tutorial's test accuracy {REPORTED_ACCURACY[pname]:.2f} %" if pname else ""
+
+    if curves.points() == 0 and epochs.empty:
+        st.caption("Curves appear with the first batches.")
+    else:
+        batch = curves.frame()
+        c1, c2 = st.columns(2)
+        c1.altair_chart(views.batch_chart(batch, "loss"), width="stretch")
+        c2.altair_chart(views.batch_chart(batch, "accuracy"), width="stretch")
+        c3, c4 = st.columns(2)
+        if epochs.empty:
+            c3.caption("Epoch curves appear at the end of the first epoch.")
+        else:
+            c3.altair_chart(views.epoch_chart(epochs, "loss"), width="stretch")
+            c4.altair_chart(views.epoch_chart(epochs, "accuracy", ref, ref_label),
+                            width="stretch")
+        st.caption(f"{curves.rows_read // 2:,} batches read; each line is drawn from at most "
+                   f"{views.MAX_POINTS} points (bins of {curves.width} batches).")
+    if run.probes:
+        probes = views.probe_frame(store.metrics(run.id, phase="probe"), run.probes)
+        if probes.empty:
+            st.caption("Probe sentences are scored before training and after every epoch.")
+        else:
+            st.altair_chart(views.probe_chart(probes), width="stretch")
+
+
+def _outcome(run) -> None:
+    res = run.results or {}
+    if run.status == COMPLETED:
+        auc = res.get("auc")
+        st.success(f"Completed: test accuracy {views.fmt_pct(res.get('test_accuracy'))}, "
+                   f"AUC {'—' if auc is None else f'{auc:.4f}'}, trained in "
+                   f"{views.fmt_seconds(res.get('train_seconds'))} "
+                   f"(fast mode {'on' if res.get('fast') else 'off'}).",
+                   icon=":material/check_circle:")
+        pname = preset_of(run.config)
+        if pname:
+            st.caption(f"The tutorial reported {REPORTED_ACCURACY[pname]:.2f} % for this "
+                       "model on the full IMDB test set.")
+        c1, c2 = st.columns(2)
+        c1.page_link("app_pages/compare.py", label="Compare runs", icon=":material/compare_arrows:")
+        c2.page_link("app_pages/predict.py", label="Try it on your own reviews",
+                     icon=":material/rate_review:", query_params={"run": run.id})
+    elif run.status == CANCELLED:
+        st.warning("Stopped on request. Curves show what was learned until then.",
+                   icon=":material/stop_circle:")
+    elif run.status == DIVERGED:
+        at = res.get("diverged_at") or {}
+        st.error(f"Diverged at epoch {at.get('epoch', '?')}, batch {at.get('batch', '?')}: the "
+                 "loss became NaN or infinite. Try a smaller learning rate or set clipnorm.",
+                 icon=":material/warning:")
+    elif not run.active:  # failed or interrupted
+        st.error(f"The run {run.status}.", icon=":material/error:")
+        if run.error:
+            with st.expander("Details"):
+                st.code(run.error, language=None)
+
+
+def render() -> None:
+    st.title("Train a model")
+    home = str(paths.lab_home())
+    store = _store(home)
+    try:
+        n_train, n_test = _sizes(os.environ.get("IMDB_DATA", ""), str(paths.cache_dir()))
+    except DataError as exc:
+        st.error(str(exc))
+        st.stop()
+
+    # -- re-attach: ?run=ID, else the newest active run ------------------------------------
+    run_id = st.query_params.get("run")
+    if run_id and not store.exists(run_id):
+        st.warning(f"No run with id {views.md_escape(run_id)} in this lab.")
+        del st.query_params["run"]
+        run_id = None
+    if not run_id:
+        active = store.list_runs(ACTIVE)
+        if active:
+            run_id = active[0].id
+            st.query_params["run"] = run_id
+    if run_id:
+        polling = store.get(run_id).active
+        with st.container(border=True):
+            st.fragment(run_every=POLL_S if polling else None)(_live)(home, run_id, polling)
+
+    # -- the form ----------------------------------------------------------------------------
+    st.header("New run")
+    saved = st.session_state.setdefault(K + "saved", {})
+    for field, value in TrainConfig().to_dict().items():
+        st.session_state.setdefault(K + field, saved.get(field, value))
+    st.session_state.setdefault(K + "probes", saved.get("probes", DEFAULT_PROBES))
+
+    st.caption("Start from one of the tutorial's models:")
+    cols = st.columns(len(PRESETS))
+    for col, name in zip(cols, PRESETS):
+        col.button(PRESETS[name]["name"], key=K + "preset_" + name, on_click=_fill_preset,
+                   args=(name,), width="stretch",
+                   help=f"Fills the form with the tutorial's {PRESETS[name]['name']} "
+                        f"({REPORTED_ACCURACY[name]:.2f} % reported test accuracy)")
+
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        arch = st.selectbox("Architecture", list(ARCHITECTURES), key=K + "architecture",
+                            format_func=lambda a: ARCHITECTURES[a]["label"])
+        st.caption(ARCHITECTURES[arch]["help"])
+        shown = ["architecture", "name"]
+        for section, fields in views.form_sections(arch):
+            st.markdown(f"**{section}**")
+            grid = st.columns(3)
+            for i, field in enumerate(fields):
+                with grid[i % 3]:
+                    _field(field)
+            shown += fields
+        st.text_input(views.FIELD_LABELS["name"], key=K + "name", max_chars=80,
+                      help=views.FIELD_HELP["name"], placeholder="automatic")
+        st.text_area("Probe sentences (one per line, up to 8)", key=K + "probes", height=110,
+                     help="Scored before training and after every epoch: watch the model "
+                          "change its mind.")
+
+    values = {f: st.session_state[K + f] for f in shown}
+    saved.update(values, probes=st.session_state[K + "probes"])
+    cfg = load_config(values)  # fields this architecture does not use keep their defaults
+    errors = validate(cfg, n_train, n_test)
+    probes, probe_errors = views.parse_probes(st.session_state[K + "probes"])
+    estimate = None
+    if not errors:
+        try:
+            estimate = check_budget(cfg, n_train)
+        except ConfigError as exc:
+            errors += exc.errors
+
+    with right:
+        st.markdown("**Before launching**")
+        if errors or probe_errors:
+            st.error("Fix these before launching:\n\n" + "\n".join(
+                f"- {views.md_escape(e)}" for e in errors + probe_errors),
+                icon=":material/error:")
+        if not errors:
+            if cfg.top_words * cfg.embedding_dim <= SUMMARY_MAX_EMBEDDING:
+                params, summary = _model_info(views.model_key(cfg))
+            else:  # too big to build on a shared web server just to count its weights
+                params, summary = None, "Not built here: the embedding alone has " \
+                    f"{cfg.top_words * cfg.embedding_dim:,} weights."
+            n = cfg.train_size or n_train
+            n_val = int(round(n * cfg.validation_split))
+            m1, m2 = st.columns(2)
+            m1.metric("Parameters", f"{params:,}" if params else
+                      f"> {SUMMARY_MAX_EMBEDDING // 1_000_000}M")
+            m2.metric("Estimated time", views.fmt_seconds(estimate.seconds),
+                      help="At plain Keras speed, calibrated on the 2-core build machine; "
+                           "other jobs on the server make it slower.")
+            st.caption(f"Trains on {n - n_val:,} reviews, validates on {n_val:,}, tests on "
+                       f"{cfg.test_size or n_test:,}; {estimate.describe()}.")
+            use_fast, reason = fast.applies(cfg)
+            st.caption(f"Fast mode: **{'on' if use_fast else 'off'}** — "
+                       f"{views.md_escape(reason)}")
+            pname = preset_of(cfg)
+            if pname:
+                st.caption(f"This is the tutorial's {PRESETS[pname]['name']}: it reported "
+                           f"{REPORTED_ACCURACY[pname]:.2f} % test accuracy.")
+            with st.expander("Model summary"):
+                st.code(summary, language=None)
+        launch = st.button("Launch training", key=K + "launch", type="primary",
+                           icon=":material/play_arrow:", disabled=bool(errors or probe_errors),
+                           width="stretch")
+        if launch and not (errors or probe_errors):
+            try:
+                new_id = jobs.submit(store, cfg, probes, n_train, n_test)
+            except ConfigError as exc:
+                st.error("\n".join(f"- {views.md_escape(e)}" for e in exc.errors))
+            else:
+                st.query_params["run"] = new_id
+                st.rerun()
+
+
+render()

@@ -1,0 +1,890 @@
+"""What the dashboard shows, shaped for display: tables, chart data, Altair charts and the
+small pieces of HTML the pages render. Plain python/numpy/pandas/altair, no streamlit, so
+every function here can be tested (and reused) without a running app.
+
+Chart data is bounded: batch curves keep at most :data:`MAX_POINTS` bins per line however
+long a run is (:class:`CurveBuffer`), ROC curves are thinned by the engine, histograms have
+at most :data:`MAX_BINS` bars.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from core.config import ARCHITECTURES, COMMON_FIELDS, FIELD_TYPES, TrainConfig
+from core.text import _BR, KERAS_FILTERS, MAX_TEXT_CHARS, OOV, PAD, START, tokenize
+
+# _BR is the <br /> pattern tokenize() drops: token_spans() uses it so its spans match
+# tokenize()'s tokens exactly.
+
+MAX_POINTS = 300  # points per batch-level line, whatever the run's length
+MAX_BINS = 60  # bars in the review-length histogram
+EMA_ALPHA = 0.1  # batch-curve smoothing: weight of the newest batch
+POSITIVE_RGB = (22, 150, 80)
+NEGATIVE_RGB = (210, 45, 45)
+
+# -- formatting ------------------------------------------------------------------------------
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "—"
+    seconds = max(0.0, float(seconds))
+    if seconds < 1:
+        return "< 1 s"
+    if seconds < 60:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+
+
+def fmt_pct(x: float | None, digits: int = 2) -> str:
+    return "—" if x is None or not math.isfinite(x) else f"{100 * x:.{digits}f} %"
+
+
+def fmt_date(ts: float | None) -> str:
+    return "—" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$&])")
+
+
+def md_escape(text: str) -> str:
+    """Text shown inside Streamlit markdown as typed: no emphasis, links, colour
+    directives, icons or HTML from names users chose."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def safe_filename(text: str, n: int = 80) -> str:
+    """A download file name from a run name: letters, digits, '.', '-' and '_' only."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:n] or "run"
+
+
+def short(text: str, n: int = 60) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+# -- the Train page's form --------------------------------------------------------------------
+
+MODEL_FIELDS = ("embedding_dim", "units", "dropout", "conv_filters", "kernel_size", "pool_size")
+DATA_FIELDS = ("top_words", "maxlen", "train_size", "test_size", "validation_split")
+TRAINING_FIELDS = ("optimizer", "learning_rate", "clipnorm", "batch_size", "epochs", "seed",
+                   "fast")
+# What changes the model's weights and shapes (the model-summary cache key).
+MODEL_SHAPE_FIELDS = ("architecture", "top_words", "maxlen") + MODEL_FIELDS
+
+FIELD_LABELS = {
+    "embedding_dim": "Embedding size", "units": "Recurrent units", "dropout": "Dropout rate",
+    "conv_filters": "Conv filters", "kernel_size": "Kernel size", "pool_size": "Pool size",
+    "top_words": "Vocabulary (top words)", "maxlen": "Max review length (maxlen)",
+    "train_size": "Training reviews (0 = all)", "test_size": "Test reviews (0 = all)",
+    "validation_split": "Validation split", "optimizer": "Optimizer",
+    "learning_rate": "Learning rate", "clipnorm": "Gradient clip norm (0 = off)",
+    "batch_size": "Batch size", "epochs": "Epochs", "seed": "Random seed",
+    "fast": "Fast mode", "name": "Run name",
+}
+FIELD_HELP = {
+    "embedding_dim": "Length of the vector learned for each word.",
+    "units": "Size of the LSTM/GRU state: more units, more capacity and more time.",
+    "dropout": "Fraction of values zeroed during training, against overfitting (0 to <1).",
+    "conv_filters": "Number of n-gram detectors in the 1-D convolution.",
+    "kernel_size": "Words each convolution filter looks at.",
+    "pool_size": "Max-pooling window: the sequence gets this many times shorter.",
+    "top_words": "Only the most frequent words keep their own index; the rest become 2 (OOV).",
+    "maxlen": "Reviews are cut (at the front) or padded with 0 to this many tokens, "
+              "the start token included.",
+    "train_size": "Train on the first N training reviews; 0 uses them all.",
+    "test_size": "Evaluate on the first N test reviews; 0 uses them all.",
+    "validation_split": "Fraction of the training reviews held out to validate after each "
+                        "epoch (0 = no validation curve).",
+    "optimizer": "The update rule; the tutorial uses Adam.",
+    "learning_rate": "Step size of the optimizer (Adam's default is 0.001).",
+    "clipnorm": "Rescale gradients whose norm exceeds this; 0 disables clipping.",
+    "batch_size": "Reviews per gradient step.",
+    "epochs": "Passes over the training reviews.",
+    "seed": "Fixes weight initialisation and shuffling, for repeatable runs.",
+    "fast": "Skip the shared padding exactly where the architecture allows it; "
+            "otherwise Keras trains on padded arrays.",
+    "name": "Shown in tables and charts; defaults to architecture, epochs and batch size.",
+}
+FLOAT_INPUTS = {  # field -> (step, display format)
+    "dropout": (0.05, "%.2f"),
+    "learning_rate": (0.0001, "%.4f"),
+    "clipnorm": (0.1, "%.2f"),
+    "validation_split": (0.05, "%.2f"),
+}
+assert set(DATA_FIELDS + TRAINING_FIELDS) == set(COMMON_FIELDS), "form must show every field"
+assert {f for a in ARCHITECTURES.values() for f in a["uses"]} <= set(MODEL_FIELDS)
+
+
+def form_sections(architecture: str) -> list[tuple[str, list[str]]]:
+    """The form's field groups for one architecture: only the hyperparameters it uses."""
+    uses = set(ARCHITECTURES.get(architecture, {}).get("uses", ()))
+    return [("Model", [f for f in MODEL_FIELDS if f in uses]),
+            ("Data", list(DATA_FIELDS)),
+            ("Training", list(TRAINING_FIELDS))]
+
+
+def field_kind(name: str) -> type:
+    return FIELD_TYPES[name]
+
+
+def model_key(cfg: TrainConfig) -> str:
+    """The part of a config that determines the model's layers and weights, as JSON."""
+    d = cfg.to_dict()
+    uses = set(ARCHITECTURES.get(cfg.architecture, {}).get("uses", ()))
+    return json.dumps({k: d[k] for k in MODEL_SHAPE_FIELDS
+                       if k in ("architecture", "top_words", "maxlen") or k in uses},
+                      sort_keys=True)
+
+
+def parse_probes(text: str, max_probes: int = 8, max_chars: int = 500
+                 ) -> tuple[list[str], list[str]]:
+    """Probe sentences from a text area (one per line, blank lines skipped): (probes, errors)."""
+    probes = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    errors = []
+    if len(probes) > max_probes:
+        errors.append(f"probes: {len(probes)} sentences given, at most {max_probes} "
+                      "(one per line)")
+    for i, p in enumerate(probes, start=1):
+        if len(p) > max_chars:
+            errors.append(f"probes: sentence {i} has {len(p)} characters "
+                          f"(allowed up to {max_chars})")
+        elif not tokenize(p):
+            errors.append(f"probes: sentence {i} has no words once punctuation is removed")
+    return probes, errors
+
+
+# -- live training curves -------------------------------------------------------------------
+
+
+class CurveBuffer:
+    """Batch-level metrics of one run, read incrementally (``after_id``) and kept bounded.
+
+    Each metric is a list of bins covering ``width`` consecutive steps; a bin holds the mean
+    of its raw values and the exponential moving average (bias-corrected, as TensorBoard's
+    smoothing) at its last step. When a metric has more than ``max_points`` bins every bin
+    width doubles, so memory and chart size stay bounded for any run length while the EMA
+    is exact over every batch.
+    """
+
+    def __init__(self, max_points: int = MAX_POINTS, alpha: float = EMA_ALPHA):
+        self.max_points = max(2, int(max_points))
+        self.alpha = alpha
+        self.after_id = 0
+        self.width = 1
+        self.rows_read = 0
+        # name -> {"n": batches seen, "ema": raw EMA, "bins": [[index, sum, count, ema, step]]}
+        self.series: dict[str, dict[str, Any]] = {}
+
+    def feed(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Add metric rows (``RunStore.metrics(phase='batch', after_id=...)``); returns how
+        many were new."""
+        new = 0
+        for r in rows:
+            if r["id"] <= self.after_id:
+                continue
+            self.after_id = r["id"]
+            new += 1
+            value = r["value"]
+            if value is None or not math.isfinite(value):
+                continue  # a diverged batch: the run's status says so
+            s = self.series.setdefault(r["name"], {"n": 0, "ema": 0.0, "bins": []})
+            s["n"] += 1
+            s["ema"] = (1 - self.alpha) * s["ema"] + self.alpha * value
+            smoothed = s["ema"] / (1 - (1 - self.alpha) ** s["n"])
+            index = (int(r["step"]) - 1) // self.width
+            bins = s["bins"]
+            if bins and bins[-1][0] == index:
+                b = bins[-1]
+                b[1] += value
+                b[2] += 1
+                b[3], b[4] = smoothed, int(r["step"])
+            else:
+                bins.append([index, value, 1, smoothed, int(r["step"])])
+            while len(s["bins"]) > self.max_points:
+                self._coarsen()  # replaces every series' bin list
+        self.rows_read += new
+        return new
+
+    def _coarsen(self) -> None:
+        self.width *= 2
+        for s in self.series.values():
+            merged: list[list] = []
+            for index, total, count, ema, step in s["bins"]:
+                if merged and merged[-1][0] == index // 2:
+                    m = merged[-1]
+                    m[1] += total
+                    m[2] += count
+                    m[3], m[4] = ema, step
+                else:
+                    merged.append([index // 2, total, count, ema, step])
+            s["bins"] = merged
+
+    def frame(self) -> pd.DataFrame:
+        """Columns: metric, step (last step of the bin), value (bin mean), smoothed (EMA)."""
+        rows = [{"metric": name, "step": b[4], "value": b[1] / b[2], "smoothed": b[3]}
+                for name, s in self.series.items() for b in s["bins"]]
+        return pd.DataFrame(rows, columns=["metric", "step", "value", "smoothed"])
+
+    def points(self) -> int:
+        return max((len(s["bins"]) for s in self.series.values()), default=0)
+
+
+def epoch_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Epoch-level metrics (phases 'train' and 'val') -> epoch (1-based), phase, metric, value."""
+    out = [{"epoch": int(r["epoch"]) + 1,
+            "phase": "validation" if r["phase"] == "val" else "train",
+            "metric": r["name"], "value": r["value"]}
+           for r in rows
+           if r["phase"] in ("train", "val") and r["name"] in ("loss", "accuracy")
+           and r["value"] is not None and math.isfinite(r["value"])]
+    return pd.DataFrame(out, columns=["epoch", "phase", "metric", "value"])
+
+
+def probe_frame(rows: Iterable[Mapping[str, Any]], probes: Sequence[str]) -> pd.DataFrame:
+    """Probe predictions -> epoch (0 = before training), sentence, probability."""
+    out = []
+    for r in rows:
+        if r["phase"] != "probe" or not str(r["name"]).startswith("probe"):
+            continue
+        try:
+            i = int(str(r["name"])[5:])
+        except ValueError:
+            continue
+        text = probes[i] if i < len(probes) else r["name"]
+        out.append({"epoch": int(r["epoch"]) + 1, "sentence": f"{i + 1}. {short(text, 48)}",
+                    "probability": r["value"]})
+    return pd.DataFrame(out, columns=["epoch", "sentence", "probability"])
+
+
+def progress_view(run: Any, queue_position: int | None = None) -> tuple[float, str]:
+    """(fraction 0..1, one line of text) for a run's progress bar."""
+    p = run.progress or {}
+    stage = p.get("stage") or run.status
+    if run.status == "queued":
+        where = f" (position {queue_position} in the queue)" if queue_position else ""
+        return 0.0, f"Queued{where}: it starts when a training slot is free."
+    total = p.get("total") or 0
+    done = p.get("done") or 0
+    frac = min(1.0, done / total) if total else 0.0
+    if run.status != "running":
+        return (1.0 if run.status == "completed" else frac), f"{run.status.capitalize()}."
+    if stage == "training" and total:
+        eta = p.get("eta_s")
+        return frac, (f"Epoch {int(p.get('epoch', 0)) + 1}/{p.get('epochs', '?')} · batch "
+                      f"{p.get('batch', 0)}/{p.get('steps_per_epoch', '?')} · "
+                      f"{fmt_seconds(p.get('elapsed_s'))} elapsed · ETA "
+                      f"{fmt_seconds(eta) if eta is not None else '—'}")
+    if stage in ("evaluating", "saving model", "done"):
+        return 1.0, f"Training done: {stage}…"
+    return frac, f"{str(stage).capitalize()}…"
+
+
+# -- charts ----------------------------------------------------------------------------------
+
+def _fit(chart, height: int):
+    """Plot area ``height`` px tall, width fitted to the container. (Without an explicit
+    autosize, Streamlit makes the spec's height the *total* height, axes and legend
+    included, which squashes plots with rotated labels or long legends.)"""
+    return chart.properties(height=height,
+                            autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
+
+
+_PHASE_COLORS = alt.Scale(domain=["train", "validation"], range=["#3b6fd8", "#e0682b"])
+
+
+def batch_chart(frame: pd.DataFrame, metric: str, height: int = 220) -> alt.Chart:
+    """Raw batch values (faint) and their moving average, one metric."""
+    d = frame[frame["metric"] == metric]
+    title = f"Batch {metric} (line: moving average)"
+    base = alt.Chart(d).encode(x=alt.X("step:Q", title="batch (step)"))
+    y_title = metric
+    raw = base.mark_line(opacity=0.25, color="#7a8699").encode(
+        y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)))
+    smooth = base.mark_line(color="#3b6fd8", strokeWidth=2).encode(
+        y=alt.Y("smoothed:Q"),
+        tooltip=[alt.Tooltip("step:Q"), alt.Tooltip("smoothed:Q", format=".4f", title="EMA"),
+                 alt.Tooltip("value:Q", format=".4f", title="raw")])
+    return _fit(alt.layer(raw, smooth).properties(title=title), height)
+
+
+def epoch_chart(frame: pd.DataFrame, metric: str, reference: float | None = None,
+                reference_label: str = "", height: int = 220) -> alt.LayerChart:
+    """Train vs validation per epoch; an optional dashed reference line (e.g. the tutorial's
+    reported test accuracy)."""
+    d = frame[frame["metric"] == metric]
+    max_epoch = int(d["epoch"].max()) if len(d) else 1
+    lines = alt.Chart(d).mark_line(point=True).encode(
+        x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1),
+                scale=alt.Scale(domain=[1, max(2, max_epoch)])),
+        y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
+        color=alt.Color("phase:N", scale=_PHASE_COLORS, title=None),
+        tooltip=["epoch:Q", "phase:N", alt.Tooltip("value:Q", format=".4f")])
+    layers: list[alt.Chart] = [lines]
+    if reference is not None:
+        ref = pd.DataFrame({"value": [reference], "label": [reference_label]})
+        layers.append(alt.Chart(ref).mark_rule(strokeDash=[6, 4], color="#555").encode(
+            y="value:Q", tooltip=["label:N", alt.Tooltip("value:Q", format=".2%")]))
+        layers.append(alt.Chart(ref).mark_text(align="left", dx=4, dy=-6, color="#555",
+                                               fontSize=11).encode(
+            y="value:Q", x=alt.value(2), text="label:N"))
+    return _fit(alt.layer(*layers).properties(title=f"Epoch {metric}"), height)
+
+
+def probe_chart(frame: pd.DataFrame, height: int = 240) -> alt.LayerChart:
+    max_epoch = int(frame["epoch"].max()) if len(frame) else 1
+    lines = alt.Chart(frame).mark_line(point=True).encode(
+        x=alt.X("epoch:Q", title="epoch (0 = before training)", axis=alt.Axis(tickMinStep=1),
+                scale=alt.Scale(domain=[0, max(1, max_epoch)])),
+        y=alt.Y("probability:Q", title="P(positive)", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("sentence:N", title=None, legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=500)),
+        tooltip=["sentence:N", "epoch:Q", alt.Tooltip("probability:Q", format=".3f")])
+    half = alt.Chart(pd.DataFrame({"y": [0.5]})).mark_rule(strokeDash=[4, 4],
+                                                            color="#999").encode(y="y:Q")
+    return _fit(alt.layer(half, lines).properties(
+        title="Probe sentences: P(positive) per epoch"), height)
+
+
+# -- the Data page ------------------------------------------------------------------------------
+
+
+def truncated_share(lengths: np.ndarray, maxlen: int) -> float:
+    """Share of reviews longer than maxlen codes (words + the start token): 'pre'
+    truncation cuts their first words."""
+    lengths = np.asarray(lengths)
+    return float(np.mean(lengths + 1 > maxlen)) if len(lengths) else 0.0
+
+
+def length_histogram(lengths: np.ndarray, maxlen: int, max_bins: int = MAX_BINS
+                     ) -> pd.DataFrame:
+    """Review lengths (words) in at most ``max_bins`` bars of a round width; each bar says
+    whether maxlen cuts the reviews in it ('kept whole', 'truncated', or 'partly')."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if not len(lengths):
+        return pd.DataFrame(columns=["start", "end", "reviews", "cut"])
+    top = int(lengths.max()) + 1
+    width = 1
+    for w in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10_000):
+        width = w
+        if math.ceil(top / w) <= max_bins:
+            break
+    edges = np.arange(0, top + width, width)
+    counts, _ = np.histogram(lengths, bins=edges)
+    out = []
+    for lo, hi, n in zip(edges[:-1], edges[1:], counts):
+        # a review of w words has w + 1 codes: it is cut when w + 1 > maxlen, i.e. w >= maxlen
+        if lo >= maxlen:
+            cut = "truncated"
+        elif hi - 1 >= maxlen:
+            cut = "partly"
+        else:
+            cut = "kept whole"
+        out.append({"start": int(lo), "end": int(hi), "reviews": int(n), "cut": cut})
+    return pd.DataFrame(out)
+
+
+def length_chart(hist: pd.DataFrame, maxlen: int, height: int = 260) -> alt.LayerChart:
+    colors = alt.Scale(domain=["kept whole", "partly", "truncated"],
+                       range=["#3b6fd8", "#9c8ade", "#e0682b"])
+    bars = alt.Chart(hist).mark_bar().encode(
+        x=alt.X("start:Q", bin="binned", title="review length (words)"),
+        x2="end:Q",
+        y=alt.Y("reviews:Q", title="reviews"),
+        color=alt.Color("cut:N", scale=colors, title=f"at maxlen {maxlen}"),
+        tooltip=[alt.Tooltip("start:Q", title="from"), alt.Tooltip("end:Q", title="to (excl.)"),
+                 "reviews:Q", "cut:N"])
+    rule = alt.Chart(pd.DataFrame({"x": [maxlen - 1], "label": [f"maxlen = {maxlen}"]}))
+    line = rule.mark_rule(color="#222", strokeDash=[6, 3], strokeWidth=2).encode(x="x:Q")
+    text = rule.mark_text(align="right", dx=-5, color="#222").encode(
+        x="x:Q", y=alt.value(8), text="label:N")
+    return _fit(alt.layer(bars, line, text), height)
+
+
+def word_counts(flat_codes: np.ndarray, words: Sequence[str], n: int = 30) -> pd.DataFrame:
+    """The n most frequent words of a split from its codes: rank, index (rank + 3), count."""
+    counts = np.bincount(np.asarray(flat_codes, dtype=np.int64), minlength=n + 4)
+    rows = []
+    for rank in range(1, min(n, len(words)) + 1):
+        code = rank + 3
+        rows.append({"rank": rank, "index": code, "word": words[rank - 1],
+                     "count": int(counts[code]) if code < len(counts) else 0})
+    return pd.DataFrame(rows, columns=["rank", "index", "word", "count"])
+
+
+def words_chart(frame: pd.DataFrame) -> alt.Chart:
+    height = 18 * len(frame)  # one readable label per word
+    chart = alt.Chart(frame).mark_bar(color="#3b6fd8").encode(
+        x=alt.X("count:Q", title="occurrences in the training reviews"),
+        y=alt.Y("word:N", sort="-x", title=None,
+                axis=alt.Axis(labelOverlap=False, labelFontSize=11)),
+        tooltip=["rank:Q", "index:Q", "word:N", "count:Q"])
+    return _fit(chart, height)
+
+
+def label_balance(summary: Mapping[str, Any]) -> pd.DataFrame:
+    rows = []
+    for split in ("train", "test"):
+        s = summary[split]
+        for label in ("positive", "negative"):
+            rows.append({"split": split, "label": label, "reviews": s[label],
+                         "share": s[label] / s["reviews"] if s["reviews"] else 0.0})
+    return pd.DataFrame(rows)
+
+
+def label_chart(frame: pd.DataFrame, height: int = 60) -> alt.Chart:
+    chart = alt.Chart(frame).mark_bar().encode(
+        y=alt.Y("split:N", title=None),
+        x=alt.X("reviews:Q", stack="normalize", title="share of reviews",
+                axis=alt.Axis(format="%")),
+        color=alt.Color("label:N", scale=alt.Scale(domain=["negative", "positive"],
+                                                   range=["#d2452d", "#169650"]), title=None),
+        tooltip=["split:N", "label:N", "reviews:Q", alt.Tooltip("share:Q", format=".1%")],
+    )
+    return _fit(chart, height)
+
+
+def encoded_tokens(codes: Sequence[int], words: Sequence[str], top_words: int, maxlen: int
+                   ) -> tuple[list[dict], int]:
+    """A stored review (full-vocabulary codes) as the model sees it with ``top_words`` and
+    ``maxlen``: ([{code, word, kind}], padding count). kind is start / word / oov (rank
+    outside top_words: shown with its word, encoded 2) / cut (dropped by 'pre' truncation)."""
+    n_cut = max(0, len(codes) - maxlen)
+    out = []
+    for j, raw in enumerate(codes):
+        raw = int(raw)
+        if raw == START:
+            word, code, kind = "<start>", START, "start"
+        else:
+            rank = raw - 3
+            word = words[rank - 1] if 1 <= rank <= len(words) else "<?>"
+            code, kind = (raw, "word") if raw < top_words and raw != OOV else (OOV, "oov")
+        if j < n_cut:
+            kind = "cut"
+        out.append({"code": code, "word": word, "kind": kind})
+    return out, max(0, maxlen - len(codes))
+
+
+_CHIP_STYLE = {
+    "start": "background:#dbe7ff;border:1px solid #3b6fd8",
+    "word": "background:#f1f0ee;border:1px solid #d6d3cf",
+    "oov": "background:#fde8d7;border:1px dashed #e0682b",
+    "cut": "background:#f6f6f6;border:1px solid #ddd;opacity:.45;text-decoration:line-through",
+    "pad": "background:#fff;border:1px dotted #aaa;color:#888",
+}
+
+
+def codes_html(tokens: Sequence[Mapping[str, Any]], n_pad: int, limit: int = 400) -> str:
+    """Words over their indices, as chips: start (1), OOV (2), cut and padding marked.
+    Every word is HTML-escaped."""
+
+    def chip(kind: str, top: str, bottom: str, title: str) -> str:
+        return (f'<span title="{html.escape(title, quote=True)}" style="display:inline-block;'
+                f'margin:2px;padding:1px 5px;border-radius:5px;text-align:center;'
+                f'font-size:12px;line-height:1.25;{_CHIP_STYLE[kind]}">'
+                f'{html.escape(top)}<br><b>{html.escape(bottom)}</b></span>')
+
+    parts = []
+    if n_pad:
+        parts.append(chip("pad", "padding", f"0 × {n_pad}", "'pre' padding up to maxlen"))
+    shown = tokens[-limit:] if len(tokens) > limit else tokens
+    if len(tokens) > limit:
+        parts.append(chip("cut", "…", f"{len(tokens) - limit} more", "not shown"))
+    titles = {"start": "start of review (index 1)", "oov": "outside top_words: index 2",
+              "word": "word index = frequency rank + 3", "cut": "cut by maxlen ('pre')"}
+    for t in shown:
+        parts.append(chip(t["kind"], t["word"], str(t["code"]), titles[t["kind"]]))
+    return '<div style="line-height:1.1">' + "".join(parts) + "</div>"
+
+
+def compact_sequence(padded: Sequence[int], keep: int = 60) -> str:
+    """An index sequence with its run of leading zeros (padding) collapsed."""
+    seq = [int(c) for c in padded]
+    n_pad = 0
+    while n_pad < len(seq) and seq[n_pad] == PAD:
+        n_pad += 1
+    body = seq[n_pad:]
+    parts = [f"0 × {n_pad} (padding)"] if n_pad else []
+    if len(body) > keep:
+        parts += [", ".join(map(str, body[: keep // 2])), f"… {len(body) - keep} more …",
+                  ", ".join(map(str, body[-keep // 2:]))]
+    elif body:
+        parts.append(", ".join(map(str, body)))
+    return "[" + ", ".join(parts) + "]"
+
+
+# -- the Compare page ---------------------------------------------------------------------------
+
+RUN_COLUMNS = ["Name", "Architecture", "Params", "Epochs", "Status", "Best val acc",
+               "Test acc", "AUC", "Training time (s)", "Date", "Run id"]
+
+
+def run_label(run: Any) -> str:
+    """Unique within a store even when names repeat."""
+    return f"{short(run.name, 40)} · {run.id[-6:]}"
+
+
+def runs_frame(runs: Sequence[Any]) -> pd.DataFrame:
+    rows = []
+    for r in runs:
+        res = r.results or {}
+        rows.append({
+            "Name": r.name,
+            "Architecture": ARCHITECTURES.get(r.architecture, {}).get("label", r.architecture),
+            "Params": res.get("params"),
+            "Epochs": r.config.epochs,
+            "Status": r.status,
+            "Best val acc": res.get("best_val_accuracy"),
+            "Test acc": res.get("test_accuracy"),
+            "AUC": res.get("auc"),
+            "Training time (s)": res.get("train_seconds"),
+            "Date": pd.Timestamp.fromtimestamp(r.created_at),  # local time
+            "Run id": r.id,
+        })
+    df = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    for col in ("Params",):
+        df[col] = df[col].astype("Int64")
+    for col in ("Best val acc", "Test acc", "AUC", "Training time (s)"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("Float64")
+    return df
+
+
+def compare_epoch_frame(rows_by_run: Mapping[str, Iterable[Mapping[str, Any]]]) -> pd.DataFrame:
+    frames = []
+    for label, rows in rows_by_run.items():
+        f = epoch_frame(rows)
+        f.insert(0, "run", label)
+        frames.append(f)
+    if not frames:
+        return pd.DataFrame(columns=["run", "epoch", "phase", "metric", "value"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def compare_epoch_chart(frame: pd.DataFrame, metric: str, height: int = 240) -> alt.Chart:
+    d = frame[frame["metric"] == metric]
+    chart = alt.Chart(d).mark_line(point=True).encode(
+        x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
+        y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
+        color=alt.Color("run:N", title="run", legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=500)),
+        strokeDash=alt.StrokeDash("phase:N", title=None,
+                                  scale=alt.Scale(domain=["train", "validation"],
+                                                  range=[[1, 0], [5, 3]]),
+                                  legend=None),  # the title says which is which
+        tooltip=["run:N", "epoch:Q", "phase:N", alt.Tooltip("value:Q", format=".4f")],
+    ).properties(title=f"Epoch {metric} (solid: train, dashed: validation)")
+    return _fit(chart, height)
+
+
+def config_diff(runs: Sequence[Any]) -> tuple[pd.DataFrame, list[str]]:
+    """Hyperparameters (rows) of each run (columns); the names of rows that differ. Fields an
+    architecture does not use show as '—'."""
+    labels = [run_label(r) for r in runs]
+    fields = ["architecture", *MODEL_FIELDS, *DATA_FIELDS, *TRAINING_FIELDS]
+    data: dict[str, list[str]] = {}
+    for label, r in zip(labels, runs):
+        uses = set(r.config.uses())
+        d = r.config.to_dict()
+        data[label] = ["—" if (f not in uses and f != "architecture") else _fmt_value(d[f])
+                       for f in fields]
+    df = pd.DataFrame(data, index=fields)
+    df.index.name = "hyperparameter"
+    differs = [f for f in fields if len(set(df.loc[f])) > 1]
+    return df, differs
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def style_diff(df: pd.DataFrame, differs: Sequence[str]):
+    """A pandas Styler highlighting the rows whose values differ between runs."""
+    diff = set(differs)
+
+    def row_style(row: pd.Series) -> list[str]:
+        css = "background-color: #fff3bf; font-weight: 600" if row.name in diff else ""
+        return [css] * len(row)
+
+    return df.style.apply(row_style, axis=1)
+
+
+def confusion_frame(confusion: Mapping[str, int]) -> pd.DataFrame:
+    cells = [("negative", "negative", "tn"), ("negative", "positive", "fp"),
+             ("positive", "negative", "fn"), ("positive", "positive", "tp")]
+    total = sum(int(confusion.get(k, 0)) for *_, k in cells) or 1
+    return pd.DataFrame([{"actual": a, "predicted": p, "reviews": int(confusion.get(k, 0)),
+                          "share": int(confusion.get(k, 0)) / total, "cell": k.upper()}
+                         for a, p, k in cells])
+
+
+def confusion_chart(frame: pd.DataFrame, title: str = "", size: int = 170) -> alt.LayerChart:
+    base = alt.Chart(frame).encode(
+        x=alt.X("predicted:N", title="predicted", sort=["negative", "positive"]),
+        y=alt.Y("actual:N", title="actual", sort=["negative", "positive"]))
+    rect = base.mark_rect().encode(
+        color=alt.Color("reviews:Q", scale=alt.Scale(scheme="blues"), legend=None),
+        tooltip=["actual:N", "predicted:N", "reviews:Q", alt.Tooltip("share:Q", format=".1%")])
+    text = base.mark_text(fontSize=14).encode(
+        text=alt.Text("reviews:Q"),
+        color=alt.condition(alt.datum.share > 0.3, alt.value("white"), alt.value("black")))
+    return alt.layer(rect, text).properties(
+        title=title, width=size, height=size,
+        autosize=alt.AutoSizeParams(type="pad", contains="padding"))  # natural size
+
+
+def roc_frame(runs: Sequence[Any]) -> pd.DataFrame:
+    rows = []
+    for r in runs:
+        res = r.results or {}
+        roc = res.get("roc") or {}
+        if not roc.get("fpr"):
+            continue
+        auc = res.get("auc")
+        label = f"{run_label(r)} (AUC {'—' if auc is None else f'{auc:.3f}'})"
+        rows += [{"run": label, "fpr": f, "tpr": t} for f, t in zip(roc["fpr"], roc["tpr"])]
+    return pd.DataFrame(rows, columns=["run", "fpr", "tpr"])
+
+
+def roc_chart(frame: pd.DataFrame, height: int = 280) -> alt.LayerChart:
+    diag = alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]})).mark_line(
+        strokeDash=[4, 4], color="#999").encode(x="x:Q", y="y:Q")
+    curves = alt.Chart(frame).mark_line().encode(
+        x=alt.X("fpr:Q", title="false-positive rate", scale=alt.Scale(domain=[0, 1])),
+        y=alt.Y("tpr:Q", title="true-positive rate", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("run:N", title=None, legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=500)),
+        order="fpr:Q",
+        tooltip=["run:N", alt.Tooltip("fpr:Q", format=".3f"), alt.Tooltip("tpr:Q", format=".3f")])
+    return _fit(alt.layer(diag, curves).properties(title="ROC curves (test set)"), height)
+
+
+def by_length_frame(runs: Sequence[Any]) -> pd.DataFrame:
+    rows = []
+    for r in runs:
+        for b in (r.results or {}).get("by_length") or []:
+            rows.append({"run": run_label(r), "bucket": b["bucket"], "reviews": b["reviews"],
+                         "accuracy": b["accuracy"],
+                         "note": "beyond maxlen: truncated" if b.get("truncated") else ""})
+    return pd.DataFrame(rows, columns=["run", "bucket", "reviews", "accuracy", "note"])
+
+
+def by_length_chart(frame: pd.DataFrame, height: int = 260) -> alt.Chart:
+    order = list(dict.fromkeys(frame["bucket"]))
+    chart = alt.Chart(frame.dropna(subset=["accuracy"])).mark_bar().encode(
+        x=alt.X("bucket:N", sort=order, title="review length (words)"),
+        xOffset=alt.XOffset("run:N"),
+        y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+        color=alt.Color("run:N", title=None, legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=500)),
+        tooltip=["run:N", "bucket:N", "reviews:Q", alt.Tooltip("accuracy:Q", format=".1%"),
+                 "note:N"],
+    ).properties(title="Test accuracy by review length")
+    return _fit(chart, height)
+
+
+def metrics_csv(rows: Iterable[Mapping[str, Any]]) -> bytes:
+    """All metric rows of a run as CSV (step, epoch, phase, name, value, t)."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["step", "epoch", "phase", "name", "value", "time"])
+    for r in rows:
+        w.writerow([r["step"], r["epoch"], r["phase"], r["name"], r["value"], r["t"]])
+    return buf.getvalue().encode("utf-8")
+
+
+# -- the Predict page ---------------------------------------------------------------------------
+
+_SEPARATORS = frozenset(KERAS_FILTERS)
+
+
+def token_spans(text: str) -> list[tuple[int, int]] | None:
+    """Where each token of ``core.text.tokenize(text)`` lies in ``text`` (the part that is
+    read, ``text[:MAX_TEXT_CHARS]``), so words can be highlighted in place. None in the
+    (odd-unicode) case where spans and tokens would not line up."""
+    t = text[:MAX_TEXT_CHARS].replace("\x00", " ")
+    sep = [ch in _SEPARATORS or ch.isspace() for ch in t]
+    for m in _BR.finditer(t):
+        for i in range(m.start(), m.end()):
+            sep[i] = True
+    spans, start = [], None
+    for i, is_sep in enumerate(sep):
+        if is_sep:
+            if start is not None:
+                spans.append((start, i))
+                start = None
+        elif start is None:
+            start = i
+    if start is not None:
+        spans.append((start, len(t)))
+    if [t[a:b].lower() for a, b in spans] != tokenize(text[:MAX_TEXT_CHARS]):
+        return None
+    return spans
+
+
+def _push_color(delta: float, scale: float) -> str:
+    strength = min(1.0, abs(delta) / scale) if scale > 0 else 0.0
+    r, g, b = POSITIVE_RGB if delta > 0 else NEGATIVE_RGB
+    return f"rgba({r},{g},{b},{0.08 + 0.62 * strength:.2f})"
+
+
+def attribution_html(text: str, words: Sequence[Any], max_chars: int = 20_000) -> str:
+    """The review with each word coloured by how much it pushes the prediction (green:
+    towards positive, red: towards negative), out-of-vocabulary words dotted and words cut by
+    maxlen struck through. ``words`` are ``core.predict.WordAttribution``s, one per token.
+
+    Everything from the text is HTML-escaped: user text never becomes markup."""
+    scale = max([abs(w.delta) for w in words if w.status == "known"] + [0.02])
+    titles = {"oov": "not in the model's vocabulary: read as index 2 (OOV)",
+              "truncated": "cut: the model reads only the last maxlen tokens"}
+
+    def word_html(original: str, w: Any) -> str:
+        if w.status == "known":
+            style = f"background:{_push_color(w.delta, scale)};border-radius:3px;padding:0 1px"
+            title = f"{w.word}: {w.delta:+.4f} on P(positive) (index {w.code})"
+        elif w.status == "oov":
+            style = "border-bottom:2px dotted #888;color:#666"
+            title = f"{w.word}: {titles['oov']}"
+        else:
+            style = "text-decoration:line-through;opacity:.45"
+            title = f"{w.word}: {titles['truncated']}"
+        return (f'<span class="attr-{w.status}" style="{style}" '
+                f'title="{html.escape(title, quote=True)}">{html.escape(original)}</span>')
+
+    spans = token_spans(text)
+    parts: list[str] = []
+    if spans is not None and len(spans) == len(words):
+        shown = text[:MAX_TEXT_CHARS].replace("\x00", " ")
+        pos = 0
+        for (a, b), w in zip(spans, words):
+            if a > max_chars:
+                parts.append(html.escape(" … (rest not shown)"))
+                break
+            parts.append(html.escape(shown[pos:a]))
+            parts.append(word_html(shown[a:b], w))
+            pos = b
+        else:
+            parts.append(html.escape(shown[pos:max_chars]))
+    else:
+        parts = [word_html(w.word, w) + " " for w in words]
+    legend = (
+        '<div style="font-size:12px;color:#555;margin-top:6px">'
+        f'<span style="background:{_push_color(1, 1)};padding:0 4px;border-radius:3px">'
+        'pushes towards positive</span> '
+        f'<span style="background:{_push_color(-1, 1)};padding:0 4px;border-radius:3px">'
+        'pushes towards negative</span> '
+        '<span style="border-bottom:2px dotted #888;color:#666">unknown word (OOV)</span> '
+        '<span style="text-decoration:line-through;opacity:.45">cut by maxlen</span>'
+        ' · colour strength relative to the strongest word '
+        f'({scale:.3f} of probability)</div>')
+    return ('<div class="attribution" style="white-space:pre-wrap;line-height:1.9;'
+            'font-size:1.02rem">' + "".join(parts) + "</div>" + legend)
+
+
+def top_pushes(words: Sequence[Any], n: int = 5) -> pd.DataFrame:
+    """The words that move the prediction most, both ways."""
+    known = [w for w in words if w.status == "known"]
+    rows = sorted(known, key=lambda w: -abs(w.delta))[:n]
+    return pd.DataFrame([{"word": w.word, "index": w.code, "effect on P(positive)": w.delta,
+                          "direction": "positive" if w.delta > 0 else "negative"}
+                         for w in rows],
+                        columns=["word", "index", "effect on P(positive)", "direction"])
+
+
+def inspector_frame(info: Mapping[str, Any], cut_limit: int = 200) -> pd.DataFrame:
+    """What ``Predictor.inspect`` found, one row per kept index (padding collapsed to one
+    row, cut indices listed first): position, index, token, meaning."""
+    tokens, codes = info["tokens"], info["codes"]
+    n_pad, n_cut, maxlen = info["n_pad"], info["n_truncated"], info["maxlen"]
+
+    def meaning(j: int) -> tuple[str, str]:
+        code = codes[j]
+        if j == 0:
+            return "<start>", "start of review (always 1)"
+        word = tokens[j - 1]
+        if code == OOV:
+            return word, "2 = out of vocabulary (rank beyond top_words, or unseen)"
+        return word, f"rank {code - 3} in the training vocabulary, + 3 offset = {code}"
+
+    rows = []
+    for j in range(min(n_cut, cut_limit)):
+        token, what = meaning(j)
+        rows.append({"position": "cut", "index": codes[j], "token": token,
+                     "meaning": f"{what}; dropped by 'pre' truncation to maxlen {maxlen}"})
+    if n_cut > cut_limit:
+        rows.append({"position": "cut", "index": None, "token": "…",
+                     "meaning": f"{n_cut - cut_limit} more cut indices not listed"})
+    if n_pad:
+        rows.append({"position": f"0–{n_pad - 1}", "index": 0, "token": "<pad>",
+                     "meaning": f"0 = padding, {n_pad} times ('pre' padding to maxlen {maxlen})"})
+    for j in range(n_cut, len(codes)):
+        token, what = meaning(j)
+        rows.append({"position": str(n_pad + j - n_cut), "index": codes[j], "token": token,
+                     "meaning": what})
+    df = pd.DataFrame(rows, columns=["position", "index", "token", "meaning"])
+    df["index"] = df["index"].astype("Int64")
+    return df
+
+
+# Batch scoring limits (the server's upload limit is larger; these give clear messages).
+UPLOAD_MAX_BYTES = 2 * 1024 * 1024
+UPLOAD_MAX_ROWS = 1000
+
+
+def parse_reviews_upload(name: str, data: bytes, max_bytes: int = UPLOAD_MAX_BYTES,
+                         max_rows: int = UPLOAD_MAX_ROWS) -> tuple[list[str], str | None]:
+    """Reviews from an uploaded .csv (column 'review' or 'text', else the first column) or
+    .txt (one review per line): (reviews, error). Nothing is scored when error is set."""
+    if len(data) > max_bytes:
+        return [], (f"{name} is {len(data) / 2**20:.1f} MB; the limit is "
+                    f"{max_bytes / 2**20:.0f} MB. Split the file or keep fewer reviews.")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return [], f"{name} is not UTF-8 text. Save it as UTF-8 (CSV or plain text)."
+    lower = name.lower()
+    if lower.endswith(".csv"):
+        try:
+            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+            return [], f"{name} could not be read as CSV: {short(str(exc), 200)}"
+        if df.shape[1] == 0:
+            return [], f"{name} has no columns."
+        cols = {str(c).strip().lower(): c for c in df.columns}
+        col = cols.get("review", cols.get("text", df.columns[0]))
+        reviews = [str(v) for v in df[col].tolist()]
+    elif lower.endswith(".txt"):
+        reviews = [line for line in text.splitlines() if line.strip()]
+    else:
+        return [], f"{name}: only .csv and .txt files are accepted."
+    reviews = [r for r in reviews if r.strip()]
+    if not reviews:
+        return [], f"{name} holds no reviews (no non-empty rows)."
+    if len(reviews) > max_rows:
+        return [], (f"{name} has {len(reviews):,} reviews; at most {max_rows:,} are scored "
+                    "at once. Split the file.")
+    return reviews, None
+
+
+def predictions_frame(reviews: Sequence[str], results: Mapping[str, Sequence[Mapping]]
+                      ) -> pd.DataFrame:
+    """One row per review; per model its P(positive), label and any message."""
+    df = pd.DataFrame({"review": list(reviews)})
+    for label, preds in results.items():
+        df[f"P(positive) · {label}"] = [p["probability"] for p in preds]
+        df[f"label · {label}"] = [p["label"] or "" for p in preds]
+        df[f"note · {label}"] = ["; ".join(([p["error"]] if p["error"] else [])
+                                           + list(p["warnings"])) for p in preds]
+    return df

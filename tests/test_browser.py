@@ -1,0 +1,289 @@
+"""The dashboard in a real browser: a live ``streamlit run`` server driven by headless
+Debian Chromium through Playwright.
+
+One walk through the lab: open the Train page first (a deep link right after the server
+starts), fill the form with a tiny model, launch it and watch the live view update until it
+completes; then the Data, Compare and Predict pages, typing a review with HTML in it.
+Screenshots of the four pages go to ``test-artifacts/`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from core import store as st
+from core.paths import PROJECT_ROOT
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+# Counts the messages the page sends to the server (each timed fragment rerun is one).
+COUNT_SENDS = """
+window.__sends = 0;
+const send = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) { window.__sends++; return send.call(this, data); };
+"""
+SERVER_START_S = 60
+TRAIN_TIMEOUT_S = 150  # TensorFlow import in the worker + a few seconds of training
+# A model small enough to train in seconds; batches of 2 (3 x 800 of them) keep it training
+# long enough to watch the live view update, and exercise the curves' downsampling.
+FORM = {"Vocabulary (top words)": "100", "Max review length (maxlen)": "40",
+        "Embedding size": "8", "Recurrent units": "4", "Batch size": "2", "Epochs": "3",
+        "Validation split": "0.20", "Test reviews (0 = all)": "400"}
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(),
+                       reason=f"Debian's chromium is not installed at {CHROMIUM} "
+                              "(apt-get install chromium)"),
+]
+playwright_api = pytest.importorskip("playwright.sync_api",
+                                     reason="the playwright package is not installed")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    """``streamlit run app.py`` on a free port with its own LAB_HOME and the demo data;
+    yields (base URL, run store). The server, and any worker it started, is stopped after."""
+    port = _free_port()
+    home = tmp_path / "lab"
+    env = {**os.environ, "LAB_HOME": str(home), "LAB_CACHE": str(tmp_path / "cache"),
+           "IMDB_DATA": "demo", "LAB_OFFLINE": "1", "LAB_MAX_JOBS": "1",
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                pytest.fail("streamlit did not start:\n"
+                            + (tmp_path / "server.log").read_text(errors="replace")[-3000:])
+            time.sleep(0.3)
+        yield base, home
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=5)
+        log.close()
+        if (home / "runs.db").exists():  # workers are detached: stop any still running
+            store = st.RunStore(home)
+            for run in store.list_runs(reap=False):
+                if run.active and run.pid:
+                    store.request_cancel(run.id)
+                    try:
+                        os.kill(run.pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+
+
+@pytest.fixture
+def browser_page():
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                    args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.add_init_script(COUNT_SENDS)
+            page.set_default_timeout(60_000)
+            dialogs: list[str] = []
+
+            def on_dialog(dialog):
+                dialogs.append(f"{dialog.type}: {dialog.message}")
+                dialog.dismiss()
+
+            page.on("dialog", on_dialog)
+            yield page, dialogs
+        finally:
+            browser.close()
+
+
+def wait_idle(page, settle_s: float = 0.3) -> None:
+    """Until the script run the last interaction started has finished."""
+    time.sleep(settle_s)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"] "
+        "[data-testid=\"stStatusWidgetRunningIcon\"]') && "
+        "!document.querySelector('[data-testid=\"stStatusWidget\"]')?.innerText"
+        ".includes('Running')", timeout=90_000)
+
+
+def goto(page, url: str, ready_text: str) -> None:
+    page.goto(url)
+    page.get_by_text(ready_text, exact=False).first.wait_for()
+    wait_idle(page)
+
+
+def screenshot(page, name: str) -> Path:
+    """The whole page: Streamlit scrolls inside its main container, so grow the viewport
+    to the content's height first."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    height = page.evaluate(
+        "() => Math.max(1000, ...[...document.querySelectorAll('[data-testid=\"stMain\"], "
+        "[data-testid=\"stMain\"] *')].map(e => e.scrollHeight))")
+    page.set_viewport_size({"width": 1400, "height": min(int(height) + 60, 9000)})
+    time.sleep(1.0)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    return path
+
+
+def sends_during(page, seconds: float) -> int:
+    """Messages the page sent to the server in the next ``seconds``."""
+    before = page.evaluate("window.__sends")
+    time.sleep(seconds)
+    return page.evaluate("window.__sends") - before
+
+
+def main_text(page) -> str:
+    return page.locator("[data-testid='stMain']").inner_text()
+
+
+def test_train_watch_compare_and_predict_in_a_browser(server, browser_page):
+    page, dialogs = browser_page
+    try:
+        walk(page, dialogs, *server)
+    except BaseException:
+        screenshot(page, "browser-failure.png")  # what the page showed when it failed
+        raise
+
+
+def walk(page, dialogs: list[str], base: str, home: Path) -> None:
+    t0 = time.monotonic()
+
+    # A deep link right after the server started still gets the router and its sidebar.
+    goto(page, base + "/train", "Before launching")
+    sidebar = page.locator("[data-testid='stSidebar']")
+    assert "Data source" in sidebar.inner_text() and "DEMO set" in sidebar.inner_text()
+    nav = sidebar.locator("[data-testid='stSidebarNav']").inner_text()
+    # page titles (icon names are lowercase words); a version-1 'pages/' app would list
+    # its files instead: app, compare, data, ...
+    assert [w for w in nav.split() if w[0].isupper()] == ["Data", "Train", "Compare", "Predict"]
+    assert "app" not in nav.split()
+    page.get_by_text("Parameters").first.wait_for()
+
+    # Fill the form with a tiny model.
+    for label, value in FORM.items():
+        box = page.get_by_label(label, exact=True)
+        box.fill(value)
+        box.press("Enter")
+        wait_idle(page)
+    page.get_by_label("Run name", exact=True).fill("browser tiny")
+    page.get_by_label("Run name", exact=True).press("Enter")
+    wait_idle(page)
+    assert "Fix these before launching" not in main_text(page)
+    page.get_by_text("Estimated time").wait_for()
+
+    page.get_by_role("button", name="Launch training").click()
+    page.get_by_text("Run: browser tiny").wait_for()
+    watch_start, sends_start = time.monotonic(), page.evaluate("window.__sends")
+    progress_seen: list[str] = []
+    batches_seen: list[int] = []
+    deadline = time.monotonic() + TRAIN_TIMEOUT_S
+    while "Completed: test accuracy" not in main_text(page):
+        assert time.monotonic() < deadline, f"not completed: {progress_seen[-3:]}"
+        bar = page.locator("[data-testid='stMain'] [data-testid='stProgress']").first
+        if bar.count():
+            progress_seen.append(bar.inner_text().strip())
+        found = re.search(r"([\d,]+) batches read", main_text(page))
+        if found:
+            batches_seen.append(int(found.group(1).replace(",", "")))
+        time.sleep(0.4)
+    # While the job was active the live view re-polled once a second, besides the sidebar's
+    # job list every 2 s: about 1.5 messages a second.
+    watched = time.monotonic() - watch_start
+    active_rate = (page.evaluate("window.__sends") - sends_start) / watched
+    assert re.search(r"\?run=\w", page.url), page.url  # re-attachable address
+
+    # The live view changed while the job ran: several progress lines, growing curves.
+    epochs_seen = [p for p in progress_seen if p.startswith("Epoch ")]
+    assert len(set(progress_seen)) >= 3, progress_seen
+    assert epochs_seen, progress_seen
+    assert len(set(batches_seen)) >= 2 and batches_seen == sorted(batches_seen), batches_seen
+    assert "each line is drawn from at most 300 points (bins of 8 batches)" in main_text(page)
+    store = st.RunStore(home)
+    run = store.list_runs()[0]
+    assert run.status == st.COMPLETED and run.name == "browser tiny", run.error
+    page.get_by_text("Epoch accuracy").first.wait_for()
+    # Once the run is final the live view stops polling: only the sidebar's 2 s poll is left.
+    time.sleep(1.5)
+    final_rate = sends_during(page, 6.0) / 6.0
+    assert final_rate <= 0.7, final_rate
+    assert watched < 3 or active_rate >= 1.1, (active_rate, watched)
+    assert page.locator("[data-testid='stMain'] [data-testid='stVegaLiteChart']").count() >= 5
+    assert f"{100 * run.results['test_accuracy']:.2f} %" in main_text(page)
+    screenshot(page, "train.png")
+
+    goto(page, base + "/", "Review lengths")
+    assert "IMDB_DATA=/path/to/aclImdb_v1.tar.gz" in main_text(page)
+    page.get_by_text("Review #2").wait_for()  # the last sample review
+    wait_idle(page)
+    screenshot(page, "data.png")
+
+    goto(page, base + "/compare", "Compare runs")
+    page.get_by_text("Manage and download").wait_for()
+    assert page.locator("[data-testid='stDataFrame']").count() >= 2  # runs + hyperparameters
+    assert f"browser tiny · {run.id[-6:]}" in main_text(page)  # the newest run, shown
+    assert page.locator("[data-testid='stMain'] [data-testid='stVegaLiteChart']").count() >= 5
+    screenshot(page, "compare.png")
+
+    goto(page, base + "/predict", "Your review")
+    review = ("<img src=x onerror=alert(1)> A wonderful film: the cast was superb, "
+              "but the ending was dull.")
+    box = page.get_by_label("Your review", exact=True)
+    box.fill(review)
+    page.get_by_role("button", name="Score").click()
+    metric = page.locator("[data-testid='stMetric']").filter(has_text="P(positive)").first
+    metric.wait_for()
+    value = metric.locator("[data-testid='stMetricValue']").inner_text()
+    assert re.fullmatch(r"\d{1,3}\.\d%", value.strip()), value
+    attribution = page.locator(".attribution").first
+    attribution.wait_for()
+    wait_idle(page)
+    # The typed HTML is shown as text and never becomes an element; nothing ran.
+    assert "<img src=x onerror=alert(1)>" in attribution.inner_text()
+    assert page.locator("img[src='x']").count() == 0
+    assert page.locator("[data-testid='stMain'] img[onerror]").count() == 0
+    time.sleep(1.0)
+    assert dialogs == []
+    screenshot(page, "predict.png")
+
+    elapsed = time.monotonic() - t0
+    assert elapsed < 240, f"the browser walk took {elapsed:.0f} s"
