@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from core.config import ARCHITECTURES, COMMON_FIELDS, FIELD_TYPES, TrainConfig
+from core.predict import refuse_model_file
 from core.text import _BR, KERAS_FILTERS, MAX_TEXT_CHARS, OOV, PAD, START, tokenize
 
 # _BR is the <br /> pattern tokenize() drops: token_spans() uses it so its spans match
@@ -841,12 +842,17 @@ def inspector_frame(info: Mapping[str, Any], cut_limit: int = 200) -> pd.DataFra
 # Batch scoring limits (the server's upload limit is larger; these give clear messages).
 UPLOAD_MAX_BYTES = 2 * 1024 * 1024
 UPLOAD_MAX_ROWS = 1000
+# Model files are never accepted from an upload (only run ids from the store are loaded).
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5", ".pb", ".pkl", ".pickle", ".joblib", ".zip")
 
 
 def parse_reviews_upload(name: str, data: bytes, max_bytes: int = UPLOAD_MAX_BYTES,
                          max_rows: int = UPLOAD_MAX_ROWS) -> tuple[list[str], str | None]:
     """Reviews from an uploaded .csv (column 'review' or 'text', else the first column) or
     .txt (one review per line): (reviews, error). Nothing is scored when error is set."""
+    if name.lower().endswith(MODEL_SUFFIXES) or data[:4] == b"PK\x03\x04" or \
+            data[:8] == b"\x89HDF\r\n\x1a\n":
+        return [], refuse_model_file(name)  # never loaded, whatever the name says
     if len(data) > max_bytes:
         return [], (f"{name} is {len(data) / 2**20:.1f} MB; the limit is "
                     f"{max_bytes / 2**20:.0f} MB. Split the file or keep fewer reviews.")

@@ -258,3 +258,43 @@ def test_12_same_config_and_seed_give_the_same_losses(lab, figures):
     diff = max(abs(a - b) for a, b in zip(*losses))
     assert diff == 0.0
     figures["12_determinism"] = {"epochs": 2, "max_abs_epoch_loss_diff": diff}
+
+
+def test_03_ten_reloads_reattach_without_duplicating(lab, figures):
+    from test_pages import open_page, query_run
+
+    run_id = jobs.submit(lab, tiny_config(**LONG, name="reload me"))
+    try:
+        attached = 0
+        for i in range(10):
+            # A reload is a new session; every other one also carries ?run= in its address.
+            at = open_page("train", {"run": run_id} if i % 2 else None)
+            if query_run(at) == run_id and any("reload me" in str(h.value) for h in at.subheader):
+                attached += 1
+        assert attached == 10
+        assert [r.id for r in lab.list_runs()] == [run_id]  # nothing was duplicated
+        assert lab.get(run_id).status in st.ACTIVE
+    finally:
+        jobs.cancel(lab, run_id)
+    figures["03_reloads"] = {"reloads": 10, "reattached": attached, "runs_in_store": 1}
+
+
+def test_11_model_files_offered_as_uploads_are_refused(lab_with_run, tmp_path, figures):
+    from core.views import parse_reviews_upload
+
+    marker = tmp_path / "marker.txt"
+    evil = tmp_path / "evil.keras"
+    _lambda_model_file(evil, marker, "keras")
+    marker.unlink(missing_ok=True)
+    h5 = tmp_path / "evil.h5"
+    _lambda_model_file(h5, marker, "h5")
+    marker.unlink(missing_ok=True)
+    for name, blob in [("evil.keras", evil.read_bytes()), ("evil.h5", h5.read_bytes()),
+                       ("reviews.csv", evil.read_bytes()), ("reviews.txt", h5.read_bytes())]:
+        reviews, error = parse_reviews_upload(name, blob)
+        assert reviews == [] and "Refused to load" in error
+    assert not marker.exists()
+    big = ("good film\n" * 300_000).encode()
+    assert "the limit is 2 MB" in parse_reviews_upload("big.txt", big)[1]
+    figures["11_uploads"] = {"model_uploads_refused": 4, "marker_written": False,
+                             "size_limit_mb": 2, "row_limit": 1000}
