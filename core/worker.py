@@ -38,7 +38,7 @@ def describe_failure(trace: str, cap: int) -> str:
     """The traceback, led by a plain reason when the job ran out of memory."""
     if any(marker in trace for marker in OOM_MARKERS):
         return (f"out of memory: the job needed more than this server's {cap / 2**30:.1f} GiB "
-                "per job (LAB_WORKER_MEMORY_GB); try a smaller batch_size, maxlen or units.\n\n"
+                "per job (LAB_WORKER_MEMORY_GB); try a smaller batch_size, maxlen, units, top_words or embedding_dim.\n\n"
                 + trace)
     return trace
 

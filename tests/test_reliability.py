@@ -159,12 +159,11 @@ def test_08_resource_guard_refuses_and_oom_is_recorded(lab, monkeypatch, figures
         jobs.submit(lab, tiny_config(units=1024, maxlen=2000, batch_size=1024, train_size=2000,
                                      validation_split=0.0, epochs=1), n_train=2000)
     assert lab.list_runs() == []
-    # Forced out-of-memory: let the guard through, cap the worker at 3 GiB.
+    # Forced out-of-memory: let the guard through, cap the worker at 3 GiB, and ask for an
+    # embedding table of 200,000 x 1,024 floats (0.8 GB, then Adam's two slots of that size).
     monkeypatch.setenv("LAB_MAX_MEMORY_GB", "1000")
-    monkeypatch.setenv("LAB_MAX_TRAIN_MINUTES", "100000")
     monkeypatch.setenv("LAB_WORKER_MEMORY_GB", "3")
-    run_id = jobs.submit(lab, tiny_config(units=1024, maxlen=2000, batch_size=2000,
-                                          train_size=2000, validation_split=0.0, epochs=1))
+    run_id = jobs.submit(lab, tiny_config(top_words=200_000, embedding_dim=1024))
     run = wait_for(lab, run_id)
     assert run.status == st.FAILED and run.error.startswith("out of memory")
     monkeypatch.delenv("LAB_WORKER_MEMORY_GB")
