@@ -235,6 +235,23 @@ def reproduce_table(results: dict[str, list[st.Run]]) -> str:
     return "\n".join(lines)
 
 
+def epochs_table(store: st.RunStore, results: dict[str, list[st.Run]]) -> str:
+    """Per run, accuracy after every epoch: a collapse in a later epoch shows here."""
+    lines = ["| run | train accuracy by epoch | val accuracy by epoch | test acc | AUC |",
+             "|---|---|---|---|---|"]
+    for runs in results.values():
+        for run in runs:
+            by = {"train": [], "val": []}
+            for phase in by:
+                by[phase] = [f"{100 * m['value']:.2f}" for m in store.metrics(run.id, phase)
+                             if m["name"] == "accuracy" and m["value"] is not None]
+            r = run.results
+            lines.append(f"| {run.name} | {' → '.join(by['train']) or '--'} | "
+                         f"{' → '.join(by['val']) or '--'} | {_pct(r.get('test_accuracy'))} | "
+                         f"{r.get('auc', float('nan')):.4f} |")
+    return "\n".join(lines)
+
+
 def cmd_reproduce(args: argparse.Namespace, store: st.RunStore) -> int:
     t0 = time.monotonic()
     results: dict[str, list[st.Run]] = {}
@@ -253,6 +270,7 @@ def cmd_reproduce(args: argparse.Namespace, store: st.RunStore) -> int:
     table = reproduce_table(results)
     total = time.monotonic() - t0
     print(table)
+    print("\n" + epochs_table(store, results))
     print(f"\nwall time: {_fmt_s(total)} ({total:.0f} s) for {sum(map(len, results.values()))} runs; "
           f"overrides: {overrides or 'none'}")
     ok = all(r.status == st.COMPLETED for runs in results.values() for r in runs)

@@ -57,3 +57,17 @@ def test_missing_data_path_is_a_clear_error(lab, monkeypatch, tmp_path):
     monkeypatch.setenv("IMDB_DATA", str(tmp_path / "nowhere"))
     out = cli("data")
     assert out.returncode == 2 and "IMDB_DATA=" in out.stderr and "does not exist" in out.stderr
+
+
+def test_reproduce_tables_show_mean_spread_and_every_epoch(lab_with_run):
+    from core import cli
+
+    store, run_id = lab_with_run
+    run = store.get(run_id)
+    table = cli.reproduce_table({"seed-lstm": [run, run]})
+    acc = 100 * run.results["test_accuracy"]
+    assert f"| seed-lstm | 2/2 | {acc:.2f} % |" in table and "| 0.00 |" in table  # std of twins
+    assert "87.48 %" in table  # the tutorial's number beside ours
+    epochs = cli.epochs_table(store, {"seed-lstm": [run]})
+    train = [m["value"] for m in store.metrics(run_id, "train") if m["name"] == "accuracy"]
+    assert " → ".join(f"{100 * v:.2f}" for v in train) in epochs
