@@ -1,0 +1,155 @@
+"""Training speed: plain Keras fit on 500-padded arrays vs fast exact mode (issue 4).
+
+Both variants start from the same initial weights and train on the same subset in one
+process, epoch by epoch in alternating order (so drifting load on the shared CPU hits
+both alike); test accuracy is model.predict of each trained model. Also reports the
+training FLOPs per epoch and the fraction of this CPU's fp32 peak each variant reaches.
+
+    IMDB_DATA=/work/shared/data/aclImdb_v1_labeled.tar.gz .venv/bin/python bench/train_speed.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import time
+
+import common
+import numpy as np
+
+# Training costs ~3x the forward pass (forward, gradient w.r.t. inputs, w.r.t. weights).
+TRAIN_FACTOR = 3
+
+
+def step_flops(cfg) -> tuple[float, float]:
+    """Forward FLOPs of one recurrent step for one review, and of one conv position."""
+    gates = 4 * cfg.units
+    feat = cfg.conv_filters if cfg.architecture.startswith("cnn") else cfg.embedding_dim
+    recur = 2 * (feat + cfg.units) * gates
+    conv = 2 * cfg.kernel_size * cfg.embedding_dim * cfg.conv_filters \
+        if cfg.architecture.startswith("cnn") else 0.0
+    return recur, conv
+
+
+def epoch_flops(cfg, plan, x: np.ndarray) -> tuple[float, float]:
+    """Training FLOPs of one epoch: (plain padded model, fast mode as batched here)."""
+    from core import fast
+
+    recur, conv = step_flops(cfg)
+    n = len(x)
+    pool = plan.pool_size
+    plain = TRAIN_FACTOR * n * (plan.steps * recur + plan.maxlen * conv)
+    key = np.minimum(fast._round_up(plan.steps_needed(x), fast.STEP_GRID), plan.steps)
+    quick = 0.0
+    for rows in fast._batches(key, cfg.batch_size, np.random.default_rng(0)):
+        s = max(int(key[rows].max()), 1)
+        window = plan.window_for(s)
+        quick += cfg.batch_size * (s * recur + window * pool * conv)  # the batch's own steps
+        quick += (plan.steps - s) * recur + plan.maxlen * conv  # the shared prefix, batch 1
+    return plain, TRAIN_FACTOR * quick
+
+
+def bench_preset(name: str, args, ds, peak: float) -> tuple[list[list[str]], str]:
+    """Train one preset both ways, epoch by epoch; returns (table rows, note)."""
+    import keras
+
+    from core import fast
+    from core.config import preset
+    from core.models import build_model, compile_model
+
+    cfg = preset(name, train_size=args.train_size, test_size=args.test_size,
+                 epochs=args.epochs)
+    x, y = ds.arrays("train", cfg.top_words, cfg.maxlen, cfg.train_size)
+    xt, yt = ds.arrays("test", cfg.top_words, cfg.maxlen, cfg.test_size)
+    lengths = ds.train.head(cfg.train_size).lengths() + 1
+    keras.utils.set_random_seed(cfg.seed)
+    plain = compile_model(build_model(cfg), cfg)
+    quick = compile_model(build_model(cfg), cfg)
+    quick.set_weights(plain.get_weights())
+    plan = fast.make_plan(quick, cfg.maxlen)
+
+    def run_epoch(variant: str, epoch: int) -> None:
+        if variant == "plain":
+            plain.fit(x, y, batch_size=cfg.batch_size, epochs=epoch + 1, initial_epoch=epoch,
+                      shuffle=True, verbose=0)
+        else:
+            fast.fit(quick, cfg, x, y, lengths, None, [], initial_epoch=epoch)
+
+    times: dict[str, list[float]] = {"plain": [], "fast": []}
+    cpu: dict[str, list[float]] = {"plain": [], "fast": []}
+    for epoch in range(cfg.epochs):
+        for variant in ("plain", "fast") if epoch % 2 == 0 else ("fast", "plain"):
+            c0 = time.process_time()
+            seconds, _ = common.timed(functools.partial(run_epoch, variant, epoch))
+            times[variant].append(seconds)
+            cpu[variant].append(time.process_time() - c0)
+            print(f"{name} epoch {epoch + 1} {variant}: {seconds:.1f} s "
+                  f"({cpu[variant][-1]:.1f} CPU s)", flush=True)
+    flops = dict(zip(("plain", "fast"), epoch_flops(cfg, plan, x)))
+    later = slice(1, None) if cfg.epochs > 1 else slice(None)
+    steady = {v: float(np.mean(t[later])) for v, t in times.items()}
+    steady_cpu = {v: float(np.mean(t[later])) for v, t in cpu.items()}
+    pairs = [p / f for p, f in zip(times["plain"][later], times["fast"][later])]
+    rows = []
+    for variant, model in (("plain", plain), ("fast", quick)):
+        p = np.asarray(model.predict(xt, batch_size=512, verbose=0)).ravel()
+        acc = float(np.mean((p > 0.5) == yt))
+        gflops = flops[variant] / steady[variant] / 1e9
+        rows.append([name, variant, f"{times[variant][0]:.1f}",
+                     " ".join(f"{t:.1f}" for t in times[variant][later]),
+                     f"{steady['plain'] / steady[variant]:.2f}x",
+                     f"{steady_cpu[variant]:.1f}",
+                     f"{steady_cpu['plain'] / steady_cpu[variant]:.2f}x", f"{100 * acc:.2f} %",
+                     f"{flops[variant] / 1e12:.2f}", f"{gflops:.1f}",
+                     f"{100 * gflops / peak:.1f} %"])
+    need = plan.steps_needed(x)
+    x_all, _ = ds.arrays("train", cfg.top_words, cfg.maxlen)
+    full = dict(zip(("plain", "fast"), epoch_flops(cfg, plan, x_all)))
+    note = (f"{name}: per-epoch wall-time ratios plain/fast (epochs 2+): "
+            f"{', '.join(f'{r:.2f}' for r in pairs)}; {len(x)} training reviews; on average "
+            f"{need.mean():.0f} of "
+            f"{plan.steps} recurrent steps per review read review tokens "
+            f"({100 * need.mean() / plan.steps:.0f} %). Physical limit for a full epoch "
+            f"({len(x_all):,} reviews): plain {full['plain'] / 1e12:.2f} TFLOP = "
+            f"{full['plain'] / peak / 1e9:.1f} s at the {peak:.0f} GFLOP/s peak; fast "
+            f"{full['fast'] / 1e12:.2f} TFLOP = {full['fast'] / peak / 1e9:.1f} s; at the "
+            f"rates measured here a full epoch would take ~{full['plain'] / flops['plain'] * steady['plain']:.0f} s "
+            f"plain and ~{full['fast'] / flops['fast'] * steady['fast']:.0f} s fast")
+    return rows, note
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--train-size", type=int, default=5000)
+    ap.add_argument("--test-size", type=int, default=5000)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--presets", default="seed-lstm,seed-cnn-lstm")
+    args = ap.parse_args()
+    common.use_real_data()
+    from core.data import load_dataset
+
+    ds = load_dataset()
+    peak = common.machine()["peak_gflops"]
+    rows, notes = [], []
+    for name in args.presets.split(","):
+        more, note = bench_preset(name, args, ds, peak)
+        rows += more
+        notes.append(note)
+    header = ["preset", "variant", "epoch 1 s (compile)", "later epochs s", "speed-up (wall)",
+              "CPU s/epoch", "speed-up (CPU)", "test acc", "TFLOP/epoch", "GFLOP/s (wall)",
+              "of fp32 peak"]
+    body = (f"Train subset: first {args.train_size} training reviews, test: first "
+            f"{args.test_size} test reviews, {args.epochs} epochs, batch 64, maxlen 500, "
+            "same initial weights for both variants; epochs alternate plain/fast in one "
+            "process. 'later epochs' lists epochs 2+ (epoch 1 includes XLA compilation for "
+            "both); speed-up = plain / fast mean time per later epoch, in wall time and in "
+            "process CPU time (all threads; steadier than wall time when the other core is "
+            "busy with someone else's job, but it also counts threads spinning). FLOPs: "
+            f"{TRAIN_FACTOR}x the forward matmul/conv FLOPs; plain counts all padded steps, "
+            "fast counts the steps it runs (bucket-rounded) plus the batch-1 prefix.\n\n"
+            + common.table(header, rows) + "\n\n" + "\n".join(f"- {n}" for n in notes))
+    common.write_section("train_speed", "1. Training speed: plain fit vs fast exact mode", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,364 @@
+"""Exact fast mode (core/fast.py): same outputs and gradients as the padded model.
+
+Small models (maxlen ~48, 8 units, 50 words) so every check takes seconds. Weights are
+drawn large enough that the padding prefix visibly changes the outputs (checked), so a
+fast path that skipped or mis-aligned the prefix would fail these tests.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+from core import fast  # noqa: E402
+from core.config import ARCHITECTURES, load_config  # noqa: E402
+from core.models import build_model, compile_model  # noqa: E402
+from core.text import pad_pre  # noqa: E402
+
+# Tolerance for "the same function" in float32.
+ATOL = 1e-5
+# Small settings shared by every model here.
+SMALL = {"maxlen": 48, "units": 8, "top_words": 50, "embedding_dim": 6, "conv_filters": 5,
+         "kernel_size": 3, "pool_size": 2, "dropout": 0.0, "batch_size": 16, "seed": 3}
+# Kept lengths in the mixed batch: empty, very short, around and above maxlen.
+MIXED_LENGTHS = [0, 1, 2, 3, 4, 5, 9, 17, 30, 47, 48, 49, 60, 100]
+# A batch whose longest review is short, so most of every row is the shared prefix
+# (as many rows as MIXED_LENGTHS: one compiled shape serves both).
+SHORT_LENGTHS = [0, 1, 1, 2, 3, 4, 5, 6, 7, 9, 11, 13, 17, 20]
+
+# (architecture, overrides): every configuration where fast mode applies.
+EXACT_CASES = [
+    ("lstm", {}),
+    ("gru", {}),
+    ("stacked-lstm", {}),
+    ("cnn-lstm", {}),
+    ("cnn-lstm", {"kernel_size": 4, "pool_size": 3, "maxlen": 47}),  # even kernel, ragged pool
+    ("cnn-lstm", {"kernel_size": 5, "pool_size": 2, "maxlen": 45}),  # halo wider than pool
+    ("cnn-lstm", {"kernel_size": 2, "pool_size": 4, "maxlen": 50}),  # pool drops the last codes
+    ("lstm-dropout", {"dropout": 0.0}),
+    ("cnn-lstm-dropout", {"dropout": 0.0}),
+]
+
+
+def small_config(arch: str, **overrides):
+    return load_config({**SMALL, "architecture": arch, **overrides})
+
+
+# Added to the forget (LSTM) / update (GRU) gate biases: the state then drifts slowly
+# over the padding, so the state after k pad codes still depends on k at k ~ 40.
+SLOW_GATE_BIAS = 2.5
+
+
+def random_model(cfg, seed: int = 1, scale: float = 0.5):
+    """A compiled model with large random weights and slow recurrent gates, so that the
+    padding prefix matters and its length matters (see test_padding_prefix_matters)."""
+    keras.utils.set_random_seed(seed)
+    model = compile_model(build_model(cfg), cfg)
+    rng = np.random.default_rng(seed)
+    for v in model.trainable_variables:
+        v.assign(rng.normal(0.0, scale, v.shape).astype(np.float32))
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.LSTM, keras.layers.GRU)):
+            bias = np.asarray(layer.cell.bias)
+            u = layer.cell.units
+            gate = slice(u, 2 * u) if isinstance(layer, keras.layers.LSTM) else (..., slice(0, u))
+            bias[gate] += SLOW_GATE_BIAS
+            layer.cell.bias.assign(bias)
+    return model
+
+
+def reviews(cfg, lengths, seed: int = 0):
+    """Padded rows ('pre', as training pads) of random codes >= 1, and labels."""
+    rng = np.random.default_rng(seed)
+    seqs = [list(rng.integers(1, cfg.top_words, n)) for n in lengths]
+    return pad_pre(seqs, cfg.maxlen), rng.integers(0, 2, len(lengths)).astype(np.float32)
+
+
+def reference(model, x, y):
+    """Plain padded forward pass and gradients of the mean BCE, via tf.GradientTape."""
+    with tf.GradientTape() as tape:
+        p = model(x, training=False)
+        loss = tf.reduce_mean(keras.losses.binary_crossentropy(y[:, None], p))
+    grads = tape.gradient(loss, model.trainable_variables)
+    return np.asarray(p)[:, 0], float(loss), [np.asarray(tf.convert_to_tensor(g)) for g in grads]
+
+
+def max_diff(a, b) -> float:
+    return float(max(np.abs(np.asarray(u) - np.asarray(v)).max() for u, v in zip(a, b)))
+
+
+# -- applies() ----------------------------------------------------------------------------
+
+
+def test_applies_on_and_off_with_reasons():
+    on = {"lstm", "gru", "stacked-lstm", "cnn-lstm"}
+    for arch in ARCHITECTURES:
+        used, reason = fast.applies(small_config(arch, dropout=0.2))
+        assert used == (arch in on), (arch, reason)
+        assert reason and isinstance(reason, str)
+    for arch in ("lstm-dropout", "cnn-lstm-dropout"):
+        used, reason = fast.applies(small_config(arch, dropout=0.2))
+        assert not used and "dropout" in reason.lower() and "mask" in reason
+        assert fast.applies(small_config(arch, dropout=0.0))[0]
+    used, reason = fast.applies(small_config("bilstm"))
+    assert not used and "backward" in reason
+    used, reason = fast.applies(small_config("lstm", fast=False))
+    assert not used and reason.startswith("fast=false")
+
+
+def test_make_plan_refuses_what_is_not_exact():
+    with pytest.raises(ValueError, match="Bidirectional"):
+        fast.make_plan(random_model(small_config("bilstm")))
+    with pytest.raises(ValueError, match="Dropout before"):
+        fast.make_plan(random_model(small_config("lstm-dropout", dropout=0.3)))
+    # At inference dropout is the identity, so prediction may still use the model.
+    assert fast.make_plan(random_model(small_config("lstm-dropout", dropout=0.3)),
+                          training=False).recurrent
+
+
+# -- exactness of the compiled training path -------------------------------------------------
+
+
+@pytest.mark.parametrize(("arch", "overrides"), EXACT_CASES,
+                         ids=[f"{a}-{'-'.join(f'{k}{v}' for k, v in o.items())}".rstrip("-")
+                              for a, o in EXACT_CASES])
+def test_outputs_and_gradients_match_padded_model(arch, overrides):
+    cfg = small_config(arch, **overrides)
+    assert fast.applies(cfg)[0]
+    model = random_model(cfg)
+    plan = fast.make_plan(model, cfg.maxlen)
+    for lengths in (MIXED_LENGTHS, SHORT_LENGTHS):
+        x, y = reviews(cfg, lengths)
+        p_ref, loss_ref, g_ref = reference(model, x, y)
+        need = int(plan.steps_needed(x).max())
+        # The fewest steps the batch allows, and more: the prefix may end anywhere before.
+        for n_steps in sorted({max(need, 1), min(need + 3, plan.steps), plan.steps}):
+            p, loss, grads = fast.batch_gradients(model, cfg, x, y, n_steps)
+            assert np.abs(p - p_ref).max() < ATOL, (lengths, n_steps)
+            assert abs(loss - loss_ref) < ATOL
+            assert len(grads) == len(g_ref)
+            assert max_diff(grads, g_ref) < ATOL, (lengths, n_steps)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru", "stacked-lstm", "cnn-lstm"])
+def test_padding_prefix_matters_in_these_checks(arch):
+    """Guard for the tests above: with these weights one padding step more or less changes
+    the outputs by far more than ATOL, and the gradient reaches embedding row 0, so a fast
+    path that skipped the prefix or started it one step off would fail them."""
+    cfg = small_config(arch)
+    model = random_model(cfg)
+    x, y = reviews(cfg, SHORT_LENGTHS)
+    p_ref, _, g_ref = reference(model, x, y)
+    cut = 2 if arch.startswith("cnn") else 1  # one pooled step less of padding
+    shorter = small_config(arch, maxlen=cfg.maxlen - cut)
+    model_short = random_model(shorter)
+    model_short.set_weights(model.get_weights())
+    p_short = np.asarray(model_short(x[:, cut:], training=False))[:, 0]
+    assert np.abs(p_short - p_ref).max() > 20 * ATOL
+    assert np.abs(g_ref[0][0]).max() > 20 * ATOL  # d loss / d embedding row 0 (the pad)
+
+
+def test_steps_needed_counts_pool_and_kernel_halo():
+    cfg = small_config("cnn-lstm", kernel_size=5, pool_size=2, maxlen=45)  # halo 2 each side
+    plan = fast.make_plan(random_model(cfg), cfg.maxlen)
+    assert (plan.steps, plan.pad_left, plan.pad_right) == (22, 2, 2)
+    x, _ = reviews(cfg, [0, 1, 2, 3, 4, 45])
+    # 45 codes, 22 pooled steps read positions 0..43 (+2 halo): a lone last code at 44
+    # reaches step 21 only through the halo; longer reviews need more steps.
+    assert plan.steps_needed(x).tolist() == [0, 1, 2, 2, 3, 22]
+
+
+# -- training end to end ---------------------------------------------------------------------
+
+
+def toy_data(cfg, n: int, seed: int):
+    """Learnable toy reviews: label 1 iff code 3 appears more often than code 4."""
+    rng = np.random.default_rng(seed)
+    seqs, labels = [], []
+    for _ in range(n):
+        length = int(rng.integers(1, cfg.maxlen + 12))
+        seq = rng.integers(5, cfg.top_words, length)
+        label = int(rng.integers(0, 2))
+        marks = rng.choice(length, size=max(1, length // 6), replace=False)
+        seq[marks] = 3 if label else 4
+        seqs.append(list(seq))
+        labels.append(label)
+    x = pad_pre(seqs, cfg.maxlen)
+    lengths = np.array([len(s) for s in seqs])
+    return x, np.array(labels, np.float32), lengths
+
+
+class Recorder(keras.callbacks.Callback):
+    """Records the calls Keras's fit makes, and can stop training at a given batch."""
+
+    def __init__(self, stop_at: tuple[int, int] | None = None):
+        super().__init__()
+        self.calls: list[tuple] = []
+        self.stop_at = stop_at
+
+    def on_train_begin(self, logs=None):
+        self.calls.append(("train_begin",))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.calls.append(("epoch_begin", epoch))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.calls.append(("batch_end", batch, dict(logs)))
+        if self.stop_at == (len([c for c in self.calls if c[0] == "epoch_begin"]) - 1, batch):
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.calls.append(("epoch_end", epoch, dict(logs)))
+        self.probe = np.asarray(self.model(np.zeros((1, SMALL["maxlen"]), np.int32)))
+
+    def on_train_end(self, logs=None):
+        self.calls.append(("train_end",))
+
+
+def test_fit_trains_through_callbacks_with_running_means():
+    cfg = small_config("lstm", epochs=6, batch_size=16, learning_rate=0.02)
+    x, y, lengths = toy_data(cfg, 200, seed=0)
+    xv, yv, _ = toy_data(cfg, 64, seed=1)
+    keras.utils.set_random_seed(cfg.seed)
+    model = compile_model(build_model(cfg), cfg)
+    rec = Recorder()
+    fast.fit(model, cfg, x, y, lengths, (xv, yv), [rec])
+
+    kinds = [c[0] for c in rec.calls]
+    assert kinds[0] == "train_begin" and kinds[-1] == "train_end"
+    assert kinds.count("epoch_begin") == kinds.count("epoch_end") == cfg.epochs
+    steps = -(-len(x) // cfg.batch_size)
+    epochs = [c[2] for c in rec.calls if c[0] == "epoch_end"]
+    batches = [c for c in rec.calls if c[0] == "batch_end"]
+    assert len(batches) == steps * cfg.epochs
+    for e, logs in enumerate(epochs):
+        assert set(logs) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+        mine = batches[e * steps:(e + 1) * steps]
+        assert [b[1] for b in mine] == list(range(steps))
+        # Running means weighted by reviews: the last one is the epoch's, and every
+        # batch's own accuracy recovered from consecutive means counts whole reviews.
+        assert mine[-1][2]["loss"] == pytest.approx(logs["loss"])
+        assert mine[-1][2]["accuracy"] == pytest.approx(logs["accuracy"])
+        prev = 0.0
+        for _, i, blog in mine:
+            seen = min((i + 1) * cfg.batch_size, len(x))
+            size = seen - i * cfg.batch_size
+            hits = blog["accuracy"] * seen - prev * (seen - size)
+            assert hits == pytest.approx(round(hits), abs=1e-6) and 0 <= round(hits) <= size
+            prev = blog["accuracy"]
+    assert epochs[-1]["loss"] < 0.7 * epochs[0]["loss"]
+    assert epochs[-1]["val_accuracy"] >= 0.85
+    # The validation numbers are the plain model's on the same rows.
+    p = np.asarray(model.predict(xv, verbose=0))[:, 0]
+    assert epochs[-1]["val_accuracy"] == pytest.approx(float(np.mean((p > 0.5) == yv)))
+    plain_loss = float(np.mean(keras.losses.binary_crossentropy(yv[:, None], p[:, None])))
+    assert epochs[-1]["val_loss"] == pytest.approx(plain_loss, abs=1e-4)
+
+
+def test_fit_honours_stop_training_after_a_batch():
+    cfg = small_config("gru", epochs=3, batch_size=16)
+    x, y, lengths = toy_data(cfg, 100, seed=2)
+    model = compile_model(build_model(cfg), cfg)
+    rec = Recorder(stop_at=(1, 2))  # epoch 1, batch 2
+    fast.fit(model, cfg, x, y, lengths, None, [rec])
+    kinds = [c[0] for c in rec.calls]
+    steps = -(-len(x) // cfg.batch_size)
+    assert kinds.count("batch_end") == steps + 3
+    assert kinds.count("epoch_end") == 2 and kinds[-1] == "train_end"
+    assert "val_loss" not in rec.calls[-2][2]
+
+
+def test_one_optimizer_step_matches_plain_fit():
+    """Same initial weights, one identical batch: plain Keras fit and fast fit end with
+    the same weights.
+
+    With SGD every weight matches. With Adam every weight matches except embedding row 0
+    (the padding code): Keras 3's sparse Adam squares each IndexedSlices slice separately
+    (v += sum of g_k^2, not (sum g_k)^2), and plain fit has one slice per review per pad
+    position where fast mode has one per shared prefix position. The gradients themselves
+    are equal (test_outputs_and_gradients_match_padded_model).
+    """
+    for optimizer, atol in (("sgd", 1e-6), ("adam", 1e-4)):
+        cfg = small_config("cnn-lstm", epochs=1, batch_size=14, optimizer=optimizer,
+                           learning_rate=0.05)
+        x, y = reviews(cfg, MIXED_LENGTHS, seed=5)
+        start = random_model(cfg).get_weights()
+        plain = compile_model(build_model(cfg), cfg)
+        plain.set_weights(start)
+        plain.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+        quick = compile_model(build_model(cfg), cfg)
+        quick.set_weights(start)
+        fast.fit(quick, cfg, x, y, None, None, [])
+        got, want = quick.get_weights(), plain.get_weights()
+        assert max_diff(want, start) > 1e-3  # the step did change the weights
+        assert np.abs(got[0][0] - start[0][0]).min() > 0  # ... and the padding row
+        if optimizer == "adam":
+            got[0], want[0] = got[0][1:], want[0][1:]
+        assert max_diff(got, want) < atol, optimizer
+
+
+# -- prediction ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHITECTURES if a != "bilstm"])
+def test_predictor_matches_model_predict(arch):
+    cfg = small_config(arch, dropout=0.3)  # dropout is the identity at inference
+    model = random_model(cfg)
+    predictor = fast.FastPredictor.try_build(model, cfg)
+    assert predictor is not None
+    x, _ = reviews(cfg, MIXED_LENGTHS + SHORT_LENGTHS + [4] * 5)
+    expected = np.asarray(model.predict(x, verbose=0))[:, 0]
+    got = predictor.predict_padded(x)
+    assert got.shape == (len(x),)
+    assert np.abs(got - expected).max() < ATOL
+    # One row at a time gives the same numbers as the batch.
+    singles = np.array([predictor.predict_padded(x[i:i + 1])[0] for i in range(len(x))])
+    assert np.abs(singles - got).max() < ATOL
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru", "stacked-lstm", "cnn-lstm"])
+def test_predictor_occlusion_batches_match(arch):
+    """Attribution's batch: a review and copies with one code replaced each. The copies
+    start from the review's own state where they part from it; still exact."""
+    cfg = small_config(arch, kernel_size=4, pool_size=3, maxlen=47) if arch == "cnn-lstm" \
+        else small_config(arch)
+    model = random_model(cfg)
+    predictor = fast.FastPredictor.try_build(model, cfg)
+    for length in (30, cfg.maxlen + 7):  # padded, and truncated at the front
+        base, _ = reviews(cfg, [length], seed=length)
+        x = np.repeat(base, cfg.maxlen + 1, axis=0)
+        for j in range(cfg.maxlen):  # row j + 1 occludes column j (padding columns too)
+            x[j + 1, j] = 2
+        x = np.vstack([x, reviews(cfg, [3, 12], seed=9)[0]])  # and unrelated rows
+        expected = np.asarray(model.predict(x, verbose=0))[:, 0]
+        assert np.abs(predictor.predict_padded(x) - expected).max() < ATOL
+
+
+def test_predictor_is_none_for_bilstm_and_checks_shapes():
+    cfg = small_config("bilstm")
+    assert fast.FastPredictor.try_build(random_model(cfg), cfg) is None
+    cfg = small_config("lstm")
+    predictor = fast.FastPredictor.try_build(random_model(cfg), cfg)
+    assert predictor.predict_padded(np.zeros((0, cfg.maxlen), np.int32)).shape == (0,)
+    with pytest.raises(ValueError, match="48 codes"):
+        predictor.predict_padded(np.zeros((2, 10), np.int32))
+
+
+def test_engine_trains_in_fast_mode_through_the_store(lab):
+    """core.training.run_training with fast=true: recorded as fast, metrics streamed."""
+    from core import store as st
+    from core.training import Progress, run_training
+
+    cfg = load_config({"architecture": "lstm", "top_words": 100, "maxlen": 40,
+                       "embedding_dim": 8, "units": 4, "epochs": 2, "batch_size": 32,
+                       "train_size": 256, "test_size": 128, "validation_split": 0.25,
+                       "seed": 1, "fast": True})
+    run_id = lab.create_run(cfg, probes=["a wonderful film"], status=st.RUNNING)
+    assert run_training(lab, run_id, Progress()) == st.COMPLETED
+    run = lab.get(run_id, reap=False)
+    assert run.results["fast"] is True and run.results["epochs_done"] == cfg.epochs
+    names = {(r["phase"], r["name"]) for r in lab.metrics(run_id)}
+    assert {("batch", "loss"), ("train", "accuracy"), ("val", "loss"), ("probe", "probe0")} <= names
