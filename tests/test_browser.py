@@ -248,7 +248,10 @@ def walk(page, dialogs: list[str], base: str, home: Path) -> None:
     assert len(set(progress_seen)) >= 3, progress_seen
     assert epochs_seen, progress_seen
     assert len(set(batches_seen)) >= 2 and batches_seen == sorted(batches_seen), batches_seen
-    assert "each line is drawn from at most 300 points (bins of 8 batches)" in main_text(page)
+    # The last fragment run may still be drawing when "Completed" appears: wait, don't race.
+    page.get_by_text("each line is drawn from at most 300 points (bins of 8 batches)",
+                     exact=False).first.wait_for()
+    wait_idle(page)
     store = st.RunStore(home)
     run = store.list_runs()[0]
     assert run.status == st.COMPLETED and run.name == "browser tiny", run.error
