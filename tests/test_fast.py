@@ -54,7 +54,7 @@ SLOW_GATE_BIAS = 2.5
 
 def random_model(cfg, seed: int = 1, scale: float = 0.5):
     """A compiled model with large random weights and slow recurrent gates, so that the
-    padding prefix matters and its length matters (see test_padding_prefix_matters)."""
+    padding prefix matters and its length matters (see test_padding_prefix_matters_*)."""
     keras.utils.set_random_seed(seed)
     model = compile_model(build_model(cfg), cfg)
     rng = np.random.default_rng(seed)
