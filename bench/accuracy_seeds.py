@@ -10,21 +10,13 @@ the net effect on test accuracy: same subset, same seeds, mean and spread.
 
 from __future__ import annotations
 
-import argparse
-
 import common
 import numpy as np
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train-size", type=int, default=8000)
-    ap.add_argument("--test-size", type=int, default=5000)
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--seeds", default="1,2,3")
-    ap.add_argument("--presets", default="seed-lstm,seed-cnn-lstm")
-    args = ap.parse_args()
-    common.use_real_data()
+    args = common.flags(__doc__, train_size=8000, test_size=5000, epochs=2, seeds="1,2,3",
+                         presets="seed-lstm,seed-cnn-lstm")
 
     import keras
 

@@ -10,7 +10,6 @@ words, paths interleaved; the per-word deltas of both paths are compared.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import common
@@ -21,11 +20,7 @@ REPEATS = 3  # timings per review and path
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reviews", type=int, default=5)
-    ap.add_argument("--presets", default="seed-lstm,seed-cnn-lstm")
-    args = ap.parse_args()
-    common.use_real_data()
+    args = common.flags(__doc__, reviews=5, presets="seed-lstm,seed-cnn-lstm")
     import bench_models
     from predict_latency import reviews_near
 

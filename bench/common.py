@@ -7,6 +7,7 @@ re-running a script updates its numbers and leaves the other sections alone.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import os
 import re
@@ -36,6 +37,17 @@ def use_real_data() -> str:
     os.environ.setdefault("LAB_OFFLINE", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return os.environ.get("IMDB_DATA", "")
+
+
+def flags(doc: str, **defaults: object) -> argparse.Namespace:
+    """The script's flags, one --name per default (typed like it), parsed; then the real
+    data is selected (see use_real_data), its path in ``.source``."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for name, value in defaults.items():
+        ap.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    args = ap.parse_args()
+    args.source = use_real_data()
+    return args
 
 
 def lscpu() -> dict[str, str]:

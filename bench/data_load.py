@@ -8,7 +8,6 @@ and writes the cache; the same call again reads the cache. Both in one process.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,10 +17,8 @@ import numpy as np
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cached-repeats", type=int, default=5)
-    args = ap.parse_args()
-    source = common.use_real_data()
+    args = common.flags(__doc__, cached_repeats=5)
+    source = args.source
     from core.data import load_dataset
 
     cache = Path(tempfile.mkdtemp(prefix="bench-cache-"))

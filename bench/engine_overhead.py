@@ -11,7 +11,6 @@ the time spent inside the callback is also measured directly.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -21,11 +20,7 @@ import numpy as np
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train-size", type=int, default=1280)
-    ap.add_argument("--rounds", type=int, default=7)
-    args = ap.parse_args()
-    common.use_real_data()
+    args = common.flags(__doc__, train_size=1280, rounds=7)
 
     import keras
 

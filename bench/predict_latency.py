@@ -11,7 +11,6 @@ interleaved, and their probabilities are compared.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import common
@@ -31,11 +30,7 @@ def reviews_near(ds, words: int, spread: int, n: int) -> list[str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reviews", type=int, default=200)
-    ap.add_argument("--presets", default="seed-lstm,seed-cnn-lstm")
-    args = ap.parse_args()
-    common.use_real_data()
+    args = common.flags(__doc__, reviews=200, presets="seed-lstm,seed-cnn-lstm")
     import bench_models
 
     from core.data import load_dataset

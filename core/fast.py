@@ -44,9 +44,12 @@ from core.config import TrainConfig
 # Bucket lengths (recurrent steps a batch runs) are rounded up to a multiple of this,
 # so reviews of nearly the same length share batches across epochs' shuffles.
 STEP_GRID = 16
-# Compiled window sizes are multiples of this many recurrent steps; one XLA compile per
-# window size, and a batch runs only its own steps inside its window.
-WINDOW_QUANTUM = 128
+# A batch runs its own steps inside a compiled window (the last W recurrent steps); one
+# XLA compile per window size. The model's steps are cut into about this many windows:
+# projections, buffers and the convolution scale with the window, not the batch's steps.
+WINDOW_COUNT = 4
+# ... each at least this many steps (fewer compiles for short models).
+WINDOW_MIN = 64
 # Each batch's rows run as this many independent time loops, concurrently on the cores.
 LOOP_SPLIT = 2
 # XLA-compile the recurrent time loops: per step far less overhead than TensorFlow's
@@ -124,9 +127,10 @@ class Plan:
         return (self.steps - shared).astype(np.int64)
 
     def windows(self) -> list[int]:
-        """The compiled window sizes, smallest first."""
-        sizes = list(range(WINDOW_QUANTUM, self.steps, WINDOW_QUANTUM))
-        return sizes + [self.steps]
+        """The compiled window sizes, smallest first: 128, 256, 384, 500 for 500 steps,
+        64, 128, 192, 250 for the CNN's 250."""
+        quantum = max(WINDOW_MIN, _round_up(-(-self.steps // WINDOW_COUNT), STEP_GRID))
+        return list(range(quantum, self.steps, quantum)) + [self.steps]
 
     def window_for(self, n_steps: int) -> int:
         return next(w for w in self.windows() if w >= n_steps)
@@ -238,44 +242,61 @@ def _recurrences() -> dict[str, Any]:
     def stored(t_total, batch, width):
         return tf.TensorArray(tf.float32, size=t_total, element_shape=[batch, width])
 
+    def rows_at(t, t_total, *arrays):
+        """Step t's rows of time-major arrays (None stays None), t clamped into range.
+
+        The loops carry the next step's rows as loop state, read here one step ahead:
+        a dynamic slice fused into the elementwise gate math makes XLA's CPU code 2-3x
+        slower than reading a carried, materialized block (measured on the backward
+        loop: 90 vs 35 us per step at batch 32)."""
+        t = tf.clip_by_value(t, 0, t_total - 1)
+        # gather, not a[t]: XLA would take a strided slice's begin as a compile-time
+        # constant here (start, end are arguments) and compile once per value.
+        return tuple(None if a is None else tf.gather(a, t) for a in arrays)
+
     @jit
     def lstm_forward(xw, h0, c0, rk, start, end):
-        """-> gates [i, f, g, o] (T, B, 4U), h and c before each step, final h and c."""
+        """-> gate sigmoids (T, B, 4U), h and c before each step, final h and c."""
         t_total, batch, width = xw.shape
 
-        def step(t, h, c, acts, hprev, cprev):
-            s = tf.sigmoid(xw[t] + tf.matmul(h, rk))
+        def step(t, h, c, x_t, acts, hprev, cprev):
+            s = tf.sigmoid(x_t + tf.matmul(h, rk))
             i, f, g, o = tf.split(s, 4, axis=1)
-            g = 2.0 * g - 1.0
-            c_new = f * c + i * g
-            return (t + 1, o * tf.tanh(c_new), c_new, acts.write(t, tf.concat([i, f, g, o], 1)),
-                    hprev.write(t, h), cprev.write(t, c))
+            c_new = f * c + i * (2.0 * g - 1.0)
+            return (t + 1, o * tf.tanh(c_new), c_new, *rows_at(t + 1, t_total, xw),
+                    acts.write(t, s), hprev.write(t, h), cprev.write(t, c))
 
         units = width // 4
-        _, h, c, acts, hprev, cprev = tf.while_loop(
+        _, h, c, _, acts, hprev, cprev = tf.while_loop(
             lambda t, *_: t < end, step,
-            (start, h0, c0, stored(t_total, batch, width), stored(t_total, batch, units),
-             stored(t_total, batch, units)))
+            (start, h0, c0, *rows_at(start, t_total, xw), stored(t_total, batch, width),
+             stored(t_total, batch, units), stored(t_total, batch, units)))
         return acts.stack(), hprev.stack(), cprev.stack(), h, c
 
     @jit
     def lstm_backward(acts, cprev, dseq, dh, dc, rk, start, end):
-        """-> dz (T, B, 4U) for the rows run, and the gradients of the initial h and c."""
+        """-> dz (T, B, 4U) for the rows run, and the gradients of the initial h and c.
+        ``dseq`` (gradient of the output sequence) is None for a last layer."""
         t_total, batch, width = acts.shape
 
-        def back(t, dh, dc, dz_all):
-            dh = dh + dseq[t]
-            i, f, g, o = tf.split(acts[t], 4, axis=1)
-            cp = cprev[t]
+        def back(t, dh, dc, a_t, cp, *rest):
+            *ds_t, dz_all = rest
+            if ds_t:
+                dh = dh + ds_t[0]
+            i, f, g, o = tf.split(a_t, 4, axis=1)
+            g = 2.0 * g - 1.0  # stored as sigmoid(2a); the candidate is tanh(a) = 2s - 1
             tc = tf.tanh(f * cp + i * g)
             dc = dc + dh * o * (1.0 - tc * tc)
             dz = tf.concat([dc * g * i * (1.0 - i), dc * cp * f * (1.0 - f),
                             dc * i * (1.0 - g * g) * 0.5, dh * tc * o * (1.0 - o)], 1)
-            return t - 1, tf.matmul(dz, rk, transpose_b=True), dc * f, dz_all.write(t, dz)
+            ahead = [x for x in rows_at(t - 1, t_total, acts, cprev, dseq) if x is not None]
+            return (t - 1, tf.matmul(dz, rk, transpose_b=True), dc * f, *ahead,
+                    dz_all.write(t, dz))
 
-        _, dh0, dc0, dz_all = tf.while_loop(
-            lambda t, *_: t >= start, back, (end - 1, dh, dc, stored(t_total, batch, width)))
-        return dz_all.stack(), dh0, dc0
+        first = [x for x in rows_at(end - 1, t_total, acts, cprev, dseq) if x is not None]
+        out = tf.while_loop(lambda t, *_: t >= start, back,
+                            (end - 1, dh, dc, *first, stored(t_total, batch, width)))
+        return out[-1].stack(), out[1], out[2]
 
     @jit
     def gru_forward(xw, h0, rk, brec, start, end):
@@ -283,19 +304,20 @@ def _recurrences() -> dict[str, Any]:
         t_total, batch, width = xw.shape
         units = width // 3
 
-        def step(t, h, gates, hprev):
+        def step(t, h, x_t, gates, hprev):
             m = tf.matmul(h, rk) + brec
-            xz, xr, xh = tf.split(xw[t], 3, axis=1)
+            xz, xr, xh = tf.split(x_t, 3, axis=1)
             mz, mr, mh = tf.split(m, 3, axis=1)
             z = tf.sigmoid(xz + mz)
             r = tf.sigmoid(xr + mr)
             hh = 2.0 * tf.sigmoid(xh + r * mh) - 1.0
-            return (t + 1, z * h + (1.0 - z) * hh, gates.write(t, tf.concat([z, r, hh, mh], 1)),
-                    hprev.write(t, h))
+            return (t + 1, z * h + (1.0 - z) * hh, *rows_at(t + 1, t_total, xw),
+                    gates.write(t, tf.concat([z, r, hh, mh], 1)), hprev.write(t, h))
 
-        _, h, gates, hprev = tf.while_loop(
+        _, h, _, gates, hprev = tf.while_loop(
             lambda t, *_: t < end, step,
-            (start, h0, stored(t_total, batch, 4 * units), stored(t_total, batch, units)))
+            (start, h0, *rows_at(start, t_total, xw), stored(t_total, batch, 4 * units),
+             stored(t_total, batch, units)))
         return gates.stack(), hprev.stack(), h
 
     @jit
@@ -304,19 +326,24 @@ def _recurrences() -> dict[str, Any]:
         recurrent-side [dz, dr, da * r]) and the gradient of the initial h."""
         t_total, batch, width = gates.shape
 
-        def back(t, dh, d_all):
-            dh = dh + dseq[t]
-            z, r, hh, mh = tf.split(gates[t], 4, axis=1)
+        def back(t, dh, g_t, hp, *rest):
+            *ds_t, d_all = rest
+            if ds_t:
+                dh = dh + ds_t[0]
+            z, r, hh, mh = tf.split(g_t, 4, axis=1)
             da = dh * (1.0 - z) * (1.0 - hh * hh) * 0.5
-            dzz = dh * (hprev[t] - hh) * z * (1.0 - z)
+            dzz = dh * (hp - hh) * z * (1.0 - z)
             dzr = da * mh * r * (1.0 - r)
             dm = tf.concat([dzz, dzr, da * r], 1)
             dh_prev = dh * z + tf.matmul(dm, rk, transpose_b=True)
-            return t - 1, dh_prev, d_all.write(t, tf.concat([dzz, dzr, da, da * r], 1))
+            ahead = [x for x in rows_at(t - 1, t_total, gates, hprev, dseq) if x is not None]
+            return (t - 1, dh_prev, *ahead,
+                    d_all.write(t, tf.concat([dzz, dzr, da, da * r], 1)))
 
-        _, dh0, d_all = tf.while_loop(
-            lambda t, *_: t >= start, back, (end - 1, dh, stored(t_total, batch, width)))
-        return d_all.stack(), dh0
+        first = [x for x in rows_at(end - 1, t_total, gates, hprev, dseq) if x is not None]
+        out = tf.while_loop(lambda t, *_: t >= start, back,
+                            (end - 1, dh, *first, stored(t_total, batch, width)))
+        return out[-1].stack(), out[1]
 
     def outputs_of(hprev, h, start, end, rows_in):
         """h after each step [start, end): the layer's output sequence."""
@@ -337,7 +364,7 @@ def _recurrences() -> dict[str, Any]:
                    if sequences else tf.zeros([0]))
 
             def grad(dseq, dh, dc):
-                dseq = zeros_or(dseq if sequences else None, hprev)
+                dseq = zeros_or(dseq, hprev) if sequences else None
                 dz, dh0, dc0 = lstm_backward(acts, cprev, dseq, zeros_or(dh, h),
                                              zeros_or(dc, c), rk, start, end)
                 units = h0.shape[1]
@@ -357,7 +384,7 @@ def _recurrences() -> dict[str, Any]:
                    if sequences else tf.zeros([0]))
 
             def grad(dseq, dh):
-                dseq = zeros_or(dseq if sequences else None, hprev)
+                dseq = zeros_or(dseq, hprev) if sequences else None
                 d_all, dh0 = gru_backward(gates, hprev, dseq, zeros_or(dh, h), rk, start, end)
                 units = h0.shape[1]
                 dzz, dzr, da, dar = tf.split(d_all, 4, axis=2)
@@ -404,7 +431,12 @@ class _Engine:
             return tf.transpose(e, [1, 0, 2])
         conv = plan.conv
         e = tf.pad(e, [[0, 0], [pad_left, pad_right], [0, 0]])  # 'same' zero padding
-        y = tf.nn.conv1d(e, conv.kernel, stride=1, padding="VALID") + conv.bias
+        if e.shape[0] == 1:  # the padding row: one matmul per tap beats a batch-1 conv
+            n_conv = e.shape[1] - conv.kernel.shape[0] + 1  # (whose gradient is slow)
+            y = conv.bias + sum(tf.matmul(e[0, j: j + n_conv], conv.kernel[j])
+                                for j in range(conv.kernel.shape[0]))[None]
+        else:
+            y = tf.nn.conv1d(e, conv.kernel, stride=1, padding="VALID") + conv.bias
         y = conv.activation(y)
         n_out = y.shape[1] // plan.pool_size
         y = y[:, : n_out * plan.pool_size]
@@ -415,24 +447,29 @@ class _Engine:
         """Steps [start, end) of one layer over time-major feats; returns (seq, state).
 
         A batch is split into LOOP_SPLIT independent time loops (rows don't interact in
-        a recurrence), which TensorFlow runs concurrently on the CPU's cores."""
+        a recurrence), which TensorFlow runs concurrently on the CPU's cores. The split
+        is made on the narrow features, before the input projection, and the candidate
+        scale is folded into the small weight matrices: no pass over the wide (T, B, G)
+        projections beyond the matmul that makes them (and its gradient)."""
         tf = self.tf
         cell = layer.cell
         scale = tf.constant(_candidate_scale(kind, cell.units))
-        t_total, batch = feats.shape[0], feats.shape[1]
-        flat = tf.reshape(feats, [-1, feats.shape[2]])
-        b_in = cell.bias if kind == "lstm" else cell.bias[0]
-        xw = tf.reshape((tf.matmul(flat, cell.kernel) + b_in) * scale, [t_total, batch, -1])
+        kernel = cell.kernel * scale
+        b_in = (cell.bias if kind == "lstm" else cell.bias[0]) * scale
         rk = cell.recurrent_kernel * scale
+        t_total, batch = feats.shape[0], feats.shape[1]
         state = [tf.broadcast_to(s, [batch, cell.units]) for s in state]
         parts = LOOP_SPLIT if batch % LOOP_SPLIT == 0 and batch >= 2 * LOOP_SPLIT else 1
         outs = []
-        for xw_p, *state_p in zip(*(tf.split(a, parts, axis=a.shape.rank - 2)
-                                    for a in [xw, *state])):
+        for feats_p, *state_p in zip(*(tf.split(a, parts, axis=a.shape.rank - 2)
+                                       for a in [feats, *state])):
+            rows = feats_p.shape[1]
+            flat = tf.reshape(feats_p, [-1, feats_p.shape[2]])
+            xw = tf.reshape(tf.matmul(flat, kernel) + b_in, [t_total, rows, -1])
             if kind == "lstm":
-                outs.append(self.runs[("lstm", sequences)](xw_p, *state_p, rk, start, end))
+                outs.append(self.runs[("lstm", sequences)](xw, *state_p, rk, start, end))
             else:
-                outs.append(self.runs[("gru", sequences)](xw_p, *state_p, rk,
+                outs.append(self.runs[("gru", sequences)](xw, *state_p, rk,
                                                           cell.bias[1] * scale, start, end))
         if parts == 1:
             seq, *last = outs[0]

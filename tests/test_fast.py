@@ -143,6 +143,31 @@ def test_outputs_and_gradients_match_padded_model(arch, overrides):
             assert max_diff(grads, g_ref) < ATOL, (lengths, n_steps)
 
 
+WINDOW_CASES = [("lstm", {}), ("stacked-lstm", {}), ("gru", {}),
+                ("cnn-lstm", {"kernel_size": 5, "pool_size": 2, "maxlen": 45})]
+
+
+@pytest.mark.parametrize(("arch", "overrides"), WINDOW_CASES,
+                         ids=[a + ("-halo" if o else "") for a, o in WINDOW_CASES])
+def test_gradients_match_when_the_batch_runs_in_a_smaller_window(monkeypatch, arch, overrides):
+    """Full-size models cut every row into compiled windows (e.g. the last 128 of 500
+    steps); here windows of 16 steps make a short batch run in a window shorter than the
+    row, so the cut (and the convolution's halo at the window's left edge) is checked."""
+    monkeypatch.setattr(fast, "WINDOW_MIN", 8)
+    cfg = small_config(arch, **overrides)
+    model = random_model(cfg)
+    plan = fast.make_plan(model, cfg.maxlen)
+    x, y = reviews(cfg, SHORT_LENGTHS)
+    need = int(plan.steps_needed(x).max())
+    assert len(plan.windows()) > 1 and plan.window_for(need) < plan.steps
+    p_ref, loss_ref, g_ref = reference(model, x, y)
+    for n_steps in sorted({need, plan.window_for(need)}):
+        p, loss, grads = fast.batch_gradients(model, cfg, x, y, n_steps)
+        assert np.abs(p - p_ref).max() < ATOL, n_steps
+        assert abs(loss - loss_ref) < ATOL
+        assert max_diff(grads, g_ref) < ATOL, n_steps
+
+
 @pytest.mark.parametrize("arch", ["lstm", "gru", "stacked-lstm", "cnn-lstm"])
 def test_padding_prefix_matters_in_these_checks(arch):
     """Guard for the tests above: with these weights one padding step more or less changes
