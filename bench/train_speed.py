@@ -39,7 +39,7 @@ def epoch_flops(cfg, plan, x: np.ndarray) -> tuple[float, float]:
     n = len(x)
     pool = plan.pool_size
     plain = TRAIN_FACTOR * n * (plan.steps * recur + plan.maxlen * conv)
-    key = np.minimum(fast._round_up(plan.steps_needed(x), fast.STEP_GRID), plan.steps)
+    key = plan.bucket_steps(x)
     quick = 0.0
     for rows in fast._batches(key, cfg.batch_size, np.random.default_rng(0)):
         s = max(int(key[rows].max()), 1)

@@ -126,6 +126,11 @@ class Plan:
         shared = np.where(lead == x.shape[1], self.steps, np.minimum(shared, self.steps))
         return (self.steps - shared).astype(np.int64)
 
+    def bucket_steps(self, x: np.ndarray) -> np.ndarray:
+        """Per row, the steps its batch runs: steps_needed rounded up to STEP_GRID (rows
+        of nearly equal length share buckets), at most the model's steps."""
+        return np.minimum(_round_up(self.steps_needed(x), STEP_GRID), self.steps)
+
     def windows(self) -> list[int]:
         """The compiled window sizes, smallest first: 128, 256, 384, 500 for 500 steps,
         64, 128, 192, 250 for the CNN's 250."""
@@ -417,7 +422,7 @@ class _Engine:
         import tensorflow as tf
 
         self.tf, self.model, self.plan = tf, model, plan
-        self.optimizer = model.optimizer
+        self.optimizer = getattr(model, "optimizer", None)  # None: not compiled
         self.runs = _recurrences()
         self.train_step = tf.function(self._train_step)
         self.eval_step = tf.function(self._eval_step)
@@ -431,8 +436,8 @@ class _Engine:
             return tf.transpose(e, [1, 0, 2])
         conv = plan.conv
         e = tf.pad(e, [[0, 0], [pad_left, pad_right], [0, 0]])  # 'same' zero padding
-        if e.shape[0] == 1:  # the padding row: one matmul per tap beats a batch-1 conv
-            n_conv = e.shape[1] - conv.kernel.shape[0] + 1  # (whose gradient is slow)
+        if e.shape[0] == 1:  # a single row (the padding row): one matmul per tap, as a
+            n_conv = e.shape[1] - conv.kernel.shape[0] + 1  # batch-1 conv's gradient is slow
             y = conv.bias + sum(tf.matmul(e[0, j: j + n_conv], conv.kernel[j])
                                 for j in range(conv.kernel.shape[0]))[None]
         else:
@@ -532,17 +537,20 @@ class _Engine:
         return self._losses(codes, y, w, n_steps, window, training=False)
 
     # Host side: slicing windows out of padded rows.
-    def window_codes(self, x: np.ndarray, rows: np.ndarray, n_steps: int,
-                     batch: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """Codes of ``rows`` cut to the window for n_steps, padded with all-pad rows
-        (weight 0) up to ``batch`` rows: (codes, weights, window)."""
+    def batch_args(self, x: np.ndarray, y: np.ndarray, rows: np.ndarray, n_steps: int,
+                   batch: int) -> tuple:
+        """The step functions' arguments for ``rows``: their codes cut to the window for
+        n_steps and labels, padded with all-pad rows (weight 0) up to ``batch`` rows, so
+        every batch of a window has one shape: (codes, labels, weights, n_steps, window)."""
         window = self.plan.window_for(n_steps)
         q0, q1 = self.plan.window_positions(window)
         codes = np.zeros((batch, min(q1, self.plan.maxlen) - max(q0, 0)), np.int32)
         codes[: len(rows)] = x[rows, max(q0, 0): min(q1, self.plan.maxlen)]
+        labels = np.zeros(batch, np.float32)
+        labels[: len(rows)] = y[rows]
         weights = np.zeros(batch, np.float32)
         weights[: len(rows)] = 1.0
-        return codes, weights, window
+        return codes, labels, weights, self.tf.constant(n_steps, self.tf.int32), window
 
 
 def _batches(key: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -558,20 +566,15 @@ def _batches(key: np.ndarray, batch_size: int, rng: np.random.Generator) -> list
 def _evaluate(engine: _Engine, x: np.ndarray, y: np.ndarray, batch: int,
               callbacks=None) -> dict[str, float]:
     """Mean loss and accuracy with the fast forward pass, in length order."""
-    tf, plan = engine.tf, engine.plan
-    need = plan.steps_needed(x)
-    key = np.minimum(_round_up(need, STEP_GRID), plan.steps)
+    key = engine.plan.bucket_steps(x)
     order = np.argsort(key, kind="stable")
     loss_sum = hits = 0.0
     for b, i in enumerate(range(0, len(order), batch)):
         rows = order[i: i + batch]
-        n_steps = max(int(key[rows].max()), 1)
-        codes, w, window = engine.window_codes(x, rows, n_steps, batch)
-        yb = np.zeros(batch, np.float32)
-        yb[: len(rows)] = y[rows]
+        args = engine.batch_args(x, y, rows, max(int(key[rows].max()), 1), batch)
         if callbacks is not None:
             callbacks.on_test_batch_begin(b)
-        ls, hs = engine.eval_step(codes, yb, w, tf.constant(n_steps, tf.int32), window)
+        ls, hs = engine.eval_step(*args)
         loss_sum += float(ls)
         hits += float(hs)
         if callbacks is not None:
@@ -589,7 +592,7 @@ def _engine_for(model, plan: Plan) -> _Engine:
     """The model's engine, reused across fit calls while its optimizer is the same (as
     Keras keeps its train function), so epochs run as separate calls compile once."""
     engine = _ENGINES.get(model)
-    if engine is None or engine.optimizer is not model.optimizer:
+    if engine is None or engine.optimizer is not getattr(model, "optimizer", None):
         engine = _ENGINES[model] = _Engine(model, plan)
     return engine
 
@@ -607,7 +610,6 @@ def fit(model, cfg: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
     (cfg.seed, epoch).
     """
     import keras
-    import tensorflow as tf
 
     plan = make_plan(model, cfg.maxlen, training=True)
     x_train = np.asarray(x_train, np.int32)
@@ -618,7 +620,7 @@ def fit(model, cfg: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     engine = _engine_for(model, plan)
-    key = np.minimum(_round_up(plan.steps_needed(x_train), STEP_GRID), plan.steps)
+    key = plan.bucket_steps(x_train)
     steps = math.ceil(n / bs)
 
     cbs = callbacks if isinstance(callbacks, keras.callbacks.CallbackList) else \
@@ -633,13 +635,9 @@ def fit(model, cfg: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
         seen = 0
         rng = np.random.default_rng([cfg.seed, SHUFFLE_SALT, epoch])
         for b, rows in enumerate(_batches(key, bs, rng)):
-            n_steps = max(int(key[rows].max()), 1)
-            codes, w, window = engine.window_codes(x_train, rows, n_steps, bs)
-            yb = np.zeros(bs, np.float32)
-            yb[: len(rows)] = y_train[rows]
+            args = engine.batch_args(x_train, y_train, rows, max(int(key[rows].max()), 1), bs)
             cbs.on_train_batch_begin(b)
-            loss, hit = engine.train_step(codes, yb, w, tf.constant(n_steps, tf.int32),
-                                          window)
+            loss, hit = engine.train_step(*args)
             seen += len(rows)
             loss_sum += float(loss) * len(rows)
             hits += float(hit)
@@ -662,10 +660,6 @@ def fit(model, cfg: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
     return getattr(model, "history", None)
 
 
-# Engines for batch_gradients, so repeated checks on one model reuse its compiled step.
-_GRAD_ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def batch_gradients(model, cfg: TrainConfig, x: np.ndarray, y: np.ndarray,
                     n_steps: int | None = None) -> tuple[np.ndarray, float, list[np.ndarray]]:
     """One batch through the compiled fast path, as a train step computes it before the
@@ -674,20 +668,15 @@ def batch_gradients(model, cfg: TrainConfig, x: np.ndarray, y: np.ndarray,
     ``n_steps`` (default: the fewest the batch allows) may be larger, for checking that the
     result does not depend on where the shared prefix ends. Dropout runs in inference mode.
     """
-    import tensorflow as tf
-
     plan = make_plan(model, cfg.maxlen, training=True)
-    engine = _GRAD_ENGINES.get(model)
-    if engine is None:  # one compile per model, not per call
-        engine = _GRAD_ENGINES[model] = _Engine(model, plan)
+    engine = _engine_for(model, plan)  # one compile per model and window, not per call
     x = np.asarray(x, np.int32)
     need = max(int(plan.steps_needed(x).max()), 1)
     n_steps = need if n_steps is None else int(n_steps)
     if not need <= n_steps <= plan.steps:
         raise ValueError(f"n_steps must be from {need} to {plan.steps}, got {n_steps}")
-    codes, w, window = engine.window_codes(x, np.arange(len(x)), n_steps, len(x))
-    p, loss, grads = engine.grad_step(codes, np.asarray(y, np.float32).reshape(-1), w,
-                                      tf.constant(n_steps, tf.int32), window)
+    p, loss, grads = engine.grad_step(*engine.batch_args(
+        x, np.asarray(y, np.float32).reshape(-1), np.arange(len(x)), n_steps, len(x)))
     return np.asarray(p), float(loss), [np.asarray(g) for g in grads]
 
 
