@@ -67,8 +67,9 @@ def _jobs(home: str) -> None:
     if not active:
         st.caption("No training job running or queued.")
         return
+    queued = [r.id for r in active if r.status == QUEUED]  # in seq order: the queue's
     for run in active:
-        position = store.queue_position(run.id) if run.status == QUEUED else None
+        position = queued.index(run.id) + 1 if run.status == QUEUED else None
         frac, text = views.progress_view(run, position)
         st.page_link("app_pages/train.py", label=views.md_escape(views.short(run.name, 40)),
                      icon=":material/model_training:" if run.status == RUNNING

@@ -8,16 +8,24 @@ import os
 import streamlit as st
 
 from core import paths, views
-from core.data import DataError, load_dataset
+from core.data import DataError, Dataset, load_dataset
 from core.text import _BR
 
 K = "data_"  # every session_state key of this page starts with it
 SAMPLES = 3  # reviews shown at once
 
 
-@st.cache_data(show_spinner="Loading the reviews (the first time encodes them)…", max_entries=4)
+@st.cache_resource(show_spinner="Loading the reviews (the first time encodes them)…",
+                   max_entries=2)
+def _dataset(imdb_data: str, cache: str) -> Dataset:
+    """One loaded dataset per source, shared by the sessions (read only): a new sample
+    page or maxlen re-encodes three reviews, not the 50,000 from the disk cache."""
+    return load_dataset()
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
 def _overview(imdb_data: str, cache: str) -> dict:
-    ds = load_dataset()
+    ds = _dataset(imdb_data, cache)
     return {"summary": ds.summary(), "is_demo": ds.source.is_demo,
             "lengths": {"train": ds.train.lengths(), "test": ds.test.lengths()},
             "top": views.word_counts(ds.train.flat, ds.words, 30)}
@@ -26,7 +34,7 @@ def _overview(imdb_data: str, cache: str) -> dict:
 @st.cache_data(show_spinner="Reading review texts…", max_entries=64)
 def _samples(imdb_data: str, cache: str, split: str, start: int, top_words: int,
              maxlen: int) -> list[dict]:
-    ds = load_dataset()
+    ds = _dataset(imdb_data, cache)
     s, texts = ds.split(split), ds.texts(split)
     out = []
     for i in range(start, min(start + SAMPLES, len(s))):

@@ -26,6 +26,9 @@ DEFAULT_MEAN_CODES = 234.0
 DEFAULT_MAX_TRAIN_MINUTES = 24 * 60
 DEFAULT_MEMORY_SHARE = 0.6  # of physical memory, for one job
 
+# What to change when a job needs too much memory (the guard and the worker's OOM message).
+MEMORY_ADVICE = "a smaller batch_size, maxlen, units, top_words or embedding_dim"
+
 
 @dataclass
 class Estimate:
@@ -114,8 +117,7 @@ def check_budget(cfg: TrainConfig, n_train: int | None = None) -> Estimate:
                       "fewer units)")
     if est.memory_bytes > max_bytes:
         errors.append(f"estimated memory {est.memory_bytes / 2**30:.1f} GiB exceeds this "
-                      f"server's budget of {max_bytes / 2**30:.1f} GiB (smaller batch_size, "
-                      "maxlen or units)")
+                      f"server's budget of {max_bytes / 2**30:.1f} GiB ({MEMORY_ADVICE})")
     if errors:
         raise ConfigError(errors)
     return est

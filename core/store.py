@@ -262,6 +262,11 @@ class RunStore:
 
     def claim_next(self, max_running: int) -> Run | None:
         """Atomically move the oldest queued run to running if a slot is free."""
+        # A plain read first: most looks (every sidebar tick) find nothing queued, and the
+        # write lock would make the workers' metric writes wait for nothing.
+        if self._conn().execute("SELECT 1 FROM runs WHERE status = ? LIMIT 1",
+                                (QUEUED,)).fetchone() is None:
+            return None
         with self._tx(immediate=True) as db:
             running = db.execute("SELECT COUNT(*) FROM runs WHERE status = ?",
                                  (RUNNING,)).fetchone()[0]

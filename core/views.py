@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from core.config import ARCHITECTURES, COMMON_FIELDS, FIELD_TYPES, TrainConfig
-from core.predict import refuse_model_file
+from core.predict import ZIP_MAGIC, refuse_model_file
 from core.text import _BR, KERAS_FILTERS, MAX_TEXT_CHARS, OOV, PAD, START, tokenize
 
 # _BR is the <br /> pattern tokenize() drops: token_spans() uses it so its spans match
@@ -850,7 +850,7 @@ def parse_reviews_upload(name: str, data: bytes, max_bytes: int = UPLOAD_MAX_BYT
                          max_rows: int = UPLOAD_MAX_ROWS) -> tuple[list[str], str | None]:
     """Reviews from an uploaded .csv (column 'review' or 'text', else the first column) or
     .txt (one review per line): (reviews, error). Nothing is scored when error is set."""
-    if name.lower().endswith(MODEL_SUFFIXES) or data[:4] == b"PK\x03\x04" or \
+    if name.lower().endswith(MODEL_SUFFIXES) or data[:4] == ZIP_MAGIC or \
             data[:8] == b"\x89HDF\r\n\x1a\n":
         return [], refuse_model_file(name)  # never loaded, whatever the name says
     if len(data) > max_bytes:

@@ -14,6 +14,7 @@ import psutil
 
 from core import jobs
 from core import store as st
+from core.guard import MEMORY_ADVICE
 from core.training import Heartbeat, Progress, run_training
 
 # Address-space cap for one worker, as a share of physical memory (LAB_WORKER_MEMORY_GB
@@ -38,7 +39,7 @@ def describe_failure(trace: str, cap: int) -> str:
     """The traceback, led by a plain reason when the job ran out of memory."""
     if any(marker in trace for marker in OOM_MARKERS):
         return (f"out of memory: the job needed more than this server's {cap / 2**30:.1f} GiB "
-                "per job (LAB_WORKER_MEMORY_GB); try a smaller batch_size, maxlen, units, top_words or embedding_dim.\n\n"
+                f"per job (LAB_WORKER_MEMORY_GB); try {MEMORY_ADVICE}.\n\n"
                 + trace)
     return trace
 
