@@ -10,6 +10,8 @@ the net effect on test accuracy: same subset, same seeds, mean and spread.
 
 from __future__ import annotations
 
+import dataclasses
+
 import common
 import numpy as np
 
@@ -31,11 +33,12 @@ def main() -> None:
     for name in args.presets.split(","):
         acc: dict[str, list[float]] = {"plain": [], "fast": []}
         secs: dict[str, list[float]] = {"plain": [], "fast": []}
+        base = preset(name, train_size=args.train_size, test_size=args.test_size,
+                      epochs=args.epochs)
+        x, y = ds.arrays("train", base.top_words, base.maxlen, base.train_size)
+        xt, yt = ds.arrays("test", base.top_words, base.maxlen, base.test_size)
         for seed in seeds:
-            cfg = preset(name, train_size=args.train_size, test_size=args.test_size,
-                         epochs=args.epochs, seed=seed)
-            x, y = ds.arrays("train", cfg.top_words, cfg.maxlen, cfg.train_size)
-            xt, yt = ds.arrays("test", cfg.top_words, cfg.maxlen, cfg.test_size)
+            cfg = dataclasses.replace(base, seed=seed)
             for variant in ("plain", "fast"):
                 keras.utils.set_random_seed(seed)  # same initial weights for both
                 model = compile_model(build_model(cfg), cfg)
@@ -46,8 +49,7 @@ def main() -> None:
                 else:
                     seconds, _ = common.timed(lambda m=model, c=cfg, x=x, y=y: fast.fit(
                         m, c, x, y, None, None, []))
-                p = np.asarray(model.predict(xt, batch_size=512, verbose=0)).ravel()
-                acc[variant].append(float(np.mean((p > 0.5) == yt)))
+                acc[variant].append(common.test_accuracy(model, xt, yt, cfg.maxlen))
                 secs[variant].append(seconds)
                 print(f"{name} seed {seed} {variant}: {100 * acc[variant][-1]:.2f} % "
                       f"({seconds:.0f} s)", flush=True)

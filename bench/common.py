@@ -50,6 +50,14 @@ def flags(doc: str, **defaults: object) -> argparse.Namespace:
     return args
 
 
+def test_accuracy(model, x, y, maxlen: int) -> float:
+    """Test accuracy of a trained model as the engine reports it (core.evaluate)."""
+    from core.evaluate import evaluate
+
+    p = model.predict(x, batch_size=512, verbose=0).ravel()
+    return evaluate(y, p, (x != 0).sum(axis=1), maxlen)["test_accuracy"]
+
+
 def lscpu() -> dict[str, str]:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout

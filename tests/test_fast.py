@@ -13,6 +13,7 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
+from conftest import tiny_config  # noqa: E402
 from core import fast  # noqa: E402
 from core.config import ARCHITECTURES, load_config  # noqa: E402
 from core.models import build_model, compile_model  # noqa: E402
@@ -237,7 +238,6 @@ class Recorder(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.calls.append(("epoch_end", epoch, dict(logs)))
-        self.probe = np.asarray(self.model(np.zeros((1, SMALL["maxlen"]), np.int32)))
 
     def on_train_end(self, logs=None):
         self.calls.append(("train_end",))
@@ -377,10 +377,7 @@ def test_engine_trains_in_fast_mode_through_the_store(lab):
     from core import store as st
     from core.training import Progress, run_training
 
-    cfg = load_config({"architecture": "lstm", "top_words": 100, "maxlen": 40,
-                       "embedding_dim": 8, "units": 4, "epochs": 2, "batch_size": 32,
-                       "train_size": 256, "test_size": 128, "validation_split": 0.25,
-                       "seed": 1, "fast": True})
+    cfg = tiny_config(epochs=2, fast=True)
     run_id = lab.create_run(cfg, probes=["a wonderful film"], status=st.RUNNING)
     assert run_training(lab, run_id, Progress()) == st.COMPLETED
     run = lab.get(run_id, reap=False)

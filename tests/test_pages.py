@@ -275,7 +275,8 @@ def test_predict_shows_the_models_probability(lab_with_run):
     store, run_id = lab_with_run
     review = "A wonderful film, the cast was superb and moving."
     at = score(open_page("predict"), review)
-    expected = Predictor(store, run_id).predict([review])[0]
+    predictor = Predictor(store, run_id)
+    expected = predictor.predict([review])[0]
     metric = next(m for m in at.metric if m.label == "P(positive)")
     assert metric.value == f"{expected.probability:.1%}"
     assert metric.delta == expected.label
@@ -283,7 +284,7 @@ def test_predict_shows_the_models_probability(lab_with_run):
     for word in ("wonderful", "film", "cast", "superb", "moving"):
         assert f">{word}<" in attribution
     # the inspector shows the exact sequence: padding, start token, word indices
-    codes = Predictor(store, run_id).inspect(review)["padded"]
+    codes = predictor.inspect(review)["padded"]
     n_pad = codes.index(1)
     assert f"[0 × {n_pad} (padding), 1, " in texts(at.code)
 

@@ -278,8 +278,8 @@ def test_03_ten_reloads_reattach_without_duplicating(lab, figures):
     figures["03_reloads"] = {"reloads": 10, "reattached": attached, "runs_in_store": 1}
 
 
-def test_11_model_files_offered_as_uploads_are_refused(lab_with_run, tmp_path, figures):
-    from core.views import parse_reviews_upload
+def test_11_model_files_offered_as_uploads_are_refused(tmp_path, figures):
+    from core.views import UPLOAD_MAX_BYTES, UPLOAD_MAX_ROWS, parse_reviews_upload
 
     marker = tmp_path / "marker.txt"
     evil = tmp_path / "evil.keras"
@@ -295,5 +295,9 @@ def test_11_model_files_offered_as_uploads_are_refused(lab_with_run, tmp_path, f
     assert not marker.exists()
     big = ("good film\n" * 300_000).encode()
     assert "the limit is 2 MB" in parse_reviews_upload("big.txt", big)[1]
+    many = ("good film\n" * (UPLOAD_MAX_ROWS + 1)).encode()
+    reviews, error = parse_reviews_upload("many.txt", many)
+    assert reviews == [] and f"at most {UPLOAD_MAX_ROWS:,} are scored" in error
     figures["11_uploads"] = {"model_uploads_refused": 4, "marker_written": False,
-                             "size_limit_mb": 2, "row_limit": 1000}
+                             "size_limit_mb": UPLOAD_MAX_BYTES / 2**20,
+                             "row_limit": UPLOAD_MAX_ROWS}
