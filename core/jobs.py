@@ -16,7 +16,8 @@ from collections.abc import Iterable
 
 from core import paths
 from core import store as st
-from core.config import TrainConfig, check
+from core.config import ConfigError, TrainConfig, check
+from core.text import check_probes
 
 DEFAULT_MAX_JOBS = 1  # concurrent trainings; one per 2-core machine
 
@@ -35,6 +36,10 @@ def submit(store: st.RunStore, cfg: TrainConfig, probes: Iterable[str] = (),
     from core.guard import check_budget  # resource guard: refuse what cannot fit
 
     check(cfg, n_train, n_test)
+    probes = list(probes)
+    errors = check_probes(probes)
+    if errors:
+        raise ConfigError(errors)
     check_budget(cfg, n_train)
     run_id = store.create_run(cfg, probes)
     if start:

@@ -155,6 +155,28 @@ class Encoder:
                    source=d.get("source", ""))
 
 
+# Probe sentences: re-scored after every epoch of a run.
+MAX_PROBES = 8
+MAX_PROBE_CHARS = 500
+
+
+def check_probes(probes: Sequence[str]) -> list[str]:
+    """Problems with a run's probe sentences, one line each (none: they can be used).
+
+    One place for the form, the CLI's --probe and jobs.submit."""
+    errors = []
+    if len(probes) > MAX_PROBES:
+        errors.append(f"probes: {len(probes)} sentences given, at most {MAX_PROBES} "
+                      "(one per line)")
+    for i, p in enumerate(probes, start=1):
+        if len(p) > MAX_PROBE_CHARS:
+            errors.append(f"probes: sentence {i} has {len(p)} characters "
+                          f"(allowed up to {MAX_PROBE_CHARS})")
+        elif not tokenize(p):
+            errors.append(f"probes: sentence {i} has no words once punctuation is removed")
+    return errors
+
+
 def check_text(text: object, encoder: Encoder | None = None) -> tuple[str | None, list[str]]:
     """Validate typed text before prediction: (error or None, warnings).
 

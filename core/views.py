@@ -25,7 +25,16 @@ import pandas as pd
 
 from core.config import ARCHITECTURES, COMMON_FIELDS, FIELD_TYPES, TrainConfig
 from core.predict import ZIP_MAGIC, refuse_model_file
-from core.text import _BR, KERAS_FILTERS, MAX_TEXT_CHARS, OOV, PAD, START, tokenize
+from core.text import (
+    _BR,
+    KERAS_FILTERS,
+    MAX_TEXT_CHARS,
+    OOV,
+    PAD,
+    START,
+    check_probes,
+    tokenize,
+)
 
 # _BR is the <br /> pattern tokenize() drops: token_spans() uses it so its spans match
 # tokenize()'s tokens exactly.
@@ -153,21 +162,11 @@ def model_key(cfg: TrainConfig) -> str:
                       sort_keys=True)
 
 
-def parse_probes(text: str, max_probes: int = 8, max_chars: int = 500
-                 ) -> tuple[list[str], list[str]]:
-    """Probe sentences from a text area (one per line, blank lines skipped): (probes, errors)."""
+def parse_probes(text: str) -> tuple[list[str], list[str]]:
+    """Probe sentences from a text area (one per line, blank lines skipped) and what
+    core.text.check_probes says of them: (probes, errors)."""
     probes = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    errors = []
-    if len(probes) > max_probes:
-        errors.append(f"probes: {len(probes)} sentences given, at most {max_probes} "
-                      "(one per line)")
-    for i, p in enumerate(probes, start=1):
-        if len(p) > max_chars:
-            errors.append(f"probes: sentence {i} has {len(p)} characters "
-                          f"(allowed up to {max_chars})")
-        elif not tokenize(p):
-            errors.append(f"probes: sentence {i} has no words once punctuation is removed")
-    return probes, errors
+    return probes, check_probes(probes)
 
 
 # -- live training curves -------------------------------------------------------------------

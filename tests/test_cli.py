@@ -39,6 +39,11 @@ def test_bad_input_is_one_line_and_exit_2(lab):
     assert last.startswith("error: invalid configuration:") and "units: 0" in last \
         and "dropout: 1.5" in last
     assert json.loads(cli("runs", "--json").stdout) == []  # nothing was queued
+    probe = cli("train", "--preset", "seed-lstm", "--probe", "?!?", "--probe", "x" * 501)
+    assert probe.returncode == 2
+    last = probe.stderr.strip().splitlines()[-1]
+    assert "probes: sentence 1 has no words" in last and "501 characters" in last
+    assert json.loads(cli("runs", "--json").stdout) == []  # nor with bad probes
     missing = cli("predict", "20990101-000000-abcdef", "good film")
     assert missing.returncode == 2 and "no run with id" in missing.stderr
     noeq = cli("train", "--set", "units")
