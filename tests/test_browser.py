@@ -36,6 +36,7 @@ const send = WebSocket.prototype.send;
 WebSocket.prototype.send = function (data) { window.__sends++; return send.call(this, data); };
 """
 SERVER_START_S = 60
+MAIN_CHARTS = "[data-testid='stMain'] [data-testid='stVegaLiteChart']"
 TRAIN_TIMEOUT_S = 150  # TensorFlow import in the worker + a few seconds of training
 # A model small enough to train in seconds; batches of 2 (3 x 800 of them) keep it training
 # long enough to watch the live view update, and exercise the curves' downsampling.
@@ -187,6 +188,14 @@ def main_text(page) -> str:
     return page.locator("[data-testid='stMain']").inner_text()
 
 
+def wait_count(page, selector: str, at_least: int, timeout_ms: int = 60_000) -> None:
+    """Until ``selector`` matches ``at_least`` elements: charts are drawn by lazily loaded
+    components after the script run ends, so an immediate count races them."""
+    page.wait_for_function(
+        "([sel, n]) => document.querySelectorAll(sel).length >= n", arg=[selector, at_least],
+        timeout=timeout_ms)
+
+
 def test_train_watch_compare_and_predict_in_a_browser(server, browser_page):
     page, dialogs = browser_page
     try:
@@ -261,7 +270,7 @@ def walk(page, dialogs: list[str], base: str, home: Path) -> None:
     final_rate = sends_during(page, 6.0) / 6.0
     assert final_rate <= 0.7, final_rate
     assert watched < 3 or active_rate >= 0.8, (active_rate, watched)
-    assert page.locator("[data-testid='stMain'] [data-testid='stVegaLiteChart']").count() >= 5
+    wait_count(page, MAIN_CHARTS, 5)
     assert f"{100 * run.results['test_accuracy']:.2f} %" in main_text(page)
     screenshot(page, "train.png")
 
@@ -275,7 +284,7 @@ def walk(page, dialogs: list[str], base: str, home: Path) -> None:
     page.get_by_text("Manage and download").wait_for()
     assert page.locator("[data-testid='stDataFrame']").count() >= 2  # runs + hyperparameters
     assert f"browser tiny · {run.id[-6:]}" in main_text(page)  # the newest run, shown
-    assert page.locator("[data-testid='stMain'] [data-testid='stVegaLiteChart']").count() >= 5
+    wait_count(page, MAIN_CHARTS, 5)
     screenshot(page, "compare.png")
 
     goto(page, base + "/predict", "Your review")
