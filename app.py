@@ -19,16 +19,12 @@ import os
 
 import streamlit as st
 
+from app_pages.common import run_store
 from core import jobs, paths, views
 from core.data import DataError, SourceInfo, resolve_source
-from core.store import QUEUED, RUNNING, RunStore
+from core.store import QUEUED, RUNNING
 
 JOBS_POLL_S = 2.0  # how often the sidebar re-reads the job list
-
-
-@st.cache_resource(show_spinner=False)
-def _store(home: str) -> RunStore:
-    return RunStore(home)
 
 
 @st.cache_data(ttl=300, show_spinner=False)
@@ -60,7 +56,7 @@ def md_label(src: SourceInfo) -> str:
 @st.fragment(run_every=JOBS_POLL_S)
 def _jobs(home: str) -> None:
     """Running and queued jobs with their progress; re-read every JOBS_POLL_S seconds."""
-    store = _store(home)
+    store = run_store(home)
     # refresh: marks runs whose worker died and starts queued runs when a slot is free.
     active = sorted(jobs.refresh(store), key=lambda r: (r.status != RUNNING, r.seq))
     st.markdown("**Jobs**")

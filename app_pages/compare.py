@@ -7,17 +7,13 @@ import hashlib
 
 import streamlit as st
 
+from app_pages.common import run_store
 from core import paths, views
 from core.store import RunNotFound, RunStore
 
 K = "compare_"  # every session_state key of this page starts with it
 MAX_SELECTED = 8  # runs compared at once
 DEFAULT_SHOWN = 2  # newest completed runs shown when nothing is selected
-
-
-@st.cache_resource(show_spinner=False)
-def _store(home: str) -> RunStore:
-    return RunStore(home)
 
 
 def _rename(store: RunStore, run_id: str) -> None:
@@ -41,7 +37,7 @@ def _delete(store: RunStore, run_id: str) -> None:
 
 def render() -> None:
     st.title("Compare runs")
-    store = _store(str(paths.lab_home()))
+    store = run_store(str(paths.lab_home()))
     runs = store.list_runs()
     if not runs:
         st.info("No runs yet. Train one first.", icon=":material/info:")

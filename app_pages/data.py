@@ -3,13 +3,12 @@ review becomes the index sequence a model reads."""
 
 from __future__ import annotations
 
-import os
-
 import streamlit as st
 
-from core import paths, views
+from app_pages.common import data_key
+from core import views
 from core.data import DataError, Dataset, load_dataset
-from core.text import _BR
+from core.text import readable
 
 K = "data_"  # every session_state key of this page starts with it
 SAMPLES = 3  # reviews shown at once
@@ -47,7 +46,7 @@ def _samples(imdb_data: str, cache: str, split: str, start: int, top_words: int,
 
 def render() -> None:
     st.title("The data")
-    key = (os.environ.get("IMDB_DATA", ""), str(paths.cache_dir()))
+    key = data_key()
     try:
         info = _overview(*key)
     except DataError as exc:
@@ -120,7 +119,7 @@ def render() -> None:
             st.markdown(f"**Review #{s['i']}** · {sentiment}{rating} · "
                         f"{len(s['tokens']) - 1} words")
             with st.container(height=120):
-                st.text(_BR.sub("\n", s["text"]))
+                st.text(readable(s["text"]))
             st.caption("As indices (top: word, bottom: index). Blue = 1 (start), orange dashed "
                        "= 2 (OOV), struck through = cut by maxlen; padding 0 fills the front.")
             st.html(views.codes_html(s["tokens"], s["n_pad"]))

@@ -7,9 +7,10 @@ import threading
 
 import streamlit as st
 
+from app_pages.common import run_store
 from core import paths, views
 from core.predict import PredictError, Predictor
-from core.store import COMPLETED, RunNotFound, RunStore
+from core.store import COMPLETED, RunNotFound
 
 K = "predict_"  # every session_state key of this page starts with it
 MAX_MODELS = 4  # side by side
@@ -17,16 +18,11 @@ EXAMPLE = ("The acting was wonderful and the story was moving, but the ending fe
            "predictable and a bit dull.")
 
 
-@st.cache_resource(show_spinner=False)
-def _store(home: str) -> RunStore:
-    return RunStore(home)
-
-
 @st.cache_resource(max_entries=8, show_spinner="Loading the model…")
 def _predictor(home: str, run_id: str) -> tuple[Predictor, threading.Lock]:
     """One loaded model per run id (safe mode, from the store only), shared by sessions;
     the lock keeps two sessions from calling the same Keras model at once."""
-    return Predictor(_store(home), run_id), threading.Lock()
+    return Predictor.load(run_store(home), run_id), threading.Lock()
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
@@ -53,7 +49,7 @@ def _inspect(home: str, run_id: str, text: str) -> dict:
 def render() -> None:
     st.title("Predict")
     home = str(paths.lab_home())
-    store = _store(home)
+    store = run_store(home)
     runs = store.list_runs([COMPLETED])
     if not runs:
         st.info("No completed run yet: train a model first.", icon=":material/info:")

@@ -4,11 +4,11 @@ worker process and watch it learn (progress, live curves, probe sentences)."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 
 import streamlit as st
 
+from app_pages.common import data_key, run_store
 from core import fast, jobs, paths, views
 from core.config import (
     ARCHITECTURES,
@@ -24,7 +24,7 @@ from core.config import (
 )
 from core.data import DataError, load_dataset
 from core.guard import check_budget
-from core.store import ACTIVE, CANCELLED, COMPLETED, DIVERGED, QUEUED, RunNotFound, RunStore
+from core.store import ACTIVE, CANCELLED, COMPLETED, DIVERGED, QUEUED, RunNotFound
 
 K = "train_"  # every session_state key of this page starts with it
 POLL_S = 1.0  # the live view redraws once a second while the run is active
@@ -33,11 +33,6 @@ SUMMARY_MAX_EMBEDDING = 25_000_000
 DEFAULT_PROBES = ("A wonderful, moving film with a brilliant cast.\n"
                   "A boring waste of time: the plot was predictable and dull.\n"
                   "The acting was great but the ending was awful.")
-
-
-@st.cache_resource(show_spinner=False)
-def _store(home: str) -> RunStore:
-    return RunStore(home)
 
 
 @st.cache_data(show_spinner="Loading the reviews…")
@@ -83,7 +78,7 @@ def _field(name: str) -> None:
 
 def _live(home: str, run_id: str, polling: bool) -> None:
     """One run's state, curves and probes; a fragment redrawn every POLL_S while active."""
-    store = _store(home)
+    store = run_store(home)
     try:
         run = store.get(run_id)
     except RunNotFound:
@@ -176,9 +171,9 @@ def _outcome(run) -> None:
 def render() -> None:
     st.title("Train a model")
     home = str(paths.lab_home())
-    store = _store(home)
+    store = run_store(home)
     try:
-        n_train, n_test = _sizes(os.environ.get("IMDB_DATA", ""), str(paths.cache_dir()))
+        n_train, n_test = _sizes(*data_key())
     except DataError as exc:
         st.error(str(exc))
         st.stop()

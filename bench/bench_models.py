@@ -26,21 +26,13 @@ class Trained:
     note: str
 
 
-def _predictor(model, encoder, fast_path):
-    """A core.predict.Predictor around an in-memory model (no run store needed)."""
-    from core.predict import Predictor
-
-    p = Predictor.__new__(Predictor)
-    p.run_id, p.run, p.encoder, p.model, p.fast = "bench", None, encoder, model, fast_path
-    return p
-
-
 def trained_predictors(name: str, ds) -> Trained:
     import keras
 
     from core import fast
     from core.config import preset
     from core.models import build_model, compile_model
+    from core.predict import Predictor
 
     cfg = preset(name, train_size=TRAIN_SIZE, epochs=EPOCHS)
     path = Path(OUT / f"{name}-{TRAIN_SIZE}x{EPOCHS}.keras")
@@ -59,5 +51,4 @@ def trained_predictors(name: str, ds) -> Trained:
     t0 = time.perf_counter()
     quick = fast.FastPredictor.try_build(model, cfg)
     build = time.perf_counter() - t0
-    return Trained(_predictor(model, encoder, None), _predictor(model, encoder, quick), build,
-                   note)
+    return Trained(Predictor(model, encoder), Predictor(model, encoder, quick), build, note)

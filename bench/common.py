@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import os
 import re
 import shlex
@@ -58,7 +59,9 @@ def test_accuracy(model, x, y, maxlen: int) -> float:
     return evaluate(y, p, (x != 0).sum(axis=1), maxlen)["test_accuracy"]
 
 
+@functools.cache
 def lscpu() -> dict[str, str]:
+    """lscpu's fields (run once per process)."""
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):

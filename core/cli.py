@@ -173,7 +173,7 @@ def cmd_runs(args: argparse.Namespace, store: st.RunStore) -> int:
 def cmd_predict(args: argparse.Namespace, store: st.RunStore) -> int:
     from core.predict import Predictor
 
-    pred = Predictor(store, args.run_id).predict_one(args.text)
+    pred = Predictor.load(store, args.run_id).predict_one(args.text)
     if args.json:
         print(json.dumps({"run": args.run_id, **pred.as_dict()}))
     if pred.error:

@@ -79,14 +79,21 @@ def refuse_model_file(path: Path | str) -> str:
 class Predictor:
     """A loaded run: encoder + model (+ the exact fast path when it applies)."""
 
-    def __init__(self, store: st.RunStore, run_id: str):
-        self.run_id = run_id
-        self.run = store.get(run_id)
-        self.encoder = Encoder.load(store.encoder_path(run_id))
-        self.model = load_run_model(store, run_id)
+    def __init__(self, model, encoder: Encoder, fast=None, run: st.Run | None = None):
+        """Around a model in memory; ``fast``: its FastPredictor, or None for model.predict.
+        Runs are loaded with :meth:`load`."""
+        self.model, self.encoder, self.fast, self.run = model, encoder, fast, run
+        self.run_id = run.id if run is not None else ""
+
+    @classmethod
+    def load(cls, store: st.RunStore, run_id: str) -> Predictor:
+        """A completed run's model and encoder, from the store only (safe mode)."""
         from core import fast
 
-        self.fast = fast.FastPredictor.try_build(self.model, self.run.config)
+        run = store.get(run_id)
+        model = load_run_model(store, run_id)
+        return cls(model, Encoder.load(store.encoder_path(run_id)),
+                   fast.FastPredictor.try_build(model, run.config), run)
 
     def _probs(self, x: np.ndarray) -> np.ndarray:
         """P(positive) for padded code rows; fast exact path when available."""

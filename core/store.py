@@ -254,11 +254,12 @@ class RunStore:
         return list(reversed(self.list_runs([QUEUED], reap=False)))
 
     def queue_position(self, run_id: str) -> int | None:
-        """1 = next to start; None when the run is not queued."""
-        for i, run in enumerate(self.queue(), start=1):
-            if run.id == run_id:
-                return i
-        return None
+        """1 = next to start; None when the run is not queued. One indexed count (the Train
+        page asks every second while it shows a queued run)."""
+        row = self._conn().execute(
+            "SELECT COUNT(*) FROM runs AS q JOIN runs AS r ON r.id = ? AND r.status = ? "
+            "WHERE q.status = ? AND q.seq <= r.seq", (run_id, QUEUED, QUEUED)).fetchone()
+        return row[0] or None
 
     def claim_next(self, max_running: int) -> Run | None:
         """Atomically move the oldest queued run to running if a slot is free."""

@@ -33,10 +33,31 @@ _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
 MAX_TEXT_CHARS = 200_000
 
 
+_WORD = re.compile(r"\S+")  # a token: a run of non-separators (str.split's whitespace)
+
+
+def _separated(text: str) -> str:
+    """``text`` with NULs, ``<br />`` tags and Keras's filter characters replaced by spaces,
+    character for character, so positions in it are positions in ``text``."""
+    text = _BR.sub(lambda m: " " * len(m.group()), text.replace("\x00", " "))
+    return text.translate(_TRANSLATE)
+
+
 def tokenize(text: str) -> list[str]:
     """Lowercase, drop ``<br />``, replace Keras's punctuation filters by spaces, split."""
-    text = _BR.sub(" ", text.replace("\x00", " "))
-    return text.lower().translate(_TRANSLATE).split()
+    return _separated(text).lower().split()
+
+
+def tokenize_spans(text: str) -> list[tuple[int, int]]:
+    """Where each token of ``tokenize(text)`` lies in ``text``: ``text[a:b].lower()`` is the
+    token. Both split the same separated text, so they agree token for token (lowercasing
+    never makes or removes a separator), for highlighting words in place."""
+    return [m.span() for m in _WORD.finditer(_separated(text))]
+
+
+def readable(text: str) -> str:
+    """A review's text for display: its ``<br />`` tags as line breaks."""
+    return _BR.sub("\n", text)
 
 
 def rank_words(token_lists: Iterable[Sequence[str]]) -> list[str]:

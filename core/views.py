@@ -26,18 +26,14 @@ import pandas as pd
 from core.config import ARCHITECTURES, COMMON_FIELDS, FIELD_TYPES, TrainConfig
 from core.predict import ZIP_MAGIC, refuse_model_file
 from core.text import (
-    _BR,
-    KERAS_FILTERS,
     MAX_TEXT_CHARS,
     OOV,
     PAD,
     START,
+    Encoder,
     check_probes,
-    tokenize,
+    tokenize_spans,
 )
-
-# _BR is the <br /> pattern tokenize() drops: token_spans() uses it so its spans match
-# tokenize()'s tokens exactly.
 
 MAX_POINTS = 300  # points per batch-level line, whatever the run's length
 MAX_BINS = 60  # bars in the review-length histogram
@@ -458,20 +454,20 @@ def label_chart(frame: pd.DataFrame, height: int = 60) -> alt.Chart:
     return _fit(chart, height)
 
 
-def encoded_tokens(codes: Sequence[int], words: Sequence[str], top_words: int, maxlen: int
+def encoded_tokens(codes: Sequence[int], words: list[str], top_words: int, maxlen: int
                    ) -> tuple[list[dict], int]:
     """A stored review (full-vocabulary codes) as the model sees it with ``top_words`` and
     ``maxlen``: ([{code, word, kind}], padding count). kind is start / word / oov (rank
     outside top_words: shown with its word, encoded 2) / cut (dropped by 'pre' truncation)."""
+    enc = Encoder(words=words, top_words=top_words, maxlen=maxlen)
     n_cut = max(0, len(codes) - maxlen)
     out = []
     for j, raw in enumerate(codes):
         raw = int(raw)
+        word = enc.word(raw)
         if raw == START:
-            word, code, kind = "<start>", START, "start"
+            code, kind = START, "start"
         else:
-            rank = raw - 3
-            word = words[rank - 1] if 1 <= rank <= len(words) else "<?>"
             code, kind = (raw, "word") if raw < top_words and raw != OOV else (OOV, "oov")
         if j < n_cut:
             kind = "cut"
@@ -707,33 +703,6 @@ def metrics_csv(rows: Iterable[Mapping[str, Any]]) -> bytes:
 
 # -- the Predict page ---------------------------------------------------------------------------
 
-_SEPARATORS = frozenset(KERAS_FILTERS)
-
-
-def token_spans(text: str) -> list[tuple[int, int]] | None:
-    """Where each token of ``core.text.tokenize(text)`` lies in ``text`` (the part that is
-    read, ``text[:MAX_TEXT_CHARS]``), so words can be highlighted in place. None in the
-    (odd-unicode) case where spans and tokens would not line up."""
-    t = text[:MAX_TEXT_CHARS].replace("\x00", " ")
-    sep = [ch in _SEPARATORS or ch.isspace() for ch in t]
-    for m in _BR.finditer(t):
-        for i in range(m.start(), m.end()):
-            sep[i] = True
-    spans, start = [], None
-    for i, is_sep in enumerate(sep):
-        if is_sep:
-            if start is not None:
-                spans.append((start, i))
-                start = None
-        elif start is None:
-            start = i
-    if start is not None:
-        spans.append((start, len(t)))
-    if [t[a:b].lower() for a, b in spans] != tokenize(text[:MAX_TEXT_CHARS]):
-        return None
-    return spans
-
-
 def _push_color(delta: float, scale: float) -> str:
     strength = min(1.0, abs(delta) / scale) if scale > 0 else 0.0
     r, g, b = POSITIVE_RGB if delta > 0 else NEGATIVE_RGB
@@ -763,9 +732,9 @@ def attribution_html(text: str, words: Sequence[Any], max_chars: int = 20_000) -
         return (f'<span class="attr-{w.status}" style="{style}" '
                 f'title="{html.escape(title, quote=True)}">{html.escape(original)}</span>')
 
-    spans = token_spans(text)
+    spans = tokenize_spans(text[:MAX_TEXT_CHARS])
     parts: list[str] = []
-    if spans is not None and len(spans) == len(words):
+    if len(spans) == len(words):
         shown = text[:MAX_TEXT_CHARS].replace("\x00", " ")
         pos = 0
         for (a, b), w in zip(spans, words):

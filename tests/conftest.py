@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -64,13 +65,18 @@ def lab(tmp_path, monkeypatch, shared_cache) -> st.RunStore:
     monkeypatch.setenv("LAB_MAX_JOBS", "1")
     store = st.RunStore()
     yield store
-    # Stop anything still running so no worker outlives its test.
+    stop_workers(store)
+
+
+def stop_workers(store: st.RunStore) -> None:
+    """Cancel every active run and kill its worker: workers are detached processes, and
+    none may outlive its test."""
     for run in store.list_runs(reap=False):
         if run.active:
             store.request_cancel(run.id)
             if run.pid:
                 try:
-                    os.kill(run.pid, 9)
+                    os.kill(run.pid, signal.SIGKILL)
                 except OSError:
                     pass
 

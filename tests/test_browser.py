@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import stop_workers
 from core import store as st
 from core.paths import PROJECT_ROOT
 
@@ -114,15 +115,8 @@ def server(tmp_path):
                 pass
             proc.wait(timeout=5)
         log.close()
-        if (home / "runs.db").exists():  # workers are detached: stop any still running
-            store = st.RunStore(home)
-            for run in store.list_runs(reap=False):
-                if run.active and run.pid:
-                    store.request_cancel(run.id)
-                    try:
-                        os.kill(run.pid, signal.SIGKILL)
-                    except OSError:
-                        pass
+        if (home / "runs.db").exists():
+            stop_workers(st.RunStore(home))
 
 
 @pytest.fixture

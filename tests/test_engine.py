@@ -39,7 +39,7 @@ def test_tiny_run_through_the_worker_streams_every_metric(lab):
     assert lab.model_path(run_id).exists()
     assert not (lab.run_dir(run_id) / st.PARTIAL_MODEL_FILE).exists()
     # The saved model and encoder predict exactly as the model evaluated at the end.
-    pred = Predictor(lab, run_id)
+    pred = Predictor.load(lab, run_id)
     p = pred.predict_one("a wonderful film")
     assert 0 < p.probability < 1 and p.label in ("positive", "negative")
     last_probe = [m["value"] for m in probes if m["name"] == "probe0"][-1]

@@ -1,8 +1,7 @@
 """Exact fast mode (core/fast.py): same outputs and gradients as the padded model.
 
-Small models (maxlen ~48, 8 units, 50 words) so every check takes seconds. Weights are
-drawn large enough that the padding prefix visibly changes the outputs (checked), so a
-fast path that skipped or mis-aligned the prefix would fail these tests.
+The small models, hostile weights and batches are core/fast_check.py's (bench/exactness.py
+reports the same differences); test_padding_prefix_matters_in_these_checks guards them.
 """
 
 from __future__ import annotations
@@ -15,81 +14,21 @@ tf = pytest.importorskip("tensorflow")
 
 from conftest import tiny_config  # noqa: E402
 from core import fast  # noqa: E402
-from core.config import ARCHITECTURES, load_config  # noqa: E402
+from core.config import ARCHITECTURES  # noqa: E402
+from core.fast_check import (  # noqa: E402
+    ATOL,
+    EXACT_CASES,
+    MIXED_LENGTHS,
+    SHORT_LENGTHS,
+    case_id,
+    max_diff,
+    random_model,
+    reference,
+    reviews,
+    small_config,
+)
 from core.models import build_model, compile_model  # noqa: E402
 from core.text import pad_pre  # noqa: E402
-
-# Tolerance for "the same function" in float32.
-ATOL = 1e-5
-# Small settings shared by every model here.
-SMALL = {"maxlen": 48, "units": 8, "top_words": 50, "embedding_dim": 6, "conv_filters": 5,
-         "kernel_size": 3, "pool_size": 2, "dropout": 0.0, "batch_size": 16, "seed": 3}
-# Kept lengths in the mixed batch: empty, very short, around and above maxlen.
-MIXED_LENGTHS = [0, 1, 2, 3, 4, 5, 9, 17, 30, 47, 48, 49, 60, 100]
-# A batch whose longest review is short, so most of every row is the shared prefix
-# (as many rows as MIXED_LENGTHS: one compiled shape serves both).
-SHORT_LENGTHS = [0, 1, 1, 2, 3, 4, 5, 6, 7, 9, 11, 13, 17, 20]
-
-# (architecture, overrides): every configuration where fast mode applies.
-EXACT_CASES = [
-    ("lstm", {}),
-    ("gru", {}),
-    ("stacked-lstm", {}),
-    ("cnn-lstm", {}),
-    ("cnn-lstm", {"kernel_size": 4, "pool_size": 3, "maxlen": 47}),  # even kernel, ragged pool
-    ("cnn-lstm", {"kernel_size": 5, "pool_size": 2, "maxlen": 45}),  # halo wider than pool
-    ("cnn-lstm", {"kernel_size": 2, "pool_size": 4, "maxlen": 50}),  # pool drops the last codes
-    ("lstm-dropout", {"dropout": 0.0}),
-    ("cnn-lstm-dropout", {"dropout": 0.0}),
-]
-
-
-def small_config(arch: str, **overrides):
-    return load_config({**SMALL, "architecture": arch, **overrides})
-
-
-# Added to the forget (LSTM) / update (GRU) gate biases: the state then drifts slowly
-# over the padding, so the state after k pad codes still depends on k at k ~ 40.
-SLOW_GATE_BIAS = 2.5
-
-
-def random_model(cfg, seed: int = 1, scale: float = 0.5):
-    """A compiled model with large random weights and slow recurrent gates, so that the
-    padding prefix matters and its length matters (see test_padding_prefix_matters_*)."""
-    keras.utils.set_random_seed(seed)
-    model = compile_model(build_model(cfg), cfg)
-    rng = np.random.default_rng(seed)
-    for v in model.trainable_variables:
-        v.assign(rng.normal(0.0, scale, v.shape).astype(np.float32))
-    for layer in model.layers:
-        if isinstance(layer, (keras.layers.LSTM, keras.layers.GRU)):
-            bias = np.asarray(layer.cell.bias)
-            u = layer.cell.units
-            gate = slice(u, 2 * u) if isinstance(layer, keras.layers.LSTM) else (..., slice(0, u))
-            bias[gate] += SLOW_GATE_BIAS
-            layer.cell.bias.assign(bias)
-    return model
-
-
-def reviews(cfg, lengths, seed: int = 0):
-    """Padded rows ('pre', as training pads) of random codes >= 1, and labels."""
-    rng = np.random.default_rng(seed)
-    seqs = [list(rng.integers(1, cfg.top_words, n)) for n in lengths]
-    return pad_pre(seqs, cfg.maxlen), rng.integers(0, 2, len(lengths)).astype(np.float32)
-
-
-def reference(model, x, y):
-    """Plain padded forward pass and gradients of the mean BCE, via tf.GradientTape."""
-    with tf.GradientTape() as tape:
-        p = model(x, training=False)
-        loss = tf.reduce_mean(keras.losses.binary_crossentropy(y[:, None], p))
-    grads = tape.gradient(loss, model.trainable_variables)
-    return np.asarray(p)[:, 0], float(loss), [np.asarray(tf.convert_to_tensor(g)) for g in grads]
-
-
-def max_diff(a, b) -> float:
-    return float(max(np.abs(np.asarray(u) - np.asarray(v)).max() for u, v in zip(a, b)))
-
 
 # -- applies() ----------------------------------------------------------------------------
 
@@ -124,8 +63,7 @@ def test_make_plan_refuses_what_is_not_exact():
 
 
 @pytest.mark.parametrize(("arch", "overrides"), EXACT_CASES,
-                         ids=[f"{a}-{'-'.join(f'{k}{v}' for k, v in o.items())}".rstrip("-")
-                              for a, o in EXACT_CASES])
+                         ids=[case_id(a, o) for a, o in EXACT_CASES])
 def test_outputs_and_gradients_match_padded_model(arch, overrides):
     cfg = small_config(arch, **overrides)
     assert fast.applies(cfg)[0]

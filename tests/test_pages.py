@@ -275,7 +275,7 @@ def test_predict_shows_the_models_probability(lab_with_run):
     store, run_id = lab_with_run
     review = "A wonderful film, the cast was superb and moving."
     at = score(open_page("predict"), review)
-    predictor = Predictor(store, run_id)
+    predictor = Predictor.load(store, run_id)
     expected = predictor.predict([review])[0]
     metric = next(m for m in at.metric if m.label == "P(positive)")
     assert metric.value == f"{expected.probability:.1%}"

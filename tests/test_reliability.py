@@ -196,7 +196,7 @@ HOSTILE = {
 
 def test_10_hostile_text_is_scored_or_explained(lab_with_run, figures):
     store, run_id = lab_with_run
-    pred = Predictor(store, run_id)
+    pred = Predictor.load(store, run_id)
     outcome = {}
     for name, text in HOSTILE.items():
         p = pred.predict_one(text)
@@ -238,7 +238,7 @@ def test_11_untrusted_model_files_never_run(lab_with_run, tmp_path, fmt, figures
     if fmt == "keras":
         assert zipfile.is_zipfile(evil)
     with pytest.raises(PredictError, match="refused|Refused"):
-        Predictor(store, run_id)
+        Predictor.load(store, run_id)
     assert not marker.exists()
     # The CLI takes run ids only: a path is not a run.
     out = subprocess.run([sys.executable, "-m", "core", "predict", str(evil), "good film"],

@@ -58,6 +58,8 @@ def test_claim_respects_slots_and_queue_order(tmp_path):
     assert store.claim_next(max_running=1) is None  # the slot is taken
     assert store.claim_next(max_running=2).id == ids[1]
     assert store.queue_position(ids[2]) == 1
+    # Running and unknown runs have no place in the queue.
+    assert store.queue_position(ids[0]) is None and store.queue_position("nope") is None
 
 
 def test_dead_worker_is_marked_interrupted_when_someone_looks(tmp_path):

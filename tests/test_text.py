@@ -6,7 +6,18 @@ import numpy as np
 import pytest
 from keras.utils import pad_sequences
 
-from core.text import OOV, PAD, START, Encoder, check_text, pad_flat, pad_pre, rank_words, tokenize
+from core.text import (
+    OOV,
+    PAD,
+    START,
+    Encoder,
+    check_text,
+    pad_flat,
+    pad_pre,
+    rank_words,
+    tokenize,
+    tokenize_spans,
+)
 
 
 @pytest.mark.parametrize("maxlen", [1, 5, 50, 500])
@@ -38,6 +49,35 @@ def test_padding_equals_keras_pad_sequences(maxlen):
 ])
 def test_tokenizer_on_tricky_text(text, tokens):
     assert tokenize(text) == tokens
+
+
+# Every code point but the surrogates, each between two letters: whitespace of every kind,
+# filters, characters whose lowercase is longer (İ, ǅ) or differs in case only.
+EVERY_CHAR = "".join(f"a{chr(c)}B " for c in range(0x30000) if not 0xD800 <= c < 0xE000)
+
+
+@pytest.mark.parametrize("text", [
+    "Hello, <br />World! it's <script>alert(1)</script>",
+    "Tabs\tand\nnewlines \x00 and ümlauts — dashes…",
+    "İstanbul ǅemal ß KELVIN \u212a",
+    "a<BR/>b<br >c<br\t/>d",
+    "", "   ", "!!!",
+    EVERY_CHAR,
+])
+def test_token_spans_line_up_with_tokenize(text):
+    spans = tokenize_spans(text)
+    assert [text[a:b].lower() for a, b in spans] == tokenize(text)
+    assert all(a < b for a, b in spans) and spans == sorted(spans)
+
+
+def test_every_character_tokenizes_as_a_separator_or_a_letter():
+    """Keras's filters and str.split's whitespace separate words; every other character
+    (including NUL's neighbours and the unicode spaces) stays inside its word."""
+    tokens = tokenize(EVERY_CHAR)
+    for c in (ord(" "), ord("\t"), 0x1C, 0xA0, 0x2028, 0x3000, ord("!"), ord("~"), 0):
+        assert f"a{chr(c).lower()}b" not in tokens
+    for c in (ord("'"), 0x200B, ord("é"), 0x4E2D):
+        assert f"a{chr(c)}b" in tokens
 
 
 def test_ranks_are_by_frequency_with_alphabetical_ties():
