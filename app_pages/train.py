@@ -236,7 +236,7 @@ def render() -> None:
     estimate = None
     if not errors:
         try:
-            estimate = check_budget(cfg, n_train)
+            estimate = check_budget(cfg, n_train, n_test)
         except ConfigError as exc:
             errors += exc.errors
 

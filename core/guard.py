@@ -1,7 +1,8 @@
 """Cost estimates for a configuration, and the budget that refuses what will not fit.
 
-The estimates count the model's floating-point work and its largest tensors; the constants
-below were calibrated on the 2-core build machine (seed LSTM: ~63 s per epoch, plain Keras).
+The estimates count the model's floating-point work, Keras's fixed cost per recurrent step
+and its largest tensors; the constants below were calibrated on the 2-core build machine
+(FLOP rate: seed LSTM ~63 s per epoch of FLOPs, plain Keras; fixed costs: tiny models).
 """
 
 from __future__ import annotations
@@ -17,6 +18,15 @@ from core.config import ConfigError, TrainConfig
 PLAIN_FLOPS_PER_S = 6.3e10
 # Forward + backward cost relative to forward alone.
 TRAIN_FACTOR = 3.0
+# Keras's recurrent loop costs this per time step per training batch beyond its FLOPs
+# (graph executor dispatch, forward + backward; a validation batch costs a third): it
+# dominates small models. Measured with tiny models (40 steps, batch 2 and 32, 4 units).
+STEP_OVERHEAD_S = 0.00025
+# Per epoch: validation and probe scoring setup, callbacks, the epoch's store writes.
+EPOCH_OVERHEAD_S = 1.3
+# Per job: the worker's start (TensorFlow import), data from the cache, graph tracing,
+# the test evaluation's setup and saving the model.
+JOB_OVERHEAD_S = 10.0
 # Bytes kept per float per (sample, step) for backprop, including TF's loop overhead.
 ACTIVATION_OVERHEAD = 3.0
 FLOAT_BYTES = 4
@@ -33,13 +43,14 @@ MEMORY_ADVICE = "a smaller batch_size, maxlen, units, top_words or embedding_dim
 @dataclass
 class Estimate:
     flops_per_epoch: float  # training FLOPs per epoch on full-length (padded) sequences
-    seconds_per_epoch: float  # plain mode
-    seconds: float  # all epochs, plain mode
+    seconds_per_epoch: float  # plain mode: training + validation + per-batch overhead
+    seconds: float  # the whole job, plain mode: all epochs, testing and JOB_OVERHEAD_S
     memory_bytes: float  # peak, rough
 
     def describe(self) -> str:
         return (f"about {_fmt_time(self.seconds)} ({_fmt_time(self.seconds_per_epoch)} per epoch "
-                f"at plain speed) and {self.memory_bytes / 2**30:.1f} GiB of memory")
+                f"at plain speed, plus ~{JOB_OVERHEAD_S:.0f} s to start and test) and "
+                f"{self.memory_bytes / 2**30:.1f} GiB of memory")
 
 
 def _fmt_time(s: float) -> str:
@@ -79,18 +90,32 @@ def flops_per_sample(cfg: TrainConfig) -> tuple[float, int]:
     return flops, floats
 
 
-def estimate(cfg: TrainConfig, n_train: int | None = None) -> Estimate:
+def loop_steps(cfg: TrainConfig) -> int:
+    """Recurrent time steps per batch (all layers and directions), each with a fixed cost."""
+    steps = max(1, cfg.maxlen // cfg.pool_size) if cfg.architecture.startswith("cnn") \
+        else cfg.maxlen
+    return steps * (2 if cfg.architecture in ("bilstm", "stacked-lstm") else 1)
+
+
+def estimate(cfg: TrainConfig, n_train: int | None = None, n_test: int | None = None
+             ) -> Estimate:
+    """Time and memory of a job in plain mode (fast mode, where it applies, is quicker)."""
     n = cfg.train_size or n_train or 25_000
-    n_fit = n - int(round(n * cfg.validation_split))
+    n_val = int(round(n * cfg.validation_split))
+    n_fit = n - n_val
     fwd, floats = flops_per_sample(cfg)
     flops_epoch = fwd * TRAIN_FACTOR * n_fit
-    sec_epoch = flops_epoch / PLAIN_FLOPS_PER_S
+    batches = -(-n_fit // cfg.batch_size) + -(-n_val // cfg.batch_size) / 3  # train + val
+    sec_epoch = ((flops_epoch + fwd * n_val) / PLAIN_FLOPS_PER_S
+                 + batches * loop_steps(cfg) * STEP_OVERHEAD_S + EPOCH_OVERHEAD_S)
+    testing = fwd * (cfg.test_size or n_test or 25_000) / PLAIN_FLOPS_PER_S
     params = cfg.top_words * cfg.embedding_dim + 8 * cfg.units * (cfg.units + cfg.embedding_dim)
     memory = (cfg.batch_size * cfg.maxlen * floats * FLOAT_BYTES * ACTIVATION_OVERHEAD
               + 2 * n * cfg.maxlen * FLOAT_BYTES  # padded train + test arrays (int32)
               + 4 * params * FLOAT_BYTES  # weights, gradients, two Adam slots
               + 600 * 2**20)  # TensorFlow itself
-    return Estimate(flops_epoch, sec_epoch, sec_epoch * cfg.epochs, memory)
+    return Estimate(flops_epoch, sec_epoch, sec_epoch * cfg.epochs + testing + JOB_OVERHEAD_S,
+                    memory)
 
 
 def budgets() -> tuple[float, float]:
@@ -106,9 +131,10 @@ def budgets() -> tuple[float, float]:
     return minutes * 60, mem
 
 
-def check_budget(cfg: TrainConfig, n_train: int | None = None) -> Estimate:
+def check_budget(cfg: TrainConfig, n_train: int | None = None, n_test: int | None = None
+                 ) -> Estimate:
     """Raise ConfigError (with the estimate) when a job exceeds this server's budget."""
-    est = estimate(cfg, n_train)
+    est = estimate(cfg, n_train, n_test)
     max_s, max_bytes = budgets()
     errors = []
     if est.seconds > max_s:

@@ -40,7 +40,7 @@ def submit(store: st.RunStore, cfg: TrainConfig, probes: Iterable[str] = (),
     errors = check_probes(probes)
     if errors:
         raise ConfigError(errors)
-    check_budget(cfg, n_train)
+    check_budget(cfg, n_train, n_test)
     run_id = store.create_run(cfg, probes)
     if start:
         dispatch(store)
