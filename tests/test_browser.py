@@ -276,7 +276,7 @@ def walk(page, dialogs: list[str], base: str, home: Path) -> None:
 
     goto(page, base + "/compare", "Compare runs")
     page.get_by_text("Manage and download").wait_for()
-    assert page.locator("[data-testid='stDataFrame']").count() >= 2  # runs + hyperparameters
+    wait_count(page, "[data-testid='stDataFrame']", 2)  # runs + hyperparameters
     assert f"browser tiny · {run.id[-6:]}" in main_text(page)  # the newest run, shown
     wait_count(page, MAIN_CHARTS, 5)
     screenshot(page, "compare.png")
@@ -307,6 +307,11 @@ def walk(page, dialogs: list[str], base: str, home: Path) -> None:
         box.fill(hostile)
         page.get_by_role("button", name="Score").click()
         wait_idle(page)
+        # This text's attribution is shown (as text, so its last word ends it): the checks
+        # below look at it, not at the previous review's.
+        page.wait_for_function(
+            "(w) => [...document.querySelectorAll('.attribution')]"
+            ".some(e => e.innerText.trim().endsWith(w))", arg=hostile.split()[-1])
         main = page.locator("[data-testid='stMain']")
         assert main.locator("script").count() == 0
         assert main.locator("img[src='x'], img[onerror], iframe, svg[onload]").count() == 0
