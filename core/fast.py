@@ -542,6 +542,7 @@ class _Engine:
         """The step functions' arguments for ``rows``: their codes cut to the window for
         n_steps and labels, padded with all-pad rows (weight 0) up to ``batch`` rows, so
         every batch of a window has one shape: (codes, labels, weights, n_steps, window)."""
+        n_steps = max(n_steps, 1)  # an all-padding batch still runs its last step
         window = self.plan.window_for(n_steps)
         q0, q1 = self.plan.window_positions(window)
         codes = np.zeros((batch, min(q1, self.plan.maxlen) - max(q0, 0)), np.int32)
@@ -571,7 +572,7 @@ def _evaluate(engine: _Engine, x: np.ndarray, y: np.ndarray, batch: int,
     loss_sum = hits = 0.0
     for b, i in enumerate(range(0, len(order), batch)):
         rows = order[i: i + batch]
-        args = engine.batch_args(x, y, rows, max(int(key[rows].max()), 1), batch)
+        args = engine.batch_args(x, y, rows, int(key[rows].max()), batch)
         if callbacks is not None:
             callbacks.on_test_batch_begin(b)
         ls, hs = engine.eval_step(*args)
@@ -635,7 +636,7 @@ def fit(model, cfg: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
         seen = 0
         rng = np.random.default_rng([cfg.seed, SHUFFLE_SALT, epoch])
         for b, rows in enumerate(_batches(key, bs, rng)):
-            args = engine.batch_args(x_train, y_train, rows, max(int(key[rows].max()), 1), bs)
+            args = engine.batch_args(x_train, y_train, rows, int(key[rows].max()), bs)
             cbs.on_train_batch_begin(b)
             loss, hit = engine.train_step(*args)
             seen += len(rows)

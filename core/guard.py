@@ -30,8 +30,6 @@ JOB_OVERHEAD_S = 10.0
 # Bytes kept per float per (sample, step) for backprop, including TF's loop overhead.
 ACTIVATION_OVERHEAD = 3.0
 FLOAT_BYTES = 4
-# Mean review length in codes (start token included), when the data is not at hand.
-DEFAULT_MEAN_CODES = 234.0
 # Default budgets: overridable per server by LAB_MAX_TRAIN_MINUTES / LAB_MAX_MEMORY_GB.
 DEFAULT_MAX_TRAIN_MINUTES = 24 * 60
 DEFAULT_MEMORY_SHARE = 0.6  # of physical memory, for one job
@@ -65,17 +63,22 @@ def _recurrent_flops(cfg: TrainConfig, n_in: int, gates: int) -> float:
     return 2.0 * gates * cfg.units * (n_in + cfg.units + 1)
 
 
+def recurrent_steps(cfg: TrainConfig) -> int:
+    """Time steps one recurrent layer runs over a padded review (after the CNN's pooling)."""
+    if cfg.architecture.startswith("cnn"):
+        return max(1, cfg.maxlen // cfg.pool_size)
+    return cfg.maxlen
+
+
 def flops_per_sample(cfg: TrainConfig) -> tuple[float, int]:
     """Forward FLOPs for one padded review, and the floats per step kept for backprop."""
-    steps = cfg.maxlen
     arch = cfg.architecture
     floats = cfg.embedding_dim
     flops = 0.0
     rnn_in = cfg.embedding_dim
     if arch.startswith("cnn"):
-        flops += 2.0 * steps * cfg.conv_filters * cfg.kernel_size * cfg.embedding_dim
+        flops += 2.0 * cfg.maxlen * cfg.conv_filters * cfg.kernel_size * cfg.embedding_dim
         floats += cfg.conv_filters
-        steps = max(1, steps // cfg.pool_size)
         rnn_in = cfg.conv_filters
     gates = 3 if arch == "gru" else 4
     per_step = _recurrent_flops(cfg, rnn_in, gates)
@@ -86,15 +89,13 @@ def flops_per_sample(cfg: TrainConfig) -> tuple[float, int]:
     elif arch == "stacked-lstm":
         per_step += _recurrent_flops(cfg, cfg.units, gates)
         floats += (gates + 2) * cfg.units
-    flops += per_step * steps + 2.0 * cfg.units
+    flops += per_step * recurrent_steps(cfg) + 2.0 * cfg.units
     return flops, floats
 
 
 def loop_steps(cfg: TrainConfig) -> int:
     """Recurrent time steps per batch (all layers and directions), each with a fixed cost."""
-    steps = max(1, cfg.maxlen // cfg.pool_size) if cfg.architecture.startswith("cnn") \
-        else cfg.maxlen
-    return steps * (2 if cfg.architecture in ("bilstm", "stacked-lstm") else 1)
+    return recurrent_steps(cfg) * (2 if cfg.architecture in ("bilstm", "stacked-lstm") else 1)
 
 
 def estimate(cfg: TrainConfig, n_train: int | None = None, n_test: int | None = None

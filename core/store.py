@@ -249,10 +249,6 @@ class RunStore:
         rows = self._conn().execute(sql + " ORDER BY seq DESC", args).fetchall()
         return [self._row(r) for r in rows]
 
-    def queue(self) -> list[Run]:
-        """Queued runs in the order they will start."""
-        return list(reversed(self.list_runs([QUEUED], reap=False)))
-
     def queue_position(self, run_id: str) -> int | None:
         """1 = next to start; None when the run is not queued. One indexed count (the Train
         page asks every second while it shows a queued run)."""

@@ -50,8 +50,7 @@ def test_concurrent_writers_keep_every_row(tmp_path, figures):
 def test_claim_respects_slots_and_queue_order(tmp_path):
     store = st.RunStore(tmp_path)
     ids = [store.create_run(tiny_config(name=f"r{i}")) for i in range(3)]
-    assert [r.id for r in store.queue()] == ids
-    assert store.queue_position(ids[2]) == 3
+    assert [store.queue_position(i) for i in ids] == [1, 2, 3]  # in submission order
     first = store.claim_next(max_running=1)
     assert first.id == ids[0] and first.status == st.RUNNING
     store.set_worker(first.id, os.getpid())  # alive: this test process
