@@ -33,7 +33,7 @@ def step_flops(cfg) -> tuple[float, float]:
 
 def epoch_flops(cfg, plan, x: np.ndarray) -> tuple[float, float]:
     """Training FLOPs of one epoch: (plain padded model, fast mode as batched here)."""
-    from core import fast
+    from core import fast, native
 
     recur, conv = step_flops(cfg)
     n = len(x)
@@ -43,7 +43,7 @@ def epoch_flops(cfg, plan, x: np.ndarray) -> tuple[float, float]:
     quick = 0.0
     for rows in fast._batches(key, cfg.batch_size, np.random.default_rng(0)):
         s = max(int(key[rows].max()), 1)
-        window = plan.window_for(s)
+        window = s if native.enabled() else plan.window_for(s)  # native: exactly its steps
         quick += cfg.batch_size * (s * recur + window * pool * conv)  # the batch's own steps
         quick += (plan.steps - s) * recur + plan.maxlen * conv  # the shared prefix, batch 1
     return plain, TRAIN_FACTOR * quick
@@ -141,6 +141,7 @@ def bench_preset(name: str, args, ds, peak: float, full_train) -> tuple[list[lis
 def main() -> None:
     args = common.flags(__doc__, train_size=5000, test_size=5000, epochs=4,
                          presets="seed-lstm,seed-cnn-lstm")
+    from core import native
     from core.data import load_dataset
 
     ds = load_dataset()
@@ -162,7 +163,8 @@ def main() -> None:
             "them (each variant is called once per epoch here, and plain fit()'s own setup "
             "and teardown per call, 1-4 s on this machine, would otherwise count against it; "
             "the whole calls are in the notes). 'later epochs' lists epochs 2+ (epoch 1 "
-            "includes XLA compilation for both). Speed-up = plain / fast wall time per later epoch: ratio of the medians, "
+            "includes tracing and compilation for both). Fast mode's LSTM loops: "
+            f"{native.status()}. Speed-up = plain / fast wall time per later epoch: ratio of the medians, "
             "and of the best (fastest) epochs, the least disturbed by other jobs on the "
             "shared CPU; CPU s = process CPU time, all threads (it also counts threads "
             "spinning while the other core is taken). FLOPs: "

@@ -277,6 +277,17 @@ def cmd_reproduce(args: argparse.Namespace, store: st.RunStore) -> int:
     return 0 if ok else 1
 
 
+def cmd_native(args: argparse.Namespace, store: st.RunStore) -> int:
+    """Build (first time) and load the native LSTM kernels; say which loops fast mode uses.
+    Exit 0 either way: without them fast mode runs its XLA loops (slower, same results)."""
+    from core import native
+
+    t0 = time.monotonic()
+    line = native.status()
+    print(f"{line} ({time.monotonic() - t0:.1f} s)" if native.enabled() else line)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core", description="LSTM Sentiment Lab engine")
     sub = p.add_subparsers(dest="command", required=True)
@@ -300,11 +311,13 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true")
     c = sub.add_parser("cancel", help="stop a queued or running run")
     c.add_argument("run_id")
+    sub.add_parser("native", help="build/load the native LSTM kernels fast mode uses")
     return p
 
 
 COMMANDS = {"train": cmd_train, "runs": cmd_runs, "predict": cmd_predict,
-            "reproduce": cmd_reproduce, "data": cmd_data, "cancel": cmd_cancel}
+            "reproduce": cmd_reproduce, "data": cmd_data, "cancel": cmd_cancel,
+            "native": cmd_native}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,9 +20,12 @@ the update of embedding row 0: those optimizers square each IndexedSlices slice 
 own, and plain fit has one slice per review and pad position where this has one per
 shared prefix position.
 
-Training runs as a TensorFlow graph per compiled window size with hand-written LSTM/GRU
-gradients: the input projection ``x @ W`` and the weight gradients ``h^T dz`` are single
-large matmuls outside the time loop, and only the time loops are XLA-compiled.
+Training runs as a TensorFlow graph with hand-written LSTM/GRU gradients. LSTM layers use
+the native kernels of core/native.py where they build (one op per layer and direction:
+input projection, time loop and weight gradients); otherwise, and for GRU, the time loops
+are XLA-compiled and the input projection ``x @ W`` and weight gradients ``h^T dz`` are
+single large TensorFlow matmuls around them. Both compute the same function (the tests
+run both).
 
 Prediction (:class:`FastPredictor`) precomputes the pad states for every prefix length
 once, in numpy, and runs only each row's own tokens.
@@ -39,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from core import native
 from core.config import TrainConfig
 
 # Bucket lengths (recurrent steps a batch runs) are rounded up to a multiple of this,
@@ -225,10 +229,11 @@ def _round_up(n: np.ndarray | int, step: int):
 
 @functools.cache
 def _recurrences() -> dict[str, Any]:
-    """LSTM/GRU layers as tf.custom_gradient functions, keyed by (kind, sequences).
+    """LSTM/GRU layers as tf.custom_gradient functions, keyed by (kind, sequences), plus
+    ("lstm-native", sequences) when core/native's ops load (see lstm_native).
 
-    Each runs steps [start, end) of time-major inputs ``xw`` (T, B, G) that already include
-    the input projection and bias; rows outside [start, end) are ignored and get zero
+    The XLA ones run steps [start, end) of time-major inputs ``xw`` (T, B, G) that already
+    include the input projection and bias; rows outside [start, end) are ignored and get zero
     gradient. The candidate (tanh) blocks of ``xw`` and of the recurrent weights arrive
     scaled by 2, so one sigmoid covers every gate: tanh(a) = 2 * sigmoid(2a) - 1.
 
@@ -352,7 +357,7 @@ def _recurrences() -> dict[str, Any]:
 
     def outputs_of(hprev, h, start, end, rows_in):
         """h after each step [start, end): the layer's output sequence."""
-        t_total = hprev.shape[0]
+        t_total = tf.shape(hprev)[0]
         after = tf.concat([hprev[1:], tf.zeros_like(hprev[:1])], 0)
         last = (tf.range(t_total) == end - 1)[:, None, None]
         return tf.where(rows_in, tf.where(last, h[None], after), 0.0)
@@ -402,8 +407,33 @@ def _recurrences() -> dict[str, Any]:
 
         return run
 
-    return {("lstm", s): lstm(s) for s in (False, True)} | {
+    def lstm_native(sequences: bool, kernels):
+        """The LSTM layer as core/native's ops: input projection, time loop and weight
+        gradients in one op each way (a layer's inputs, not its projections)."""
+        @tf.custom_gradient
+        def run(feats, h0, c0, kernel, bias, rk, start, end):
+            acts, hprev, cprev, h, c = kernels.lab_lstm_forward(feats, h0, c0, kernel, bias,
+                                                                rk, start, end)
+            seq = (outputs_of(hprev, h, start, end, inside(tf.shape(feats)[0], start, end))
+                   if sequences else tf.zeros([0]))
+
+            def grad(dseq, dh, dc):
+                dseq = zeros_or(dseq, hprev) if sequences else tf.zeros([0])
+                grads = kernels.lab_lstm_backward(feats, acts, hprev, cprev, dseq,
+                                                  zeros_or(dh, h), zeros_or(dc, c), kernel,
+                                                  rk, start, end)
+                return (*grads, None, None)  # d(feats, h0, c0, kernel, bias, rk); no start/end
+
+            return (seq, h, c), grad
+
+        return run
+
+    runs = {("lstm", s): lstm(s) for s in (False, True)} | {
         ("gru", s): gru(s) for s in (False, True)}
+    kernels, _ = native.ops()
+    if kernels is not None:  # used where native.enabled() says so when an engine is made
+        runs |= {("lstm-native", s): lstm_native(s, kernels) for s in (False, True)}
+    return runs
 
 
 def _candidate_scale(kind: str, units: int) -> np.ndarray:
@@ -416,7 +446,12 @@ def _candidate_scale(kind: str, units: int) -> np.ndarray:
 
 
 class _Engine:
-    """Graph-compiled train/eval steps for one model (one trace per window size)."""
+    """Graph-compiled train/eval steps for one model.
+
+    With the native LSTM kernels (core/native.py) a batch's window is exactly its own
+    steps, passed as a tensor: one trace serves every length. The XLA loops compile once
+    per window size instead, so there windows are the few sizes of Plan.windows (one
+    trace each) and a batch runs its steps inside the smallest that fits."""
 
     def __init__(self, model, plan: Plan):
         import tensorflow as tf
@@ -424,9 +459,30 @@ class _Engine:
         self.tf, self.model, self.plan = tf, model, plan
         self.optimizer = getattr(model, "optimizer", None)  # None: not compiled
         self.runs = _recurrences()
-        self.train_step = tf.function(self._train_step)
-        self.eval_step = tf.function(self._eval_step)
-        self.grad_step = tf.function(self._grad_step)
+        self.native = (native.enabled() and ("lstm-native", False) in self.runs
+                       and all(kind == "lstm" for kind, _ in plan.recurrent))
+        self.train_step = self._compiled(self._train_step)
+        self.eval_step = self._compiled(self._eval_step)
+        self.grad_step = self._compiled(self._grad_step)
+
+    def _compiled(self, fn):
+        """``fn`` as a tf.function: traced per window (XLA loops) or, native, once per
+        batch size with the codes' length and the window left open."""
+        tf = self.tf
+        if not self.native:
+            return tf.function(fn)
+        traced: dict[int, Any] = {}
+
+        def call(codes, y, w, n_steps, window):
+            batch = len(codes)
+            if batch not in traced:
+                spec = tf.TensorSpec
+                traced[batch] = tf.function(fn, input_signature=[
+                    spec([batch, None], tf.int32), spec([batch], tf.float32),
+                    spec([batch], tf.float32), spec([], tf.int32), spec([], tf.int32)])
+            return traced[batch](codes, y, w, n_steps, window)
+
+        return call
 
     # Features: embeddings, or conv + pool, time-major (T, B, F).
     def _features(self, codes, pad_left: int, pad_right: int):
@@ -443,9 +499,10 @@ class _Engine:
         else:
             y = tf.nn.conv1d(e, conv.kernel, stride=1, padding="VALID") + conv.bias
         y = conv.activation(y)
-        n_out = y.shape[1] // plan.pool_size
+        n_out = (y.shape[1] if y.shape[1] is not None else tf.shape(y)[1]) // plan.pool_size
         y = y[:, : n_out * plan.pool_size]
-        y = tf.reduce_max(tf.reshape(y, [-1, n_out, plan.pool_size, y.shape[2]]), axis=2)
+        y = tf.reshape(y, [y.shape[0] or -1, n_out, plan.pool_size, y.shape[2]])
+        y = tf.reduce_max(y, axis=2)
         return tf.transpose(y, [1, 0, 2])
 
     def _recur(self, kind: str, layer, feats, state, start, end, sequences: bool):
@@ -468,6 +525,10 @@ class _Engine:
         outs = []
         for feats_p, *state_p in zip(*(tf.split(a, parts, axis=a.shape.rank - 2)
                                        for a in [feats, *state])):
+            if kind == "lstm" and self.native:  # projections are inside the native ops
+                outs.append(self.runs[("lstm-native", sequences)](feats_p, *state_p, kernel,
+                                                                  b_in, rk, start, end))
+                continue
             rows = feats_p.shape[1]
             flat = tf.reshape(feats_p, [-1, feats_p.shape[2]])
             xw = tf.reshape(tf.matmul(flat, kernel) + b_in, [t_total, rows, -1])
@@ -483,17 +544,18 @@ class _Engine:
             last = [tf.concat(list(a), axis=0) for a in zip(*(o[1:] for o in outs))]
         return seq, tuple(last)
 
-    def logits(self, codes, n_steps, window: int, training: bool):
+    def logits(self, codes, n_steps, window, training: bool):
         """Logits for the codes of the last ``window`` steps' positions (B, columns), the
-        longest row needing ``n_steps`` steps; window is static (one compile each),
-        n_steps is a tensor."""
+        longest row needing ``n_steps`` steps; n_steps is a tensor, window a static int
+        (XLA loops: one compile each) or, with the native kernels, a tensor."""
         tf, plan = self.tf, self.plan
         q0, q1 = plan.window_positions(window)
+        left = tf.maximum(0, -q0) if tf.is_tensor(q0) else max(0, -q0)
         # The shared prefix: an all-padding row, run for steps [0, steps - n_steps).
         n_prefix = plan.steps - n_steps
         pad_feats = self._features(tf.zeros([1, plan.maxlen], tf.int32),
                                    plan.pad_left, plan.pad_right)[: plan.steps]
-        feats = self._features(codes, max(0, -q0), max(0, q1 - plan.maxlen))
+        feats = self._features(codes, left, max(0, q1 - plan.maxlen))
         start = window - n_steps
         for li, (kind, layer) in enumerate(plan.recurrent):
             sequences = li + 1 < len(plan.recurrent)
@@ -507,14 +569,14 @@ class _Engine:
         head = plan.head
         return (tf.matmul(h, head.kernel) + head.bias)[:, 0]
 
-    def _losses(self, codes, y, w, n_steps, window: int, training: bool):
+    def _losses(self, codes, y, w, n_steps, window, training: bool):
         tf = self.tf
         logits = self.logits(codes, n_steps, window, training)
         per = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits)
         hit = tf.cast(tf.cast(tf.sigmoid(logits) > 0.5, tf.float32) == y, tf.float32)
         return tf.reduce_sum(per * w), tf.reduce_sum(hit * w)
 
-    def _train_step(self, codes, y, w, n_steps, window: int):
+    def _train_step(self, codes, y, w, n_steps, window):
         tf, model = self.tf, self.model
         variables = model.trainable_variables
         with tf.GradientTape() as tape:
@@ -524,7 +586,7 @@ class _Engine:
         model.optimizer.apply(grads, variables)
         return loss, hits
 
-    def _grad_step(self, codes, y, w, n_steps, window: int):
+    def _grad_step(self, codes, y, w, n_steps, window):
         tf, variables = self.tf, self.model.trainable_variables
         with tf.GradientTape() as tape:
             logits = self.logits(codes, n_steps, window, training=False)
@@ -533,7 +595,7 @@ class _Engine:
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
         return tf.sigmoid(logits), loss, grads
 
-    def _eval_step(self, codes, y, w, n_steps, window: int):
+    def _eval_step(self, codes, y, w, n_steps, window):
         return self._losses(codes, y, w, n_steps, window, training=False)
 
     # Host side: slicing windows out of padded rows.
@@ -543,7 +605,7 @@ class _Engine:
         n_steps and labels, padded with all-pad rows (weight 0) up to ``batch`` rows, so
         every batch of a window has one shape: (codes, labels, weights, n_steps, window)."""
         n_steps = max(n_steps, 1)  # an all-padding batch still runs its last step
-        window = self.plan.window_for(n_steps)
+        window = n_steps if self.native else self.plan.window_for(n_steps)
         q0, q1 = self.plan.window_positions(window)
         codes = np.zeros((batch, min(q1, self.plan.maxlen) - max(q0, 0)), np.int32)
         codes[: len(rows)] = x[rows, max(q0, 0): min(q1, self.plan.maxlen)]
@@ -551,7 +613,9 @@ class _Engine:
         labels[: len(rows)] = y[rows]
         weights = np.zeros(batch, np.float32)
         weights[: len(rows)] = 1.0
-        return codes, labels, weights, self.tf.constant(n_steps, self.tf.int32), window
+        tf = self.tf
+        return (codes, labels, weights, tf.constant(n_steps, tf.int32),
+                tf.constant(window, tf.int32) if self.native else window)
 
 
 def _batches(key: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -13,7 +13,7 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 from conftest import tiny_config  # noqa: E402
-from core import fast  # noqa: E402
+from core import fast, native  # noqa: E402
 from core.config import ARCHITECTURES  # noqa: E402
 from core.fast_check import (  # noqa: E402
     ATOL,
@@ -62,13 +62,29 @@ def test_make_plan_refuses_what_is_not_exact():
 # -- exactness of the compiled training path -------------------------------------------------
 
 
+@pytest.fixture(params=["native", "xla"])
+def backend(request, monkeypatch) -> str:
+    """Run a test on both recurrence back ends: core/native's LSTM kernels and the
+    XLA-compiled loops (the fallback, and what GRU layers always use)."""
+    if request.param == "xla":
+        monkeypatch.setenv(native.SWITCH, "0")
+    elif not native.enabled():
+        pytest.skip(f"native kernels unavailable here: {native.status()}")
+    return request.param
+
+
+def uses_native(model, plan) -> bool:
+    return fast._engine_for(model, plan).native
+
+
 @pytest.mark.parametrize(("arch", "overrides"), EXACT_CASES,
                          ids=[case_id(a, o) for a, o in EXACT_CASES])
-def test_outputs_and_gradients_match_padded_model(arch, overrides):
+def test_outputs_and_gradients_match_padded_model(backend, arch, overrides):
     cfg = small_config(arch, **overrides)
     assert fast.applies(cfg)[0]
     model = random_model(cfg)
     plan = fast.make_plan(model, cfg.maxlen)
+    assert uses_native(model, plan) == (backend == "native" and arch != "gru")
     for lengths in (MIXED_LENGTHS, SHORT_LENGTHS):
         x, y = reviews(cfg, lengths)
         p_ref, loss_ref, g_ref = reference(model, x, y)
@@ -88,10 +104,12 @@ WINDOW_CASES = [("lstm", {}), ("stacked-lstm", {}), ("gru", {}),
 
 @pytest.mark.parametrize(("arch", "overrides"), WINDOW_CASES,
                          ids=[a + ("-halo" if o else "") for a, o in WINDOW_CASES])
-def test_gradients_match_when_the_batch_runs_in_a_smaller_window(monkeypatch, arch, overrides):
-    """Full-size models cut every row into compiled windows (e.g. the last 128 of 500
-    steps); here windows of 16 steps make a short batch run in a window shorter than the
-    row, so the cut (and the convolution's halo at the window's left edge) is checked."""
+def test_gradients_match_when_the_batch_runs_in_a_smaller_window(monkeypatch, backend, arch,
+                                                                overrides):
+    """Full-size models cut every row into windows (the native kernels: exactly the
+    batch's steps; the XLA loops: e.g. the last 128 of 500 steps); here windows of 16 steps
+    make a short batch run in a window shorter than the row, so the cut (and the
+    convolution's halo at the window's left edge) is checked."""
     monkeypatch.setattr(fast, "WINDOW_MIN", 8)
     cfg = small_config(arch, **overrides)
     model = random_model(cfg)
@@ -244,7 +262,7 @@ def test_one_optimizer_step_matches_plain_fit():
     position where fast mode has one per shared prefix position. The gradients themselves
     are equal (test_outputs_and_gradients_match_padded_model).
     """
-    for optimizer, atol in (("sgd", 1e-6), ("adam", 1e-4)):
+    for optimizer, atol in (("sgd", 1e-6), ("adam", 1e-5)):
         cfg = small_config("cnn-lstm", epochs=1, batch_size=14, optimizer=optimizer,
                            learning_rate=0.05)
         x, y = reviews(cfg, MIXED_LENGTHS, seed=5)
@@ -259,6 +277,15 @@ def test_one_optimizer_step_matches_plain_fit():
         assert max_diff(want, start) > 1e-3  # the step did change the weights
         assert np.abs(got[0][0] - start[0][0]).min() > 0  # ... and the padding row
         if optimizer == "adam":
+            # Adam's first step is lr * g / (|g| + 1e-7): for a gradient within float32
+            # noise of zero it magnifies the last bits of g (plain and fast sum in
+            # different orders), so those few entries are left out.
+            probe = compile_model(build_model(cfg), cfg)
+            probe.set_weights(start)
+            grads = fast.batch_gradients(probe, cfg, x, y)[2]
+            tiny = [(np.abs(g) > 0) & (np.abs(g) < 1e-5) for g in grads]
+            assert sum(t.sum() for t in tiny) < 0.02 * sum(t.size for t in tiny)
+            got, want = ([np.where(t, 0, w) for t, w in zip(tiny, ws)] for ws in (got, want))
             got[0], want[0] = got[0][1:], want[0][1:]
         assert max_diff(got, want) < atol, optimizer
 

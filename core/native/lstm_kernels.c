@@ -1,0 +1,203 @@
+/* LSTM time loops for fast exact training (core/fast.py), as plain C.
+ *
+ * Why: XLA:CPU runs each step of a time loop as ~15 separate thunks and its dot calls
+ * TensorFlow's prebuilt Eigen kernels, which this wheel compiles without AVX-512/FMA; a
+ * step of a batch-32 LSTM spends two thirds of its time outside the matmul. Here a whole
+ * layer's forward (or backward) pass is one call: input projection, every step's
+ * recurrent matmul and gate math, and the weight gradients, with one small GEMM written
+ * for this CPU (compiled with -march=native on the machine that runs it).
+ *
+ * Conventions (same as core/fast.py's XLA loops): arrays are time-major and row-major,
+ * feats (T, B, F), gates (T, B, 4U) in Keras order [i, f, g, o]; the candidate block g
+ * of kernel, bias and rk arrives scaled by 2, so one sigmoid serves every gate:
+ * tanh(a) = 2 * sigmoid(2a) - 1. Only steps [start, end) run; the caller zeroes the
+ * other rows of the outputs.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#if defined(__AVX512F__)
+/* The register block: R rows of a times NV 16-wide column vectors of w (the last vector
+ * masked by ``last``), R * NV <= 24 accumulators. Inlined with constant R and NV, they stay
+ * in registers for the whole K loop: each loaded vector of w serves R rows. */
+static inline __attribute__((always_inline)) void block(
+    const int R, const int NV, int K, const float *a, ptrdiff_t ars, ptrdiff_t acs,
+    const float *w, ptrdiff_t ldw, float *z, ptrdiff_t ldz, __mmask16 last) {
+  __m512 acc[8][6];
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < NV; v++)
+      acc[r][v] = _mm512_maskz_loadu_ps(v == NV - 1 ? last : 0xFFFF, z + r * ldz + v * 16);
+  for (int k = 0; k < K; k++) {
+    __m512 wv[6];
+    for (int v = 0; v < NV; v++)
+      wv[v] = _mm512_maskz_loadu_ps(v == NV - 1 ? last : 0xFFFF, w + k * ldw + v * 16);
+    for (int r = 0; r < R; r++) {
+      const __m512 bv = _mm512_set1_ps(a[r * ars + k * acs]);
+      for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(bv, wv[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < NV; v++)
+      _mm512_mask_storeu_ps(z + r * ldz + v * 16, v == NV - 1 ? last : 0xFFFF, acc[r][v]);
+}
+
+/* R rows of a against all N columns of w: blocks of NV vectors, then the rest. */
+#define ROWS(R, NV)                                                                     \
+  static void rows_##R(int N, int K, const float *a, ptrdiff_t ars, ptrdiff_t acs,      \
+                       const float *w, ptrdiff_t ldw, float *z, ptrdiff_t ldz) {        \
+    const int nvec = (N + 15) / 16;                                                     \
+    const __mmask16 tail = (N % 16) ? (__mmask16)((1u << (N % 16)) - 1u) : 0xFFFF;      \
+    int q = 0;                                                                          \
+    for (; q + (NV) <= nvec; q += (NV))                                                 \
+      block(R, NV, K, a, ars, acs, w + q * 16, ldw, z + q * 16, ldz,                    \
+            q + (NV) == nvec ? tail : 0xFFFF);                                          \
+    const float *wq = w + q * 16;                                                       \
+    float *zq = z + q * 16;                                                             \
+    switch (nvec - q) {                                                                 \
+      case 5: block(R, (NV) > 5 ? 5 : 1, K, a, ars, acs, wq, ldw, zq, ldz, tail); break; \
+      case 4: block(R, (NV) > 4 ? 4 : 1, K, a, ars, acs, wq, ldw, zq, ldz, tail); break; \
+      case 3: block(R, (NV) > 3 ? 3 : 1, K, a, ars, acs, wq, ldw, zq, ldz, tail); break; \
+      case 2: block(R, (NV) > 2 ? 2 : 1, K, a, ars, acs, wq, ldw, zq, ldz, tail); break; \
+      case 1: block(R, 1, K, a, ars, acs, wq, ldw, zq, ldz, tail); break;               \
+      default: break;                                                                   \
+    }                                                                                   \
+  }
+ROWS(8, 3)
+ROWS(4, 6)
+ROWS(1, 4)
+#endif
+
+/* Rows of w read per pass: a pass's slice of w (KC x N) stays in the L2 cache while every
+ * row block of a uses it. */
+#define KC 128
+
+/* z[i][j] += sum_k a[i * ars + k * acs] * w[k * ldw + j] for i < M, j < N, k < K.
+ * (ars, acs) = (K, 1) reads a row-major; (1, M) reads the transpose of a (K, M) array. */
+static void gemm(int M, int N, int K, const float *a, ptrdiff_t ars, ptrdiff_t acs,
+                 const float *w, ptrdiff_t ldw, float *z, ptrdiff_t ldz) {
+  for (int k0 = 0; k0 < K; k0 += KC) {
+    const int kc = K - k0 < KC ? K - k0 : KC;
+    const float *ak = a + k0 * acs, *wk = w + k0 * ldw;
+#if defined(__AVX512F__)
+    int i = 0;
+    for (; i + 8 <= M; i += 8) rows_8(N, kc, ak + i * ars, ars, acs, wk, ldw, z + i * ldz, ldz);
+    for (; i + 4 <= M; i += 4) rows_4(N, kc, ak + i * ars, ars, acs, wk, ldw, z + i * ldz, ldz);
+    for (; i < M; i++) rows_1(N, kc, ak + i * ars, ars, acs, wk, ldw, z + i * ldz, ldz);
+#else
+    for (int i = 0; i < M; i++)
+      for (int k = 0; k < kc; k++) {
+        const float b = ak[i * ars + k * acs];
+        const float *restrict wr = wk + k * ldw;
+        float *restrict zr = z + i * ldz;
+        for (int j = 0; j < N; j++) zr[j] += b * wr[j];
+      }
+#endif
+  }
+}
+
+static inline float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+static void transpose(int rows, int cols, const float *src, float *dst) {
+  for (int r = 0; r < rows; r++)
+    for (int c = 0; c < cols; c++) dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
+}
+
+/* Forward over steps [start, end): acts[t] = the gate sigmoids, hprev[t] / cprev[t] = the
+ * state before step t; h, c hold the initial state on entry and the final one on exit. */
+void lab_lstm_forward(int T, int B, int F, int U, const float *feats, const float *kernel,
+                      const float *bias, const float *rk, int start, int end, float *acts,
+                      float *hprev, float *cprev, float *h, float *c) {
+  (void)T;
+  const int G = 4 * U;
+  if (end <= start) return;
+  /* Input projection of every step run, one GEMM: acts = bias + feats @ kernel. */
+  float *first = acts + (size_t)start * B * G;
+  const int rows = (end - start) * B;
+  for (int r = 0; r < rows; r++) memcpy(first + (size_t)r * G, bias, sizeof(float) * G);
+  gemm(rows, G, F, feats + (size_t)start * B * F, F, 1, kernel, G, first, G);
+  for (int t = start; t < end; t++) {
+    float *s = acts + (size_t)t * B * G;
+    memcpy(hprev + (size_t)t * B * U, h, sizeof(float) * B * U);
+    memcpy(cprev + (size_t)t * B * U, c, sizeof(float) * B * U);
+    gemm(B, G, U, h, U, 1, rk, G, s, G);
+#pragma omp simd
+    for (int n = 0; n < B * G; n++) s[n] = sigm(s[n]);
+    for (int r = 0; r < B; r++) {
+      const float *restrict i_ = s + r * G, *restrict f_ = i_ + U, *restrict g_ = f_ + U,
+                            *restrict o_ = g_ + U;
+      float *restrict cr = c + r * U, *restrict hr = h + r * U;
+#pragma omp simd
+      for (int u = 0; u < U; u++) {
+        const float cn = f_[u] * cr[u] + i_[u] * (2.0f * g_[u] - 1.0f);
+        cr[u] = cn;
+        hr[u] = o_[u] * (2.0f * sigm(2.0f * cn) - 1.0f);
+      }
+    }
+  }
+}
+
+/* Backward over steps end-1 .. start. dh, dc: the gradients of the final h, c on entry,
+ * of the initial h0, c0 on exit; dseq (T, B, U), the gradient of the output sequence, or
+ * NULL. Writes dfeats rows [start, end) and the weight gradients dkernel (F, 4U), dbias
+ * (4U), drk (U, 4U). Scratch: dz (T, B, 4U), rkt (4U, U), kt (4U, F). */
+void lab_lstm_backward(int T, int B, int F, int U, const float *feats, const float *acts,
+                       const float *hprev, const float *cprev, const float *dseq, float *dh,
+                       float *dc, const float *kernel, const float *rk, int start, int end,
+                       float *dfeats, float *dkernel, float *dbias, float *drk, float *dz,
+                       float *rkt, float *kt) {
+  (void)T;
+  const int G = 4 * U;
+  memset(dkernel, 0, sizeof(float) * F * G);
+  memset(dbias, 0, sizeof(float) * G);
+  memset(drk, 0, sizeof(float) * U * G);
+  if (end <= start) return;
+  transpose(U, G, rk, rkt);
+  transpose(F, G, kernel, kt);
+  for (int t = end - 1; t >= start; t--) {
+    const float *a = acts + (size_t)t * B * G, *cp = cprev + (size_t)t * B * U;
+    float *dzt = dz + (size_t)t * B * G;
+    if (dseq) {
+      const float *ds = dseq + (size_t)t * B * U;
+#pragma omp simd
+      for (int n = 0; n < B * U; n++) dh[n] += ds[n];
+    }
+    for (int r = 0; r < B; r++) {
+      const float *restrict i_ = a + r * G, *restrict f_ = i_ + U, *restrict g_ = f_ + U,
+                            *restrict o_ = g_ + U, *restrict cpr = cp + r * U,
+                            *restrict dhr = dh + r * U;
+      float *restrict dcr = dc + r * U, *restrict dzr = dzt + r * G;
+#pragma omp simd
+      for (int u = 0; u < U; u++) {
+        const float dhv = dhr[u], i = i_[u], f = f_[u], g = 2.0f * g_[u] - 1.0f, o = o_[u],
+                    cpv = cpr[u];
+        const float tc = 2.0f * sigm(2.0f * (f * cpv + i * g)) - 1.0f;
+        const float dcv = dcr[u] + dhv * o * (1.0f - tc * tc);
+        dzr[u] = dcv * g * i * (1.0f - i);
+        dzr[U + u] = dcv * cpv * f * (1.0f - f);
+        dzr[2 * U + u] = dcv * i * (1.0f - g * g) * 0.5f;
+        dzr[3 * U + u] = dhv * tc * o * (1.0f - o);
+        dcr[u] = dcv * f;
+      }
+    }
+    memset(dh, 0, sizeof(float) * B * U);
+    gemm(B, U, G, dzt, G, 1, rkt, U, dh, U);
+  }
+  /* Everything that needs all steps' dz, as single GEMMs over the rows run. */
+  const int rows = (end - start) * B;
+  const float *dzs = dz + (size_t)start * B * G;
+  float *dfs = dfeats + (size_t)start * B * F;
+  memset(dfs, 0, sizeof(float) * rows * F);
+  gemm(rows, F, G, dzs, G, 1, kt, F, dfs, F);                                  /* dz @ kernel^T */
+  gemm(F, G, rows, feats + (size_t)start * B * F, 1, F, dzs, G, dkernel, G);   /* feats^T @ dz */
+  gemm(U, G, rows, hprev + (size_t)start * B * U, 1, U, dzs, G, drk, G);       /* hprev^T @ dz */
+  for (int r = 0; r < rows; r++) {
+    const float *restrict zr = dzs + (size_t)r * G;
+#pragma omp simd
+    for (int j = 0; j < G; j++) dbias[j] += zr[j];
+  }
+}

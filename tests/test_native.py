@@ -1,0 +1,124 @@
+"""core/native.py: the LSTM kernels build here, match the XLA loops at awkward sizes, and
+a machine without a compiler gets a reason instead of an error."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from core import fast, native
+
+HAS_COMPILER = bool(shutil.which("gcc") and shutil.which("g++"))
+
+
+@pytest.fixture
+def kernels():
+    if not HAS_COMPILER:
+        pytest.skip("no gcc/g++ on this machine: fast mode uses its XLA loops")
+    ops, reason = native.ops()
+    assert ops is not None, reason
+    return ops
+
+
+def test_kernels_build_and_load_where_a_compiler_exists(kernels):
+    assert native.enabled()
+    assert native.status().startswith("native LSTM kernels")
+    assert native.library_path().exists()
+
+
+def test_switch_turns_them_off(monkeypatch):
+    monkeypatch.setenv(native.SWITCH, "0")
+    assert not native.enabled()
+    assert native.status().startswith(f"{native.SWITCH}=0")
+
+
+def test_without_a_compiler_the_build_says_why(monkeypatch, tmp_path):
+    monkeypatch.setenv("LAB_NATIVE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-cxx"))
+    with pytest.raises(native.NativeError, match="could not compile"):
+        native.build()
+    assert not list(tmp_path.glob("*.so"))
+
+
+# Odd sizes on purpose: 4U = 84 columns (5 full vectors and a 4-wide tail), a batch of 5
+# (one block of 4 rows and one single row), F = 7 inputs, steps [2, 8) of 11.
+T, B, F, U, START, END = 11, 5, 7, 21, 2, 8
+
+
+def _case(seed: int = 0):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+
+    def r(*shape, s=0.5):
+        return tf.constant((rng.standard_normal(shape) * s).astype(np.float32))
+
+    return (r(T, B, F), r(B, U), r(B, U), r(F, 4 * U), r(4 * U), r(U, 4 * U, s=0.3),
+            r(T, B, U, s=0.1), r(B, U), r(B, U))
+
+
+def test_forward_and_backward_match_the_xla_loops(kernels):
+    """The native op pair against the XLA custom-gradient LSTM it replaces, on the same
+    inputs (the XLA one gets the projection precomputed): every output, and the gradient
+    of one scalar of all outputs with respect to every input."""
+    import tensorflow as tf
+
+    feats, h0, c0, kernel, bias, rk, wseq, wh, wc = _case()
+    start, end = tf.constant(START), tf.constant(END)
+    runs = fast._recurrences()
+
+    def loss(outs):
+        seq, h, c = outs
+        return tf.reduce_sum(seq * wseq) + tf.reduce_sum(h * wh) + tf.reduce_sum(c * wc)
+
+    def run(name):
+        @tf.function  # as the engine runs them: inside a graph
+        def both(feats, h0, c0, kernel, bias, rk):
+            with tf.GradientTape() as tape:
+                tape.watch([feats, h0, c0, kernel, bias, rk])
+                if name == "lstm":
+                    xw = tf.einsum("tbf,fg->tbg", feats, kernel) + bias
+                    outs = runs[("lstm", True)](xw, h0, c0, rk, start, end)
+                else:
+                    outs = runs[(name, True)](feats, h0, c0, kernel, bias, rk, start, end)
+                value = loss(outs)
+            return outs, tape.gradient(value, [feats, h0, c0, kernel, bias, rk])
+
+        outs, grads = both(feats, h0, c0, kernel, bias, rk)
+        return [np.asarray(o) for o in outs], [np.asarray(g) for g in grads]
+
+    results = [run("lstm-native"), run("lstm")]
+    (outs_n, grads_n), (outs_x, grads_x) = results
+    for a, b in zip(outs_n, outs_x):
+        np.testing.assert_allclose(a, b, atol=2e-6)
+    assert np.abs(outs_n[0][:START]).max() == 0 and np.abs(outs_n[0][END:]).max() == 0
+    for name, a, b in zip(["feats", "h0", "c0", "kernel", "bias", "rk"], grads_n, grads_x):
+        np.testing.assert_allclose(a, b, atol=5e-6, err_msg=name)
+    assert np.abs(grads_n[0][:START]).max() == 0 and np.abs(grads_n[0][END:]).max() == 0
+
+
+def test_an_empty_range_passes_the_state_through(kernels):
+    import tensorflow as tf
+
+    feats, h0, c0, kernel, bias, rk, *_ = _case(1)
+    acts, hprev, cprev, h, c = kernels.lab_lstm_forward(
+        feats, h0, c0, kernel, bias, rk, tf.constant(4), tf.constant(4))
+    np.testing.assert_array_equal(h, h0)
+    np.testing.assert_array_equal(c, c0)
+    assert not np.asarray(acts).any() and not np.asarray(hprev).any()
+    dfeats, dh0, dc0, dk, db, drk = kernels.lab_lstm_backward(
+        feats, acts, hprev, cprev, tf.zeros([0]), h0, c0, kernel, rk, tf.constant(4),
+        tf.constant(4))
+    np.testing.assert_array_equal(dh0, h0)
+    assert not any(np.asarray(g).any() for g in (dfeats, dk, db, drk))
+
+
+def test_cli_reports_which_loops(monkeypatch, capsys):
+    from core import cli
+
+    monkeypatch.setenv(native.SWITCH, "0")
+    assert cli.main(["native"]) == 0
+    assert capsys.readouterr().out.startswith(f"{native.SWITCH}=0: XLA-compiled loops")
