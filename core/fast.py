@@ -499,10 +499,9 @@ class _Engine:
         else:
             y = tf.nn.conv1d(e, conv.kernel, stride=1, padding="VALID") + conv.bias
         y = conv.activation(y)
-        n_out = (y.shape[1] if y.shape[1] is not None else tf.shape(y)[1]) // plan.pool_size
-        y = y[:, : n_out * plan.pool_size]
-        y = tf.reshape(y, [y.shape[0] or -1, n_out, plan.pool_size, y.shape[2]])
-        y = tf.reduce_max(y, axis=2)
+        # As Keras's MaxPooling1D (the same op, so the same gradient routing on ties); VALID
+        # drops a last partial window.
+        y = tf.nn.max_pool1d(y, plan.pool_size, plan.pool_size, "VALID")
         return tf.transpose(y, [1, 0, 2])
 
     def _recur(self, kind: str, layer, feats, state, start, end, sequences: bool):
