@@ -114,14 +114,15 @@ void lab_lstm_forward(int T, int B, int F, int U, const float *feats, const floa
                       float *hprev, float *cprev, float *h, float *c) {
   (void)T;
   const int G = 4 * U;
-  if (end <= start) return;
-  /* Input projection of every step run, one GEMM: acts = bias + feats @ kernel. */
-  float *first = acts + (size_t)start * B * G;
-  const int rows = (end - start) * B;
-  for (int r = 0; r < rows; r++) memcpy(first + (size_t)r * G, bias, sizeof(float) * G);
-  gemm(rows, G, F, feats + (size_t)start * B * F, F, 1, kernel, G, first, G);
+  const int chunk = B >= KC ? 1 : KC / B; /* steps per input-projection GEMM */
   for (int t = start; t < end; t++) {
     float *s = acts + (size_t)t * B * G;
+    if ((t - start) % chunk == 0) { /* acts = bias + feats @ kernel for the next steps,
+                                       just before they run (still in the L2 cache) */
+      const int rows = (t + chunk < end ? chunk : end - t) * B;
+      for (int r = 0; r < rows; r++) memcpy(s + (size_t)r * G, bias, sizeof(float) * G);
+      gemm(rows, G, F, feats + (size_t)t * B * F, F, 1, kernel, G, s, G);
+    }
     memcpy(hprev + (size_t)t * B * U, h, sizeof(float) * B * U);
     memcpy(cprev + (size_t)t * B * U, c, sizeof(float) * B * U);
     gemm(B, G, U, h, U, 1, rk, G, s, G);
@@ -158,6 +159,8 @@ void lab_lstm_backward(int T, int B, int F, int U, const float *feats, const flo
   if (end <= start) return;
   transpose(U, G, rk, rkt);
   transpose(F, G, kernel, kt);
+  const int chunk = B >= KC ? 1 : KC / B; /* steps per weight-gradient GEMM */
+  int pending = end;                      /* steps [t, pending) await their GEMMs */
   for (int t = end - 1; t >= start; t--) {
     const float *a = acts + (size_t)t * B * G, *cp = cprev + (size_t)t * B * U;
     float *dzt = dz + (size_t)t * B * G;
@@ -186,18 +189,21 @@ void lab_lstm_backward(int T, int B, int F, int U, const float *feats, const flo
     }
     memset(dh, 0, sizeof(float) * B * U);
     gemm(B, U, G, dzt, G, 1, rkt, U, dh, U);
-  }
-  /* Everything that needs all steps' dz, as single GEMMs over the rows run. */
-  const int rows = (end - start) * B;
-  const float *dzs = dz + (size_t)start * B * G;
-  float *dfs = dfeats + (size_t)start * B * F;
-  memset(dfs, 0, sizeof(float) * rows * F);
-  gemm(rows, F, G, dzs, G, 1, kt, F, dfs, F);                                  /* dz @ kernel^T */
-  gemm(F, G, rows, feats + (size_t)start * B * F, 1, F, dzs, G, dkernel, G);   /* feats^T @ dz */
-  gemm(U, G, rows, hprev + (size_t)start * B * U, 1, U, dzs, G, drk, G);       /* hprev^T @ dz */
-  for (int r = 0; r < rows; r++) {
-    const float *restrict zr = dzs + (size_t)r * G;
+    if (pending - t == chunk || t == start) { /* the weight gradients of the last few
+                                                 steps, while their dz is in the L2 cache */
+      const int rows = (pending - t) * B;
+      const float *dzs = dzt;
+      float *dfs = dfeats + (size_t)t * B * F;
+      memset(dfs, 0, sizeof(float) * rows * F);
+      gemm(rows, F, G, dzs, G, 1, kt, F, dfs, F);                              /* dz @ kernel^T */
+      gemm(F, G, rows, feats + (size_t)t * B * F, 1, F, dzs, G, dkernel, G);   /* feats^T @ dz */
+      gemm(U, G, rows, hprev + (size_t)t * B * U, 1, U, dzs, G, drk, G);       /* hprev^T @ dz */
+      for (int r = 0; r < rows; r++) {
+        const float *restrict zr = dzs + (size_t)r * G;
 #pragma omp simd
-    for (int j = 0; j < G; j++) dbias[j] += zr[j];
+        for (int j = 0; j < G; j++) dbias[j] += zr[j];
+      }
+      pending = t;
+    }
   }
 }
