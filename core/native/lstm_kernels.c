@@ -69,7 +69,7 @@ static inline __attribute__((always_inline)) void block(
   }
 ROWS(8, 3)
 ROWS(4, 6)
-ROWS(1, 4)
+ROWS(1, 6)
 #endif
 
 /* Rows of w read per pass: a pass's slice of w (KC x N) stays in the L2 cache while every
