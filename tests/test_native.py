@@ -122,3 +122,26 @@ def test_cli_reports_which_loops(monkeypatch, capsys):
     monkeypatch.setenv(native.SWITCH, "0")
     assert cli.main(["native"]) == 0
     assert capsys.readouterr().out.startswith(f"{native.SWITCH}=0: XLA-compiled loops")
+
+
+def test_saturated_gates_stay_finite_and_nan_stays_nan(kernels):
+    """Pre-activations far beyond +-88 (where exp overflows) must saturate the gates to
+    0 / 1 as the XLA loops do, not turn into NaN (a -ffast-math build did, and full-data
+    training 'diverged' at batch 277); and a NaN must still come out as NaN, or diverging
+    training would go unnoticed."""
+    import tensorflow as tf
+
+    feats, h0, c0, kernel, bias, rk, *_ = _case(2)
+    big = kernel * 1000.0
+    start, end = tf.constant(START), tf.constant(END)
+    native_out = kernels.lab_lstm_forward(feats, h0, c0, big, bias, rk, start, end)
+    xw = tf.einsum("tbf,fg->tbg", feats, big) + bias
+    xla_out = fast._recurrences()[("lstm", False)](xw, h0, c0, rk, start, end)
+    for a, b in zip(native_out[3:], xla_out[1:]):  # final h, c
+        assert np.isfinite(np.asarray(a)).all()
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    acts = np.asarray(native_out[0])[START:END]
+    assert (acts == 0).any() and (acts == 1).any()  # really saturated
+    poisoned = tf.tensor_scatter_nd_update(feats, [[START, 0, 0]], [np.nan])
+    h = np.asarray(kernels.lab_lstm_forward(poisoned, h0, c0, kernel, bias, rk, start, end)[3])
+    assert np.isnan(h[0]).all() and np.isfinite(h[1:]).all()

@@ -100,7 +100,125 @@ static void gemm(int M, int N, int K, const float *a, ptrdiff_t ars, ptrdiff_t a
   }
 }
 
+/* IEEE arithmetic throughout (no -ffast-math): a saturated gate must give exactly 0 or 1
+ * and a NaN must stay NaN, so that diverging training is seen as diverging. glibc's
+ * vector expf is only used under -ffast-math, where 1 / (1 + exp(88.7)) came out NaN. */
 static inline float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+#if defined(__AVX512F__)
+/* exp for 16 lanes: x = n ln2 + r with |r| <= ln2 / 2, exp(r) by Cephes' degree-6
+ * polynomial (about 1 ulp), times 2^n by scalef (overflow to inf, underflow to 0, NaN
+ * stays NaN). */
+static inline __m512 exp16(__m512 x) {
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+static inline __m512 sigmoid16(__m512 x) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  return _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+}
+
+/* tanh(x) = 2 sigmoid(2x) - 1 */
+static inline __m512 tanh16(__m512 x) {
+  const __m512 two = _mm512_set1_ps(2.0f);
+  return _mm512_fmsub_ps(two, sigmoid16(_mm512_mul_ps(two, x)), _mm512_set1_ps(1.0f));
+}
+
+static inline __mmask16 lanes(int left) {
+  return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+}
+#endif
+
+/* s[n] = sigmoid(s[n]) for n < count. */
+static void sigmoid_inplace(float *s, int count) {
+#if defined(__AVX512F__)
+  for (int n = 0; n < count; n += 16) {
+    const __mmask16 m = lanes(count - n);
+    _mm512_mask_storeu_ps(s + n, m, sigmoid16(_mm512_maskz_loadu_ps(m, s + n)));
+  }
+#else
+  for (int n = 0; n < count; n++) s[n] = sigm(s[n]);
+#endif
+}
+
+/* One row's cell update from its gate sigmoids s = [i, f, g, o] (g of the doubled
+ * candidate): c = f c + i (2g - 1), h = o tanh(c). */
+static void cell_row(int U, const float *s, float *c, float *h) {
+  const float *i_ = s, *f_ = s + U, *g_ = s + 2 * U, *o_ = s + 3 * U;
+#if defined(__AVX512F__)
+  const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f);
+  for (int u = 0; u < U; u += 16) {
+    const __mmask16 m = lanes(U - u);
+    const __m512 i = _mm512_maskz_loadu_ps(m, i_ + u), f = _mm512_maskz_loadu_ps(m, f_ + u),
+                 g = _mm512_fmsub_ps(two, _mm512_maskz_loadu_ps(m, g_ + u), one),
+                 o = _mm512_maskz_loadu_ps(m, o_ + u);
+    const __m512 cn = _mm512_fmadd_ps(f, _mm512_maskz_loadu_ps(m, c + u), _mm512_mul_ps(i, g));
+    _mm512_mask_storeu_ps(c + u, m, cn);
+    _mm512_mask_storeu_ps(h + u, m, _mm512_mul_ps(o, tanh16(cn)));
+  }
+#else
+  for (int u = 0; u < U; u++) {
+    const float cn = f_[u] * c[u] + i_[u] * (2.0f * g_[u] - 1.0f);
+    c[u] = cn;
+    h[u] = o_[u] * (2.0f * sigm(2.0f * cn) - 1.0f);
+  }
+#endif
+}
+
+/* One row's backward step: from dh (this step's output gradient), dc (in: the cell's
+ * gradient from the step after; out: for the step before), the gate sigmoids a and the
+ * previous cell cp, the pre-activation gradients dz = [di, df, dg, do]. */
+static void cell_row_backward(int U, const float *a, const float *cp, const float *dh,
+                              float *dc, float *dz) {
+  const float *i_ = a, *f_ = a + U, *g_ = a + 2 * U, *o_ = a + 3 * U;
+#if defined(__AVX512F__)
+  const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f),
+               half = _mm512_set1_ps(0.5f);
+  for (int u = 0; u < U; u += 16) {
+    const __mmask16 m = lanes(U - u);
+    const __m512 dhv = _mm512_maskz_loadu_ps(m, dh + u), i = _mm512_maskz_loadu_ps(m, i_ + u),
+                 f = _mm512_maskz_loadu_ps(m, f_ + u),
+                 g = _mm512_fmsub_ps(two, _mm512_maskz_loadu_ps(m, g_ + u), one),
+                 o = _mm512_maskz_loadu_ps(m, o_ + u), cpv = _mm512_maskz_loadu_ps(m, cp + u);
+    const __m512 tc = tanh16(_mm512_fmadd_ps(f, cpv, _mm512_mul_ps(i, g)));
+    const __m512 dcv = _mm512_fmadd_ps(_mm512_mul_ps(dhv, o), _mm512_fnmadd_ps(tc, tc, one),
+                                       _mm512_maskz_loadu_ps(m, dc + u));
+    const __m512 di = _mm512_mul_ps(_mm512_mul_ps(dcv, g), _mm512_mul_ps(i, _mm512_sub_ps(one, i)));
+    const __m512 df = _mm512_mul_ps(_mm512_mul_ps(dcv, cpv), _mm512_mul_ps(f, _mm512_sub_ps(one, f)));
+    const __m512 dg = _mm512_mul_ps(_mm512_mul_ps(dcv, i),
+                                    _mm512_mul_ps(_mm512_fnmadd_ps(g, g, one), half));
+    const __m512 dov = _mm512_mul_ps(_mm512_mul_ps(dhv, tc), _mm512_mul_ps(o, _mm512_sub_ps(one, o)));
+    _mm512_mask_storeu_ps(dz + u, m, di);
+    _mm512_mask_storeu_ps(dz + U + u, m, df);
+    _mm512_mask_storeu_ps(dz + 2 * U + u, m, dg);
+    _mm512_mask_storeu_ps(dz + 3 * U + u, m, dov);
+    _mm512_mask_storeu_ps(dc + u, m, _mm512_mul_ps(dcv, f));
+  }
+#else
+  for (int u = 0; u < U; u++) {
+    const float dhv = dh[u], i = i_[u], f = f_[u], g = 2.0f * g_[u] - 1.0f, o = o_[u],
+                cpv = cp[u];
+    const float tc = 2.0f * sigm(2.0f * (f * cpv + i * g)) - 1.0f;
+    const float dcv = dc[u] + dhv * o * (1.0f - tc * tc);
+    dz[u] = dcv * g * i * (1.0f - i);
+    dz[U + u] = dcv * cpv * f * (1.0f - f);
+    dz[2 * U + u] = dcv * i * (1.0f - g * g) * 0.5f;
+    dz[3 * U + u] = dhv * tc * o * (1.0f - o);
+    dc[u] = dcv * f;
+  }
+#endif
+}
 
 static void transpose(int rows, int cols, const float *src, float *dst) {
   for (int r = 0; r < rows; r++)
@@ -126,19 +244,8 @@ void lab_lstm_forward(int T, int B, int F, int U, const float *feats, const floa
     memcpy(hprev + (size_t)t * B * U, h, sizeof(float) * B * U);
     memcpy(cprev + (size_t)t * B * U, c, sizeof(float) * B * U);
     gemm(B, G, U, h, U, 1, rk, G, s, G);
-#pragma omp simd
-    for (int n = 0; n < B * G; n++) s[n] = sigm(s[n]);
-    for (int r = 0; r < B; r++) {
-      const float *restrict i_ = s + r * G, *restrict f_ = i_ + U, *restrict g_ = f_ + U,
-                            *restrict o_ = g_ + U;
-      float *restrict cr = c + r * U, *restrict hr = h + r * U;
-#pragma omp simd
-      for (int u = 0; u < U; u++) {
-        const float cn = f_[u] * cr[u] + i_[u] * (2.0f * g_[u] - 1.0f);
-        cr[u] = cn;
-        hr[u] = o_[u] * (2.0f * sigm(2.0f * cn) - 1.0f);
-      }
-    }
+    sigmoid_inplace(s, B * G);
+    for (int r = 0; r < B; r++) cell_row(U, s + r * G, c + r * U, h + r * U);
   }
 }
 
@@ -169,24 +276,8 @@ void lab_lstm_backward(int T, int B, int F, int U, const float *feats, const flo
 #pragma omp simd
       for (int n = 0; n < B * U; n++) dh[n] += ds[n];
     }
-    for (int r = 0; r < B; r++) {
-      const float *restrict i_ = a + r * G, *restrict f_ = i_ + U, *restrict g_ = f_ + U,
-                            *restrict o_ = g_ + U, *restrict cpr = cp + r * U,
-                            *restrict dhr = dh + r * U;
-      float *restrict dcr = dc + r * U, *restrict dzr = dzt + r * G;
-#pragma omp simd
-      for (int u = 0; u < U; u++) {
-        const float dhv = dhr[u], i = i_[u], f = f_[u], g = 2.0f * g_[u] - 1.0f, o = o_[u],
-                    cpv = cpr[u];
-        const float tc = 2.0f * sigm(2.0f * (f * cpv + i * g)) - 1.0f;
-        const float dcv = dcr[u] + dhv * o * (1.0f - tc * tc);
-        dzr[u] = dcv * g * i * (1.0f - i);
-        dzr[U + u] = dcv * cpv * f * (1.0f - f);
-        dzr[2 * U + u] = dcv * i * (1.0f - g * g) * 0.5f;
-        dzr[3 * U + u] = dhv * tc * o * (1.0f - o);
-        dcr[u] = dcv * f;
-      }
-    }
+    for (int r = 0; r < B; r++)
+      cell_row_backward(U, a + r * G, cp + r * U, dh + r * U, dc + r * U, dzt + r * G);
     memset(dh, 0, sizeof(float) * B * U);
     gemm(B, U, G, dzt, G, 1, rkt, U, dh, U);
     if (pending - t == chunk || t == start) { /* the weight gradients of the last few
