@@ -661,6 +661,14 @@ def _engine_for(model, plan: Plan) -> _Engine:
     return engine
 
 
+def loops(model, cfg: TrainConfig) -> str:
+    """Which recurrence code fast training runs for this model, for the run's record."""
+    if _engine_for(model, make_plan(model, cfg.maxlen, training=True)).native \
+            or not native.enabled():
+        return native.status()  # the kernels, or why the XLA loops
+    return "XLA-compiled loops (GRU layers have no native kernel)"
+
+
 def fit(model, cfg: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
         len_train: np.ndarray | None, val: tuple[np.ndarray, np.ndarray] | None,
         callbacks: list, initial_epoch: int = 0) -> Any:

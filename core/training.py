@@ -232,6 +232,8 @@ def run_training(store: st.RunStore, run_id: str, progress: Progress) -> str:
     progress.update(stage="building model")
     model = compile_model(build_model(cfg), cfg)
     use_fast, fast_reason = fast.applies(cfg)
+    if use_fast:
+        fast_reason += f"; {fast.loops(model, cfg)}"
     store.update_results(run_id, params=int(model.count_params()), summary=summary_text(model),
                          n_train=int(n_fit), n_val=int(n_val), n_test=int(len(x_test)),
                          fast=use_fast, fast_reason=fast_reason)

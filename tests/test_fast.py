@@ -347,5 +347,7 @@ def test_engine_trains_in_fast_mode_through_the_store(lab):
     assert run_training(lab, run_id, Progress()) == st.COMPLETED
     run = lab.get(run_id, reap=False)
     assert run.results["fast"] is True and run.results["epochs_done"] == cfg.epochs
+    # The record says which loops trained it (tiny_config is an LSTM).
+    assert run.results["fast_reason"].endswith(native.status())
     names = {(r["phase"], r["name"]) for r in lab.metrics(run_id)}
     assert {("batch", "loss"), ("train", "accuracy"), ("val", "loss"), ("probe", "probe0")} <= names

@@ -1,8 +1,9 @@
 /* LSTM time loops for fast exact training (core/fast.py), as plain C.
  *
- * Why: XLA:CPU runs each step of a time loop as ~15 separate thunks and its dot calls
- * TensorFlow's prebuilt Eigen kernels, which this wheel compiles without AVX-512/FMA; a
- * step of a batch-32 LSTM spends two thirds of its time outside the matmul. Here a whole
+ * Why: XLA:CPU runs each step of a time loop as ~15 separate thunks around a matmul that
+ * reached ~60 GFLOP/s here (TensorFlow's prebuilt kernels; its start-up message lists
+ * AVX2, AVX-512 and FMA as unused); a step of a batch-32 LSTM spent two thirds of its time
+ * outside the matmul (BENCHMARKS.md, "How fast mode got here"). Here a whole
  * layer's forward (or backward) pass is one call: input projection, every step's
  * recurrent matmul and gate math, and the weight gradients, with one small GEMM written
  * for this CPU (compiled with -march=native on the machine that runs it).
