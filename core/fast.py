@@ -228,9 +228,10 @@ def _round_up(n: np.ndarray | int, step: int):
 
 
 @functools.cache
-def _recurrences() -> dict[str, Any]:
-    """LSTM/GRU layers as tf.custom_gradient functions, keyed by (kind, sequences), plus
-    ("lstm-native", sequences) when core/native's ops load (see lstm_native).
+def _recurrences(with_native: bool = False) -> dict[str, Any]:
+    """LSTM/GRU layers as tf.custom_gradient functions, keyed by (kind, sequences); with
+    ``with_native`` (only asked for when native.enabled()) also ("lstm-native", sequences),
+    core/native's ops (see lstm_native).
 
     The XLA ones run steps [start, end) of time-major inputs ``xw`` (T, B, G) that already
     include the input projection and bias; rows outside [start, end) are ignored and get zero
@@ -430,9 +431,8 @@ def _recurrences() -> dict[str, Any]:
 
     runs = {("lstm", s): lstm(s) for s in (False, True)} | {
         ("gru", s): gru(s) for s in (False, True)}
-    kernels, _ = native.ops()
-    if kernels is not None:  # used where native.enabled() says so when an engine is made
-        runs |= {("lstm-native", s): lstm_native(s, kernels) for s in (False, True)}
+    if with_native:
+        runs |= {("lstm-native", s): lstm_native(s, native.ops()[0]) for s in (False, True)}
     return runs
 
 
@@ -458,9 +458,8 @@ class _Engine:
 
         self.tf, self.model, self.plan = tf, model, plan
         self.optimizer = getattr(model, "optimizer", None)  # None: not compiled
-        self.runs = _recurrences()
-        self.native = (native.enabled() and ("lstm-native", False) in self.runs
-                       and all(kind == "lstm" for kind, _ in plan.recurrent))
+        self.native = native.enabled() and all(kind == "lstm" for kind, _ in plan.recurrent)
+        self.runs = _recurrences(self.native)
         self.train_step = self._compiled(self._train_step)
         self.eval_step = self._compiled(self._eval_step)
         self.grad_step = self._compiled(self._grad_step)

@@ -122,17 +122,19 @@ def build() -> Path:
     return out
 
 
+def _switched_off() -> bool:
+    return os.environ.get(SWITCH, "1") == "0"
+
+
 def enabled() -> bool:
     """Whether new training engines use the native kernels (read per engine, so tests and
-    benchmarks can switch with the environment variable)."""
-    return os.environ.get(SWITCH, "1") != "0" and ops()[0] is not None
+    benchmarks can switch with the environment variable; switched off, nothing is built)."""
+    return not _switched_off() and ops()[0] is not None
 
 
 def status() -> str:
     """One line for the CLI and the benchmarks: which loops fast mode uses, and why."""
-    if os.environ.get(SWITCH, "1") == "0":
-        return f"{SWITCH}=0: XLA-compiled loops"
-    return ops()[1]
+    return f"{SWITCH}=0: XLA-compiled loops" if _switched_off() else ops()[1]
 
 
 @functools.cache

@@ -68,7 +68,7 @@ def test_forward_and_backward_match_the_xla_loops(kernels):
 
     feats, h0, c0, kernel, bias, rk, wseq, wh, wc = _case()
     start, end = tf.constant(START), tf.constant(END)
-    runs = fast._recurrences()
+    runs = fast._recurrences(with_native=True)
 
     def loss(outs):
         seq, h, c = outs

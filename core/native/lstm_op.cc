@@ -49,6 +49,19 @@ bool ValidShapes(OpKernelContext *ctx, const Tensor &feats, const Tensor &h, con
   return ok;
 }
 
+// The sizes both ops share, and the step range [start, end) clamped into [0, T].
+struct Steps {
+  int T, B, F, U, start, end;
+};
+
+Steps ReadSteps(OpKernelContext *ctx, const Tensor &feats, const Tensor &state, int first) {
+  const int T = feats.dim_size(0);
+  const int start = std::clamp(ctx->input(first).scalar<int32_t>()(), 0, T);
+  const int end = std::clamp(ctx->input(first + 1).scalar<int32_t>()(), start, T);
+  return {T, static_cast<int>(feats.dim_size(1)), static_cast<int>(feats.dim_size(2)),
+          static_cast<int>(state.dim_size(1)), start, end};
+}
+
 class LstmForwardOp : public OpKernel {
  public:
   explicit LstmForwardOp(OpKernelConstruction *ctx) : OpKernel(ctx) {}
@@ -56,10 +69,7 @@ class LstmForwardOp : public OpKernel {
     const Tensor &feats = ctx->input(0), &h0 = ctx->input(1), &c0 = ctx->input(2),
                  &kernel = ctx->input(3), &bias = ctx->input(4), &rk = ctx->input(5);
     if (!ValidShapes(ctx, feats, h0, kernel, rk)) return;
-    const int T = feats.dim_size(0), B = feats.dim_size(1), F = feats.dim_size(2),
-              U = h0.dim_size(1);
-    const int start = std::clamp(ctx->input(6).scalar<int32_t>()(), 0, T);
-    const int end = std::clamp(ctx->input(7).scalar<int32_t>()(), start, T);
+    const auto [T, B, F, U, start, end] = ReadSteps(ctx, feats, h0, 6);
     Tensor *acts, *hprev, *cprev, *h, *c;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({T, B, 4 * U}), &acts));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({T, B, U}), &hprev));
@@ -84,10 +94,7 @@ class LstmBackwardOp : public OpKernel {
                  &cprev = ctx->input(3), &dseq = ctx->input(4), &dh = ctx->input(5),
                  &dc = ctx->input(6), &kernel = ctx->input(7), &rk = ctx->input(8);
     if (!ValidShapes(ctx, feats, dh, kernel, rk)) return;
-    const int T = feats.dim_size(0), B = feats.dim_size(1), F = feats.dim_size(2),
-              U = dh.dim_size(1);
-    const int start = std::clamp(ctx->input(9).scalar<int32_t>()(), 0, T);
-    const int end = std::clamp(ctx->input(10).scalar<int32_t>()(), start, T);
+    const auto [T, B, F, U, start, end] = ReadSteps(ctx, feats, dh, 9);
     Tensor *dfeats, *dh0, *dc0, *dkernel, *dbias, *drk;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, feats.shape(), &dfeats));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, dh.shape(), &dh0));
