@@ -24,7 +24,9 @@ from core.predict import PredictError, Predictor
 from test_config import INVALID
 
 # A job long enough to be caught mid-epoch: 1,000 reviews in batches of 8 (125 per epoch).
-LONG = {"epochs": 20, "train_size": 1000, "batch_size": 8, "validation_split": 0.0}
+# Every test kills or cancels it; 200 epochs (was 20) because with fast mode's native
+# kernels a 20-epoch run completed before test_03's ten page reloads were done (CI run).
+LONG = {"epochs": 200, "train_size": 1000, "batch_size": 8, "validation_split": 0.0}
 
 
 def batch_steps(store: st.RunStore, run_id: str) -> list[int]:
