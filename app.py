@@ -19,12 +19,12 @@ import os
 
 import streamlit as st
 
-from app_pages.common import run_store
-from core import jobs, paths, views
+from app_pages.common import board
+from core import paths, views
 from core.data import DataError, SourceInfo, resolve_source
 from core.store import QUEUED, RUNNING
 
-JOBS_POLL_S = 2.0  # how often the sidebar re-reads the job list
+JOBS_POLL_S = 2.0  # how often the sidebar redraws the job list while a job is active
 
 
 @st.cache_data(ttl=300, show_spinner=False)
@@ -53,12 +53,12 @@ def md_label(src: SourceInfo) -> str:
     return f"**{views.md_escape(src.label())}**"
 
 
-@st.fragment(run_every=JOBS_POLL_S)
-def _jobs(home: str) -> None:
-    """Running and queued jobs with their progress; re-read every JOBS_POLL_S seconds."""
-    store = run_store(home)
-    # refresh: marks runs whose worker died and starts queued runs when a slot is free.
-    active = sorted(jobs.refresh(store), key=lambda r: (r.status != RUNNING, r.seq))
+def _jobs(home: str, polling: bool) -> None:
+    """Running and queued jobs with their progress, from the server's one job board; a
+    fragment redrawn every JOBS_POLL_S while any job is active, and never when none is."""
+    active = board(home).active()
+    if polling and not active:
+        st.rerun()  # the last job just ended: redraw once in full, which stops the polling
     st.markdown("**Jobs**")
     if not active:
         st.caption("No training job running or queued.")
@@ -87,7 +87,9 @@ def run() -> None:
     ])
     with st.sidebar:
         _data_source()
-        _jobs(str(paths.lab_home()))
+        home = str(paths.lab_home())
+        polling = bool(board(home).active())
+        st.fragment(run_every=JOBS_POLL_S if polling else None)(_jobs)(home, polling)
     page.run()
 
 

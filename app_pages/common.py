@@ -1,4 +1,5 @@
-"""What the router and the pages share: the run store and the data-source cache key.
+"""What the router and the pages share: the run store, the job board, the inference client
+and the data-source cache key.
 
 Not a page (``app.py`` lists the pages); it holds Streamlit caches, so it lives beside the
 pages rather than in ``core/``."""
@@ -10,6 +11,8 @@ import os
 import streamlit as st
 
 from core import paths
+from core.board import Board
+from core.inference import InferenceClient
 from core.store import RunStore
 
 
@@ -17,6 +20,18 @@ from core.store import RunStore
 def run_store(home: str) -> RunStore:
     """One RunStore per lab home, shared by every page and session."""
     return RunStore(home)
+
+
+@st.cache_resource(show_spinner=False)
+def board(home: str) -> Board:
+    """One job board per lab home: every session's fragments read its one shared poll."""
+    return Board(run_store(home))
+
+
+@st.cache_resource(show_spinner=False)
+def inference(home: str) -> InferenceClient:
+    """The web server's one handle on the inference process (TensorFlow stays out of here)."""
+    return InferenceClient(home)
 
 
 def data_key() -> tuple[str, str]:

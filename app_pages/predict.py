@@ -3,47 +3,78 @@ push each prediction, the exact index sequence the model reads, and score a file
 
 from __future__ import annotations
 
-import threading
+import time
 
 import streamlit as st
 
-from app_pages.common import run_store
+from app_pages.common import inference, run_store
 from core import paths, views
-from core.predict import PredictError, Predictor
+from core.predict import PredictError
 from core.store import COMPLETED, RunNotFound
 
 K = "predict_"  # every session_state key of this page starts with it
 MAX_MODELS = 4  # side by side
+RESTART_NOTICE_S = 120  # how long the page mentions that the inference process restarted
 EXAMPLE = ("The acting was wonderful and the story was moving, but the ending felt "
            "predictable and a bit dull.")
 
-
-@st.cache_resource(max_entries=8, show_spinner="Loading the model…")
-def _predictor(home: str, run_id: str) -> tuple[Predictor, threading.Lock]:
-    """One loaded model per run id (safe mode, from the store only), shared by sessions;
-    the lock keeps two sessions from calling the same Keras model at once."""
-    return Predictor.load(run_store(home), run_id), threading.Lock()
+# Models live in the inference process (core/inference.py), loaded once and shared by every
+# session; these caches only keep its answers, so a rerun never asks twice.
 
 
-@st.cache_data(max_entries=512, show_spinner=False)
+@st.cache_data(max_entries=512, show_spinner="Scoring…")
 def _predict(home: str, run_id: str, texts: tuple[str, ...]) -> list[dict]:
-    predictor, lock = _predictor(home, run_id)
-    with lock:
-        return [p.as_dict() for p in predictor.predict(list(texts))]
+    return inference(home).predict(run_id, list(texts))
 
 
 @st.cache_data(max_entries=128, show_spinner="Measuring each word's effect…")
 def _attribution(home: str, run_id: str, text: str):
-    predictor, lock = _predictor(home, run_id)
-    with lock:
-        return predictor.attribution(text)
+    return inference(home).attribution(run_id, text)
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
 def _inspect(home: str, run_id: str, text: str) -> dict:
-    predictor, lock = _predictor(home, run_id)
-    with lock:
-        return predictor.inspect(text)
+    return inference(home).inspect(run_id, text)
+
+
+def _restart_notice(home: str) -> None:
+    at = inference(home).restarted_at
+    if at is not None and time.time() - at < RESTART_NOTICE_S:
+        st.info(f"The inference process had stopped and was restarted at "
+                f"{time.strftime('%H:%M:%S', time.localtime(at))}; models are loaded again "
+                "on first use.", icon=":material/restart_alt:")
+
+
+def _explain(home: str, text: str, scored: list[str], labels: dict[str, str]) -> None:
+    """Which words push the prediction (occlusion) and the tokenization inspector."""
+    st.subheader("Which words push the prediction")
+    target = scored[0]
+    if len(scored) > 1:
+        target = st.selectbox("Explain the prediction of", scored,
+                              format_func=labels.get, key=K + "explain")
+    try:
+        p, words = _attribution(home, target, text)
+        info = _inspect(home, target, text)
+    except (PredictError, RunNotFound) as exc:
+        st.error(f"This model cannot be explained: {exc}")
+        return
+    st.html(views.attribution_html(text, words))
+    st.caption(f"Each word is replaced by the unknown-word index (2) in turn; the "
+               f"colour shows how much P(positive) = {p:.3f} drops (green: the word "
+               "pushes towards positive) or rises (red) without it.")
+    pushes = views.top_pushes(words)
+    if not pushes.empty:
+        st.dataframe(pushes, hide_index=True, column_config={
+            "effect on P(positive)": st.column_config.NumberColumn(format="%+.4f")})
+
+    with st.expander("Tokenization inspector: the exact index sequence"):
+        st.caption(f"maxlen {info['maxlen']}, vocabulary {info['vocab_size']:,} words. "
+                   f"{len(info['tokens'])} words → {len(info['codes'])} indices with the "
+                   f"start token 1; {info['n_oov']} unknown (2); "
+                   f"{info['n_truncated']} cut at the front; {info['n_pad']} padding "
+                   "zeros at the front. A word of frequency rank r is r + 3.")
+        st.code(views.compact_sequence(info["padded"]), language=None, wrap_lines=True)
+        st.dataframe(views.inspector_frame(info), hide_index=True, height=320)
 
 
 def render() -> None:
@@ -103,31 +134,9 @@ def render() -> None:
                 for w in pred["warnings"]:
                     st.warning(w, icon=":material/warning:")
 
+        _restart_notice(home)
         if scored:
-            st.subheader("Which words push the prediction")
-            target = scored[0]
-            if len(scored) > 1:
-                target = st.selectbox("Explain the prediction of", scored,
-                                      format_func=labels.get, key=K + "explain")
-            p, words = _attribution(home, target, text)
-            st.html(views.attribution_html(text, words))
-            st.caption(f"Each word is replaced by the unknown-word index (2) in turn; the "
-                       f"colour shows how much P(positive) = {p:.3f} drops (green: the word "
-                       "pushes towards positive) or rises (red) without it.")
-            pushes = views.top_pushes(words)
-            if not pushes.empty:
-                st.dataframe(pushes, hide_index=True, column_config={
-                    "effect on P(positive)": st.column_config.NumberColumn(format="%+.4f")})
-
-            with st.expander("Tokenization inspector: the exact index sequence"):
-                info = _inspect(home, target, text)
-                st.caption(f"maxlen {info['maxlen']}, vocabulary {info['vocab_size']:,} words. "
-                           f"{len(info['tokens'])} words → {len(info['codes'])} indices with the "
-                           f"start token 1; {info['n_oov']} unknown (2); "
-                           f"{info['n_truncated']} cut at the front; {info['n_pad']} padding "
-                           "zeros at the front. A word of frequency rank r is r + 3.")
-                st.code(views.compact_sequence(info["padded"]), language=None, wrap_lines=True)
-                st.dataframe(views.inspector_frame(info), hide_index=True, height=320)
+            _explain(home, text, scored, labels)
 
     st.divider()
     st.subheader("Score a file")

@@ -3,13 +3,10 @@ worker process and watch it learn (progress, live curves, probe sentences)."""
 
 from __future__ import annotations
 
-import json
-import threading
-
 import streamlit as st
 
-from app_pages.common import data_key, run_store
-from core import fast, jobs, paths, views
+from app_pages.common import board, data_key, run_store
+from core import fast, jobs, paths, shapes, views
 from core.config import (
     ARCHITECTURES,
     OPTIMIZERS,
@@ -24,12 +21,10 @@ from core.config import (
 )
 from core.data import DataError, load_dataset
 from core.guard import check_budget
-from core.store import ACTIVE, CANCELLED, COMPLETED, DIVERGED, QUEUED, RunNotFound
+from core.store import CANCELLED, COMPLETED, DIVERGED, RunNotFound
 
 K = "train_"  # every session_state key of this page starts with it
 POLL_S = 1.0  # the live view redraws once a second while the run is active
-# The summary is built in the web server: skip it for embeddings above this many weights.
-SUMMARY_MAX_EMBEDDING = 25_000_000
 DEFAULT_PROBES = ("A wonderful, moving film with a brilliant cast.\n"
                   "A boring waste of time: the plot was predictable and dull.\n"
                   "The acting was great but the ending was awful.")
@@ -39,20 +34,6 @@ DEFAULT_PROBES = ("A wonderful, moving film with a brilliant cast.\n"
 def _sizes(imdb_data: str, cache: str) -> tuple[int, int]:
     ds = load_dataset()
     return len(ds.train), len(ds.test)
-
-
-@st.cache_resource(show_spinner=False)
-def _build_lock() -> threading.Lock:
-    return threading.Lock()
-
-
-@st.cache_resource(max_entries=32, show_spinner="Building the model to count its parameters…")
-def _model_info(model_key: str) -> tuple[int, str]:
-    from core.models import build_model, summary_text  # TensorFlow: slow first import
-
-    with _build_lock():
-        model = build_model(load_config(json.loads(model_key)))
-        return int(model.count_params()), summary_text(model)
 
 
 def _fill_preset(name: str) -> None:
@@ -77,10 +58,11 @@ def _field(name: str) -> None:
 
 
 def _live(home: str, run_id: str, polling: bool) -> None:
-    """One run's state, curves and probes; a fragment redrawn every POLL_S while active."""
-    store = run_store(home)
+    """One run's state, curves and probes; a fragment redrawn every POLL_S while active.
+    Everything comes from the server's one job board, shared by every watching session."""
+    jobs_board = board(home)
     try:
-        run = store.get(run_id)
+        run = jobs_board.run(run_id)
     except RunNotFound:
         st.warning("This run was deleted.")
         return
@@ -94,20 +76,20 @@ def _live(home: str, run_id: str, polling: bool) -> None:
                 f"started {views.fmt_date(run.started_at or run.created_at)}")
     if run.active and stop.button("Stop", key=K + "stop", icon=":material/stop_circle:",
                                   help="Stops at the next batch; a queued run is removed"):
-        status = jobs.cancel(store, run.id)
+        status = jobs.cancel(run_store(home), run.id)
+        jobs_board.invalidate()
         st.toast(f"Stop requested (run is {status}).")
 
-    position = store.queue_position(run.id) if run.status == QUEUED else None
-    frac, text = views.progress_view(run, position)
+    frac, text = views.progress_view(run, jobs_board.queue_position(run.id))
     st.progress(frac, text=text)
     _outcome(run)
 
     buffers = st.session_state.setdefault(K + "curves", {})
     curves = buffers.get(run.id) or views.CurveBuffer()
     st.session_state[K + "curves"] = {run.id: curves}  # only the shown run is kept
-    curves.feed(store.metrics(run.id, phase="batch", after_id=curves.after_id))
-    epochs = views.epoch_frame(store.metrics(run.id, phase="train")
-                               + store.metrics(run.id, phase="val"))
+    curves.feed(jobs_board.metrics(run.id, "batch", after_id=curves.after_id))
+    epochs = views.epoch_frame(jobs_board.metrics(run.id, "train")
+                               + jobs_board.metrics(run.id, "val"))
     pname = preset_of(run.config)
     ref = REPORTED_ACCURACY[pname] / 100 if pname else None
     ref_label = f"tutorial's test accuracy {REPORTED_ACCURACY[pname]:.2f} %" if pname else ""
@@ -129,7 +111,7 @@ def _live(home: str, run_id: str, polling: bool) -> None:
         st.caption(f"{curves.rows_read // 2:,} batches read; each line is drawn from at most "
                    f"{views.MAX_POINTS} points (bins of {curves.width} batches).")
     if run.probes:
-        probes = views.probe_frame(store.metrics(run.id, phase="probe"), run.probes)
+        probes = views.probe_frame(jobs_board.metrics(run.id, "probe"), run.probes)
         if probes.empty:
             st.caption("Probe sentences are scored before training and after every epoch.")
         else:
@@ -179,18 +161,19 @@ def render() -> None:
         st.stop()
 
     # -- re-attach: ?run=ID, else the newest active run ------------------------------------
+    jobs_board = board(home)
     run_id = st.query_params.get("run")
     if run_id and not store.exists(run_id):
         st.warning(f"No run with id {views.md_escape(run_id)} in this lab.")
         del st.query_params["run"]
         run_id = None
     if not run_id:
-        active = store.list_runs(ACTIVE)
+        active = jobs_board.active()
         if active:
-            run_id = active[0].id
+            run_id = max(active, key=lambda r: r.seq).id  # the newest, as before
             st.query_params["run"] = run_id
     if run_id:
-        polling = store.get(run_id).active
+        polling = jobs_board.run(run_id).active
         with st.container(border=True):
             st.fragment(run_every=POLL_S if polling else None)(_live)(home, run_id, polling)
 
@@ -247,16 +230,10 @@ def render() -> None:
                 f"- {views.md_escape(e)}" for e in errors + probe_errors),
                 icon=":material/error:")
         if not errors:
-            if cfg.top_words * cfg.embedding_dim <= SUMMARY_MAX_EMBEDDING:
-                params, summary = _model_info(views.model_key(cfg))
-            else:  # too big to build on a shared web server just to count its weights
-                params, summary = None, "Not built here: the embedding alone has " \
-                    f"{cfg.top_words * cfg.embedding_dim:,} weights."
             n = cfg.train_size or n_train
             n_val = int(round(n * cfg.validation_split))
             m1, m2 = st.columns(2)
-            m1.metric("Parameters", f"{params:,}" if params else
-                      f"> {SUMMARY_MAX_EMBEDDING // 1_000_000}M")
+            m1.metric("Parameters", f"{shapes.count_params(cfg):,}")
             m2.metric("Estimated time", views.fmt_seconds(estimate.seconds),
                       help="At plain Keras speed, calibrated on the 2-core build machine; "
                            "other jobs on the server make it slower.")
@@ -270,7 +247,7 @@ def render() -> None:
                 st.caption(f"This is the tutorial's {PRESETS[pname]['name']}: it reported "
                            f"{REPORTED_ACCURACY[pname]:.2f} % test accuracy.")
             with st.expander("Model summary"):
-                st.code(summary, language=None)
+                st.code(shapes.summary(cfg), language=None)
         launch = st.button("Launch training", key=K + "launch", type="primary",
                            icon=":material/play_arrow:", disabled=bool(errors or probe_errors),
                            width="stretch")
@@ -280,6 +257,7 @@ def render() -> None:
             except ConfigError as exc:
                 st.error("\n".join(f"- {views.md_escape(e)}" for e in exc.errors))
             else:
+                jobs_board.invalidate()
                 st.query_params["run"] = new_id
                 st.rerun()
 

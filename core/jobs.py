@@ -1,10 +1,15 @@
 """The job queue: submit returns a run id at once; workers are separate processes.
 
 There is no scheduler thread. The queue lives in the store: ``dispatch`` claims queued runs
-while a slot is free (``LAB_MAX_JOBS``, default 1) and spawns one worker process per run
-(a fresh interpreter in its own session, so it outlives the web server that launched it).
-Each worker dispatches again when it ends, and every look at the store does too, so the
-queue drains even when the process that submitted the jobs is gone.
+while a slot is free (``LAB_MAX_JOBS``, default 1) and gives each to one worker process (in
+its own session, so it outlives the web server that launched it). Each worker dispatches
+again when it ends, and every look at the store does too, so the queue drains even when the
+process that submitted the jobs is gone.
+
+Warm workers (``core.warm``, on unless ``LAB_WARM_WORKERS=0``): a claimed run goes to a
+worker that has already imported TensorFlow and waits, and a new one is started to wait for
+the next run; otherwise a fresh interpreter is started for it. One job per process either
+way, so a finished job's memory always returns to the system.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 
-from core import paths
+from core import paths, warm
 from core import store as st
 from core.config import ConfigError, TrainConfig, check
 from core.text import check_probes
@@ -47,33 +53,42 @@ def submit(store: st.RunStore, cfg: TrainConfig, probes: Iterable[str] = (),
     return run_id
 
 
-def spawn_worker(store: st.RunStore, run_id: str) -> int:
-    """Start ``python -m core.worker RUN_ID`` detached; its output goes to the run's log."""
-    log = open(store.run_dir(run_id) / "worker.log", "ab")  # noqa: SIM115 - handed to child
-    env = dict(os.environ, LAB_HOME=str(store.home), PYTHONUNBUFFERED="1")
+def spawn(home: Path, args: list[str], log_path: Path) -> int:
+    """Start ``python -m core.worker ARGS`` detached for the lab at ``home``, its output
+    appended to ``log_path``; returns its pid."""
+    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+    env = dict(os.environ, LAB_HOME=str(home), PYTHONUNBUFFERED="1")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core.worker", run_id], cwd=paths.PROJECT_ROOT, env=env,
+        [sys.executable, "-m", "core.worker", *args], cwd=paths.PROJECT_ROOT, env=env,
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
     return proc.pid
 
 
+def spawn_worker(store: st.RunStore, run_id: str) -> int:
+    """A fresh worker for one run; its output goes to the run's log."""
+    return spawn(store.home, [run_id], store.run_dir(run_id) / "worker.log")
+
+
 def dispatch(store: st.RunStore) -> list[str]:
-    """Start queued runs while slots are free; returns the ids started."""
+    """Start queued runs while slots are free; returns the ids started. Keeps one warm
+    worker waiting for the next run when warm workers are on."""
     store.reap()
     started = []
     while True:
         run = store.claim_next(max_jobs())
         if run is None:
-            return started
+            break
         try:
-            pid = spawn_worker(store, run.id)
+            pid = warm.hand_over(store.home, run.id) or spawn_worker(store, run.id)
         except OSError as exc:
             store.finish(run.id, st.FAILED, error=f"could not start the worker process: {exc}")
             continue
         store.set_worker(run.id, pid)
         started.append(run.id)
+    warm.ensure(store.home, lambda: spawn(store.home, [warm.FLAG], warm.log_path(store.home)))
+    return started
 
 
 def refresh(store: st.RunStore) -> list[st.Run]:

@@ -12,6 +12,7 @@ import keras
 from keras import layers
 
 from core.config import ARCHITECTURES, TrainConfig
+from core.shapes import LayerRow, format_summary
 
 # Sigmoid output: probability that the review is positive.
 OUTPUT_ACTIVATION = "sigmoid"
@@ -126,24 +127,13 @@ def compile_model(model: keras.Model, cfg: TrainConfig) -> keras.Model:
 
 
 def summary_text(model: keras.Model) -> str:
-    """A plain-text ``model.summary()`` (layer, type, output shape, parameters): Keras's own
-    renders through rich at the terminal's width, which cuts columns off in a page."""
-    rows = [("Layer (type)", "Output shape", "Params")]
+    """A plain-text ``model.summary()`` in the lab's one table format (core.shapes)."""
+    rows = []
     for layer in model.layers:
         try:
-            shape = str(tuple(layer.output.shape))
+            shape = tuple(layer.output.shape)
         except (AttributeError, ValueError):
             shape = "?"
-        rows.append((f"{layer.name} ({type(layer).__name__})", shape, f"{layer.count_params():,}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    line = "-" * (sum(widths) + 4)
-    out = [f'Model: "{model.name}"', line]
-    for j, r in enumerate(rows):
-        out.append(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}")
-        if j == 0:
-            out.append(line)
-    total = model.count_params()
+        rows.append(LayerRow(layer.name, type(layer).__name__, shape, layer.count_params()))
     trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
-    out += [line, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
-            f"Non-trainable params: {total - trainable:,}"]
-    return "\n".join(out)
+    return format_summary(model.name, rows, model.count_params(), trainable)

@@ -1,6 +1,8 @@
-"""Worker process entry point: ``python -m core.worker RUN_ID``.
+"""Worker process entry point: ``python -m core.worker RUN_ID`` or ``--warm``.
 
 Runs one claimed run to a final status, whatever happens, then starts the next queued job.
+A warm worker (``core.warm``) imports TensorFlow and loads the native kernels first, then
+waits for ``jobs.dispatch`` to hand it its run.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import traceback
 
 import psutil
 
-from core import jobs
+from core import jobs, paths, warm
 from core import store as st
 from core.guard import MEMORY_ADVICE
 from core.training import Heartbeat, Progress, run_training
@@ -44,8 +46,8 @@ def describe_failure(trace: str, cap: int) -> str:
     return trace
 
 
-def main(run_id: str) -> int:
-    cap = limit_memory()
+def main(run_id: str, limited: bool = False) -> int:
+    cap = limit_memory() if not limited else resource.getrlimit(resource.RLIMIT_AS)[0]
     store = st.RunStore()
     run = store.get(run_id, reap=False)
     if run.status != st.RUNNING:
@@ -71,5 +73,21 @@ def main(run_id: str) -> int:
     return 0 if status in (st.COMPLETED, st.CANCELLED, st.DIVERGED) else 1
 
 
+def preload() -> None:
+    """What every job needs before its first batch, done while no job waits for it."""
+    import keras  # noqa: F401 - the import is the point
+
+    from core import fast, native, training  # noqa: F401
+
+    native.enabled()  # builds (first time) and loads the kernels unless switched off
+
+
+def warm_main() -> int:
+    limit_memory()
+    preload()
+    run_id = warm.wait_for_run(paths.lab_home())
+    return 0 if run_id is None else main(run_id, limited=True)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(warm_main() if sys.argv[1] == warm.FLAG else main(sys.argv[1]))

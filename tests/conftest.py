@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core import jobs
+from core import inference, jobs, warm
 from core import store as st
 from core.config import load_config
 from core.paths import PROJECT_ROOT
@@ -29,6 +29,9 @@ TINY = {"architecture": "lstm", "top_words": 100, "maxlen": 40, "embedding_dim":
 RUN_TIMEOUT_S = 180
 
 os.environ.setdefault("LAB_OFFLINE", "1")  # never probe the network from tests
+# Each test's lab would otherwise keep a TensorFlow process waiting for a next job that never
+# comes; tests of warm workers turn them on (tests/test_warm.py).
+os.environ.setdefault("LAB_WARM_WORKERS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -69,8 +72,10 @@ def lab(tmp_path, monkeypatch, shared_cache) -> st.RunStore:
 
 
 def stop_workers(store: st.RunStore) -> None:
-    """Cancel every active run and kill its worker: workers are detached processes, and
-    none may outlive its test."""
+    """Cancel every active run and kill its worker, the warm workers and the inference
+    process: all are detached processes, and none may outlive its test."""
+    warm.stop_all(store.home)
+    inference.stop(store.home)
     for run in store.list_runs(reap=False):
         if run.active:
             store.request_cancel(run.id)

@@ -32,3 +32,31 @@ def test_clipnorm_reaches_the_optimizer():
     cfg = load_config({"clipnorm": 1.0, "optimizer": "rmsprop", "maxlen": 8, "units": 2})
     model = compile_model(build_model(cfg), cfg)
     assert model.optimizer.clipnorm == 1.0
+
+
+# Hyperparameter grid for the plain-Python layer tables: odd sizes, pools that do not divide
+# maxlen, a kernel wider than the pool, one unit, a big vocabulary.
+GRID = [
+    {"top_words": 5000, "maxlen": 500, "embedding_dim": 32, "units": 100},
+    {"top_words": 123, "maxlen": 7, "embedding_dim": 3, "units": 1, "conv_filters": 5,
+     "kernel_size": 5, "pool_size": 3},
+    {"top_words": 20000, "maxlen": 33, "embedding_dim": 17, "units": 9, "conv_filters": 2,
+     "kernel_size": 2, "pool_size": 4},
+    {"top_words": 60, "maxlen": 2, "embedding_dim": 1, "units": 7, "conv_filters": 1,
+     "kernel_size": 1, "pool_size": 2},
+]
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+@pytest.mark.parametrize("sizes", GRID, ids=lambda s: f"m{s['maxlen']}u{s['units']}")
+def test_plain_python_layer_table_equals_keras(arch, sizes):
+    """The web server counts parameters and prints the summary without TensorFlow: both
+    must be exactly what Keras builds."""
+    from core import shapes
+
+    cfg = load_config({"architecture": arch, **sizes})
+    model = build_model(cfg)
+    assert shapes.count_params(cfg) == model.count_params()
+    assert [(r.name, r.params, r.shape) for r in shapes.layers_of(cfg)] == [
+        (layer.name, layer.count_params(), tuple(layer.output.shape)) for layer in model.layers]
+    assert shapes.summary(cfg) == summary_text(model)

@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from conftest import RUN_TIMEOUT_S, TINY, tiny_config
 from core import jobs
 from core import store as st
+from core.board import POLL_S
 from core.config import ARCHITECTURES, COMMON_FIELDS
 from core.predict import Predictor
 
@@ -211,6 +212,7 @@ def test_launching_a_tiny_job_shows_progress_and_ends_completed(lab):
         stages.add(at.main.progress[0].text)
     run = lab.get(run_id)
     assert run.status == st.COMPLETED, run.error
+    time.sleep(POLL_S)  # the server's one job board shows the store at most one poll late
     at.run()
     assert_clean(at)
     assert "Completed: test accuracy" in texts(at.success)

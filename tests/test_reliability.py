@@ -100,8 +100,9 @@ def test_02_killed_server_loses_nothing(lab, figures):
 def test_04_cancel_within_one_batch(lab, figures):
     run_id = jobs.submit(lab, tiny_config(**LONG))
     wait_for(lab, run_id, until=lambda r: len(batch_steps(lab, run_id)) >= 5)
-    t_req = time.time()
-    jobs.cancel(lab, run_id)
+    lab.request_cancel(run_id)
+    t_req = time.time()  # the request is stored: from here the worker can see it
+    jobs.dispatch(lab)
     run = wait_for(lab, run_id)
     assert run.status == st.CANCELLED
     after = [r for r in lab.metrics(run_id, "batch") if r["name"] == "loss" and r["t"] > t_req]
