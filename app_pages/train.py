@@ -141,7 +141,8 @@ def _outcome(run) -> None:
     elif run.status == DIVERGED:
         at = res.get("diverged_at") or {}
         st.error(f"Diverged at epoch {at.get('epoch', '?')}, batch {at.get('batch', '?')}: the "
-                 "loss became NaN or infinite. Try a smaller learning rate or set clipnorm.",
+                 "loss became NaN or infinite. Try a smaller learning rate or set clipnorm "
+                 "(clipped runs train with plain Keras fit: exact fast mode does not apply).",
                  icon=":material/warning:")
     elif not run.active:  # failed or interrupted
         st.error(f"The run {run.status}.", icon=":material/error:")

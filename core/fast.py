@@ -76,6 +76,11 @@ def applies(cfg: TrainConfig) -> tuple[bool, str]:
     plain = "plain Keras fit on padded arrays"
     if not cfg.fast:
         return False, f"fast=false: {plain}"
+    if cfg.clipnorm > 0:
+        return False, (f"clipnorm={cfg.clipnorm:g}: Keras clips the embedding's gradient by "
+                       "the norm of its slices (one per review and position, each squared on "
+                       "its own); fast mode has one padding slice per shared prefix position, "
+                       f"so the clipped steps would differ; {plain}")
     arch = cfg.architecture
     if arch in EXACT:
         return True, ("exact fast mode: each batch runs only its reviews' own steps from a "

@@ -31,6 +31,10 @@ SOURCES = ("lstm_kernels.c", "lstm_op.cc")
 DEFAULT_BUILD_DIR = SOURCE_DIR.parent.parent / "build" / "native"
 # Set to 0 to use the XLA loops (for comparisons and the fallback's tests).
 SWITCH = "LAB_NATIVE"
+# Set to 0 to build (and load) a variant without AVX-512: the kernels' plain C loops, which
+# CPUs without AVX-512 run; cached under its own name. One process loads one variant (both
+# register the same op names), so tests run this one in a subprocess.
+AVX512_SWITCH = "LAB_NATIVE_AVX512"
 # A compile that takes longer than this is abandoned (the XLA loops are used).
 BUILD_TIMEOUT_S = 300
 # Tried in order: code for this CPU, then generic code for compilers without -march=native.
@@ -39,6 +43,14 @@ C_FLAG_SETS = (
     ["-O3", "-march=native", "-fopenmp-simd", "-lm"],
     ["-O3", "-fopenmp-simd", "-lm"],
 )
+
+
+def flag_sets() -> list[list[str]]:
+    """C_FLAG_SETS, with AVX-512 code generation switched off where AVX512_SWITCH=0 (so
+    lstm_kernels.c's ``__AVX512F__`` paths are compiled out)."""
+    if os.environ.get(AVX512_SWITCH, "1") != "0":
+        return [list(flags) for flags in C_FLAG_SETS]
+    return [[*flags, "-mno-avx512f"] for flags in C_FLAG_SETS]
 
 
 class NativeError(RuntimeError):
@@ -70,7 +82,7 @@ def library_path() -> Path:
     h = hashlib.sha256()
     for name in SOURCES:
         h.update((SOURCE_DIR / name).read_bytes())
-    for part in (version, " ".join(cflags), " ".join(lflags), repr(C_FLAG_SETS),
+    for part in (version, " ".join(cflags), " ".join(lflags), repr(flag_sets()),
                  platform.machine(), _cpu_flags()):
         h.update(part.encode())
     return build_dir() / f"lab_lstm_{h.hexdigest()[:16]}.so"
@@ -83,7 +95,7 @@ def _compile(out: Path, work: Path) -> None:
         raise NativeError("no C/C++ compiler found (gcc and g++, or $CC and $CXX)")
     cflags, lflags, _ = _tf_flags()
     errors = []
-    for flags in C_FLAG_SETS:
+    for flags in flag_sets():
         compile_flags = [f for f in flags if not f.startswith("-l")]
         libs = [f for f in flags if f.startswith("-l")]
         obj = work / "lstm_kernels.o"
@@ -147,6 +159,7 @@ def ops() -> tuple[Any, str]:
     import tensorflow as tf
 
     try:
-        return tf.load_op_library(str(path)), f"native LSTM kernels ({path.name})"
+        variant = "" if flag_sets() == [list(f) for f in C_FLAG_SETS] else ", no AVX-512"
+        return tf.load_op_library(str(path)), f"native LSTM kernels ({path.name}{variant})"
     except Exception as e:  # noqa: BLE001 - any load failure means: use the fallback
         return None, f"could not load {path}: {e}; using the XLA-compiled loops"

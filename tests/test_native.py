@@ -145,3 +145,83 @@ def test_saturated_gates_stay_finite_and_nan_stays_nan(kernels):
     poisoned = tf.tensor_scatter_nd_update(feats, [[START, 0, 0]], [np.nan])
     h = np.asarray(kernels.lab_lstm_forward(poisoned, h0, c0, kernel, bias, rk, start, end)[3])
     assert np.isnan(h[0]).all() and np.isfinite(h[1:]).all()
+
+
+# -- every input is validated (issue 14) ------------------------------------------------------
+
+
+def _good_calls():
+    """Valid arguments for both ops, by input name (the ops' input order)."""
+    import tensorflow as tf
+
+    feats, h0, c0, kernel, bias, rk, *_ = _case(3)
+    start, end = tf.constant(START), tf.constant(END)
+    fwd = dict(feats=feats, h0=h0, c0=c0, kernel=kernel, bias=bias, rk=rk, start=start,
+               end=end)
+    acts, hprev, cprev, *_ = native.ops()[0].lab_lstm_forward(*fwd.values())
+    bwd = dict(feats=feats, acts=acts, hprev=hprev, cprev=cprev, dseq=hprev, dh=h0, dc=c0,
+               kernel=kernel, rk=rk, start=start, end=end)
+    return {"lab_lstm_forward": fwd, "lab_lstm_backward": bwd}
+
+
+def _bad_values(name: str, x):
+    """(what is wrong, value) for one input: rank, size, dtype; range for start/end."""
+    import tensorflow as tf
+
+    if name in ("start", "end"):
+        return [("rank", x[None]), ("dtype", tf.cast(x, tf.float32)),
+                ("range", tf.constant(-1 if name == "start" else T + 1)),
+                ("order", tf.constant(END + 1 if name == "start" else START - 1))]
+    bad = [("rank-", x[0]), ("rank+", x[None]), ("size", x[..., :-1]),
+           ("dtype", tf.cast(x, tf.float64))]
+    return bad + ([("batch", x[:, :-1])] if x.shape.rank == 3 else [])
+
+
+def bad_input_battery() -> int:
+    """Calls both ops with each input made wrong in each way, eagerly (the kernels' checks)
+    and in a tf.function (the shape functions first): each must raise a Python exception
+    naming the problem. Prints one line per call; returns the number of calls that did not
+    raise as they should. Run in a subprocess by the test: a crash fails it, not pytest."""
+    import tensorflow as tf
+
+    kernels, failures, calls = native.ops()[0], 0, 0
+    for op_name, good in _good_calls().items():
+        op = getattr(kernels, op_name)
+        for name, value in good.items():
+            for what, bad in _bad_values(name, value):
+                args = {**good, name: bad}
+                for mode, fn in (("eager", op), ("graph", tf.function(op, autograph=False))):
+                    calls += 1
+                    try:
+                        fn(**args)
+                        failures += 1
+                        print(f"FAIL {op_name} {name} {what} {mode}: no error")
+                    except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
+                        text = str(e).splitlines()[0][:160]
+                        print(f"ok {op_name} {name} {what} {mode}: {type(e).__name__}: {text}")
+    print(f"{calls} bad calls, {failures} did not raise")
+    return failures
+
+
+def test_every_input_is_validated(kernels):
+    """Wrong shapes, ranks, dtypes and step ranges raise InvalidArgumentError (the kernels),
+    ValueError (shape functions, at graph construction) or TypeError (dtype conversion):
+    never an out-of-bounds read or write or an abort. In a subprocess, so a crash fails
+    this test instead of killing pytest."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    code = (f"import sys; sys.path[:0] = [{str(here)!r}, {str(here.parent)!r}]; "
+            "import test_native; sys.exit(min(test_native.bad_input_battery(), 1))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=here.parent)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[-1].endswith(" 0 did not raise") and int(lines[-1].split()[0]) >= 100
+    # Shape errors name the input (feats, h0 and dh set the sizes the others are held to).
+    for line in lines[:-1]:
+        op, name, what, mode, *_ = line.split()
+        if what != "dtype" and name not in ("feats", "h0", "dh") and mode == "eager:":
+            assert "InvalidArgumentError" in line and name in line.split(":", 1)[1], line

@@ -3,6 +3,7 @@
 // two ops that TensorFlow executes concurrently.
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -26,50 +27,93 @@ using ::tensorflow::OpKernelConstruction;
 using ::tensorflow::OpKernelContext;
 using ::tensorflow::Tensor;
 using ::tensorflow::TensorShape;
+using ::tensorflow::TensorShapeUtils;
 using ::tensorflow::shape_inference::InferenceContext;
 using ::tensorflow::shape_inference::ShapeHandle;
 
-// Zero the rows of a (T, row) array outside [start, end).
-void ZeroOutside(float *p, int64_t T, int64_t row, int start, int end) {
-  const int64_t s = std::clamp<int64_t>(start, 0, T), e = std::clamp<int64_t>(end, s, T);
-  std::memset(p, 0, sizeof(float) * row * s);
-  std::memset(p + row * e, 0, sizeof(float) * row * (T - e));
+// Zero the rows of a (T, row) array outside [start, end) (0 <= start <= end <= T: ReadRange).
+void ZeroOutside(float *p, int64_t T, int64_t row, int64_t start, int64_t end) {
+  std::memset(p, 0, sizeof(float) * row * start);
+  std::memset(p + row * end, 0, sizeof(float) * row * (T - end));
 }
 
 float *F32(Tensor *t) { return t->flat<float>().data(); }
 const float *F32(const Tensor &t) { return t.flat<float>().data(); }
 
-bool ValidShapes(OpKernelContext *ctx, const Tensor &feats, const Tensor &h, const Tensor &k,
-                 const Tensor &rk) {
-  const bool ok = feats.dims() == 3 && h.dims() == 2 && k.dims() == 2 && rk.dims() == 2 &&
-                  h.dim_size(0) == feats.dim_size(1) && k.dim_size(0) == feats.dim_size(2) &&
-                  rk.dim_size(0) == h.dim_size(1) && k.dim_size(1) == 4 * h.dim_size(1) &&
-                  rk.dim_size(1) == 4 * h.dim_size(1);
-  if (!ok) ctx->CtxFailure(absl::InvalidArgumentError("LabLstm: inconsistent shapes"));
-  return ok;
+// Every input is checked before a byte is read or written: the kernels trust their sizes,
+// so a wrong call would otherwise read or write out of bounds (or abort the process).
+absl::Status Expect(const char *op, const char *name, const Tensor &t,
+                    const TensorShape &want, const char *meaning) {
+  if (t.shape() == want) return absl::OkStatus();
+  return ::tensorflow::errors::InvalidArgument(op, ": ", name, " must have shape ",
+                                               want.DebugString(), " (", meaning, "), got ",
+                                               t.shape().DebugString());
 }
 
-// The sizes both ops share, and the step range [start, end) clamped into [0, T].
+// The sizes both ops share, and the step range [start, end), 0 <= start <= end <= T.
 struct Steps {
   int T, B, F, U, start, end;
 };
 
-Steps ReadSteps(OpKernelContext *ctx, const Tensor &feats, const Tensor &state, int first) {
-  const int T = feats.dim_size(0);
-  const int start = std::clamp(ctx->input(first).scalar<int32_t>()(), 0, T);
-  const int end = std::clamp(ctx->input(first + 1).scalar<int32_t>()(), start, T);
-  return {T, static_cast<int>(feats.dim_size(1)), static_cast<int>(feats.dim_size(2)),
-          static_cast<int>(state.dim_size(1)), start, end};
+// The sizes from feats (T, B, F) and a state (B, U), each checked to fit the kernels' int
+// indexing (T * B * 4U and the weight matrices).
+absl::Status ReadSizes(const char *op, const Tensor &feats, const char *state_name,
+                       const Tensor &state, Steps *s) {
+  using ::tensorflow::errors::InvalidArgument;
+  if (feats.dims() != 3)
+    return InvalidArgument(op, ": feats must have rank 3 (steps, batch, features), got ",
+                           feats.shape().DebugString());
+  if (state.dims() != 2 || state.dim_size(0) != feats.dim_size(1))
+    return InvalidArgument(op, ": ", state_name, " must have shape [", feats.dim_size(1),
+                           ",units] (batch as feats), got ", state.shape().DebugString());
+  const int64_t T = feats.dim_size(0), B = feats.dim_size(1), F = feats.dim_size(2),
+                U = state.dim_size(1);
+  const double limit = std::numeric_limits<int>::max(), G = 4.0 * U;  // no int64 overflow
+  if (double(T) * B * std::max<double>(F, G) > limit || F * G > limit || U * G > limit ||
+      std::max({T, B, F}) > limit)
+    return InvalidArgument(op, ": sizes too large for the kernels' int indexing");
+  *s = {static_cast<int>(T), static_cast<int>(B), static_cast<int>(F), static_cast<int>(U),
+        0, 0};
+  return absl::OkStatus();
+}
+
+// The weights both ops read: kernel (F, 4U), recurrent kernel (U, 4U).
+absl::Status CheckWeights(const char *op, const Steps &s, const Tensor &kernel,
+                          const Tensor &rk) {
+  TF_RETURN_IF_ERROR(Expect(op, "kernel", kernel, TensorShape({s.F, 4 * s.U}),
+                            "features, 4 * units"));
+  return Expect(op, "rk", rk, TensorShape({s.U, 4 * s.U}), "units, 4 * units");
+}
+
+// start and end (inputs ``first``, ``first + 1``): int32 scalars with 0 <= start <= end <= T.
+absl::Status ReadRange(const char *op, OpKernelContext *ctx, int first, Steps *s) {
+  using ::tensorflow::errors::InvalidArgument;
+  const Tensor &start = ctx->input(first), &end = ctx->input(first + 1);
+  if (!TensorShapeUtils::IsScalar(start.shape()) || !TensorShapeUtils::IsScalar(end.shape()))
+    return InvalidArgument(op, ": start and end must be scalars, got ",
+                           start.shape().DebugString(), " and ", end.shape().DebugString());
+  s->start = start.scalar<int32_t>()();
+  s->end = end.scalar<int32_t>()();
+  if (s->start < 0 || s->start > s->end || s->end > s->T)
+    return InvalidArgument(op, ": need 0 <= start <= end <= steps (", s->T, "), got start ",
+                           s->start, ", end ", s->end);
+  return absl::OkStatus();
 }
 
 class LstmForwardOp : public OpKernel {
  public:
   explicit LstmForwardOp(OpKernelConstruction *ctx) : OpKernel(ctx) {}
   void Compute(OpKernelContext *ctx) override {
+    const char *op = "LabLstmForward";
     const Tensor &feats = ctx->input(0), &h0 = ctx->input(1), &c0 = ctx->input(2),
                  &kernel = ctx->input(3), &bias = ctx->input(4), &rk = ctx->input(5);
-    if (!ValidShapes(ctx, feats, h0, kernel, rk)) return;
-    const auto [T, B, F, U, start, end] = ReadSteps(ctx, feats, h0, 6);
+    Steps s;
+    OP_REQUIRES_OK(ctx, ReadSizes(op, feats, "h0", h0, &s));
+    OP_REQUIRES_OK(ctx, Expect(op, "c0", c0, h0.shape(), "batch, units as h0"));
+    OP_REQUIRES_OK(ctx, CheckWeights(op, s, kernel, rk));
+    OP_REQUIRES_OK(ctx, Expect(op, "bias", bias, TensorShape({4 * s.U}), "4 * units"));
+    OP_REQUIRES_OK(ctx, ReadRange(op, ctx, 6, &s));
+    const auto [T, B, F, U, start, end] = s;
     Tensor *acts, *hprev, *cprev, *h, *c;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({T, B, 4 * U}), &acts));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({T, B, U}), &hprev));
@@ -90,11 +134,24 @@ class LstmBackwardOp : public OpKernel {
  public:
   explicit LstmBackwardOp(OpKernelConstruction *ctx) : OpKernel(ctx) {}
   void Compute(OpKernelContext *ctx) override {
+    const char *op = "LabLstmBackward";
     const Tensor &feats = ctx->input(0), &acts = ctx->input(1), &hprev = ctx->input(2),
                  &cprev = ctx->input(3), &dseq = ctx->input(4), &dh = ctx->input(5),
                  &dc = ctx->input(6), &kernel = ctx->input(7), &rk = ctx->input(8);
-    if (!ValidShapes(ctx, feats, dh, kernel, rk)) return;
-    const auto [T, B, F, U, start, end] = ReadSteps(ctx, feats, dh, 9);
+    Steps s;
+    OP_REQUIRES_OK(ctx, ReadSizes(op, feats, "dh", dh, &s));
+    OP_REQUIRES_OK(ctx, Expect(op, "dc", dc, dh.shape(), "batch, units as dh"));
+    OP_REQUIRES_OK(ctx, CheckWeights(op, s, kernel, rk));
+    const TensorShape seq({s.T, s.B, s.U});
+    OP_REQUIRES_OK(ctx, Expect(op, "acts", acts, TensorShape({s.T, s.B, 4 * s.U}),
+                               "steps, batch, 4 * units"));
+    OP_REQUIRES_OK(ctx, Expect(op, "hprev", hprev, seq, "steps, batch, units"));
+    OP_REQUIRES_OK(ctx, Expect(op, "cprev", cprev, seq, "steps, batch, units"));
+    const bool no_dseq = dseq.shape() == TensorShape({0});  // a last layer's: no sequence
+    if (!no_dseq)
+      OP_REQUIRES_OK(ctx, Expect(op, "dseq", dseq, seq, "steps, batch, units; or [0]"));
+    OP_REQUIRES_OK(ctx, ReadRange(op, ctx, 9, &s));
+    const auto [T, B, F, U, start, end] = s;
     Tensor *dfeats, *dh0, *dc0, *dkernel, *dbias, *drk;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, feats.shape(), &dfeats));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, dh.shape(), &dh0));
@@ -110,11 +167,23 @@ class LstmBackwardOp : public OpKernel {
     std::memcpy(F32(dh0), F32(dh), sizeof(float) * B * U);
     std::memcpy(F32(dc0), F32(dc), sizeof(float) * B * U);
     lab_lstm_backward(T, B, F, U, F32(feats), F32(acts), F32(hprev), F32(cprev),
-                      dseq.NumElements() ? F32(dseq) : nullptr, F32(dh0), F32(dc0),
+                      no_dseq ? nullptr : F32(dseq), F32(dh0), F32(dc0),
                       F32(kernel), F32(rk), start, end, F32(dfeats), F32(dkernel),
                       F32(dbias), F32(drk), F32(&dz), F32(&rkt), F32(&kt));
   }
 };
+
+// Graph construction fails early (ValueError in Python) on an input of the wrong rank
+// (-1: any); the kernels check every size again when they run.
+absl::Status Ranks(InferenceContext *c, std::initializer_list<int> ranks) {
+  int i = 0;
+  for (const int rank : ranks) {
+    ShapeHandle unused;
+    if (rank >= 0) TF_RETURN_IF_ERROR(c->WithRank(c->input(i), rank, &unused));
+    i++;
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -133,9 +202,9 @@ REGISTER_OP("LabLstmForward")
     .Output("h: float")
     .Output("c: float")
     .SetShapeFn([](InferenceContext *c) {
-      ShapeHandle feats = c->input(0), h0 = c->input(1), acts, seq;
-      TF_RETURN_IF_ERROR(c->WithRank(feats, 3, &feats));
-      TF_RETURN_IF_ERROR(c->WithRank(h0, 2, &h0));
+      TF_RETURN_IF_ERROR(Ranks(c, {3, 2, 2, 2, 1, 2, 0, 0}));
+      ShapeHandle feats = c->input(0), h0, acts, seq;
+      TF_RETURN_IF_ERROR(c->Merge(c->input(1), c->input(2), &h0));  // h0 and c0 agree
       TF_RETURN_IF_ERROR(c->ReplaceDim(feats, 2, c->Dim(c->input(3), 1), &acts));
       TF_RETURN_IF_ERROR(c->ReplaceDim(feats, 2, c->Dim(h0, 1), &seq));
       c->set_output(0, acts);
@@ -165,6 +234,8 @@ REGISTER_OP("LabLstmBackward")
     .Output("dbias: float")
     .Output("drk: float")
     .SetShapeFn([](InferenceContext *c) {
+      // dseq (input 4) is (steps, batch, units) or [0]: any rank.
+      TF_RETURN_IF_ERROR(Ranks(c, {3, 3, 3, 3, -1, 2, 2, 2, 2, 0, 0}));
       c->set_output(0, c->input(0));
       c->set_output(1, c->input(5));
       c->set_output(2, c->input(6));
