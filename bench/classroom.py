@@ -59,6 +59,7 @@ REVIEW = "A wonderful, moving film: the cast is brilliant, though the ending dra
 BENCH_JOB = {"train_size": 1000, "test_size": 1000, "epochs": 1}
 IDLE_S = 12.0  # tabs sit on Train this long, no job active, while the server CPU is read
 SAMPLE_S = 0.5  # CPU sampling period
+EMPTY_S = 3.0  # the server alone, before any tab
 SERVER_START_S = 90
 PAGE_TIMEOUT_S = 180  # one page load or click, on a busy machine (the first imports TF)
 JOB_TIMEOUT_S = 240  # per queued job: TensorFlow import in the worker + training
@@ -97,6 +98,9 @@ class Server:
                 raise RuntimeError("streamlit did not start:\n"
                                    + self.log_path.read_text(errors="replace")[-3000:])
             time.sleep(0.3)
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
 
     def stop(self) -> None:
         for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
@@ -223,12 +227,16 @@ class Monitor:
 
 
 # -- one student --------------------------------------------------------------------------
-async def launch(tab: Tab, job: dict[str, float]) -> str:
-    """Press the LSTM preset, type the job's sizes, launch; returns the new run id."""
+async def fill(tab: Tab, job: dict[str, float]) -> None:
+    """Press the LSTM preset and type the job's sizes into the form."""
     await tab.press(PRESET_LABEL, timeout=PAGE_TIMEOUT_S)
     for field, value in job.items():
         tab.set_number(FIELD_LABELS[field], value)
     await tab.rerun(timeout=PAGE_TIMEOUT_S)  # the values commit (blur), the summary redraws
+
+
+async def launch(tab: Tab) -> str:
+    """Press Launch training; returns the new run's id (the page puts it in ?run=)."""
     await tab.press(LAUNCH_LABEL, timeout=PAGE_TIMEOUT_S)
     run_id = tab.query_param("run")
     if not run_id:
@@ -255,11 +263,18 @@ async def score(tab: Tab, run_id: str) -> str:
     return found[0]
 
 
-async def lesson(tab: Tab, job: dict[str, float], watch_timeout: float) -> dict:
-    """Launch a job, watch it live to its end, score a review with it."""
+async def lesson(tab: Tab, job: dict[str, float], watch_timeout: float,
+                 together: asyncio.Barrier) -> dict:
+    """Fill the form, launch a job, watch it live to its end, score a review with it.
+    The class presses Launch together (``together``), so that every tab watches while
+    the first job trains: that window measures the cost of watching."""
     out: dict = {"tab": tab.name}
     try:
-        out["run_id"] = await launch(tab, job)
+        try:
+            await fill(tab, job)
+        finally:
+            await together.wait()  # a tab that failed still lets the others go
+        out["run_id"] = await launch(tab)
         tab.state, t0 = "watching", time.monotonic()
         out["status"] = await tab.until(lambda: run_ended(tab), watch_timeout, "end of the run")
         out["watch_s"] = round(time.monotonic() - t0, 1)
@@ -286,11 +301,15 @@ async def solo_job(url: str, store: st.RunStore, job: dict[str, float]
     tab = Tab(url, "solo")
     try:
         cold = await tab.open("train", timeout=PAGE_TIMEOUT_S)
-        run_id = await launch(tab, job)
+        await fill(tab, job)
+        run_id = await launch(tab)
     finally:
         await tab.close()
     deadline = time.monotonic() + JOB_TIMEOUT_S
-    while store.get(run_id).active and time.monotonic() < deadline:
+    while time.monotonic() < deadline:  # the run ended, then its worker exits
+        run = store.get(run_id)
+        if not run.active and not (run.pid and _is_worker(run.pid)):
+            break
         await asyncio.sleep(0.5)
     return run_id, cold
 
@@ -309,6 +328,8 @@ async def lessons(server: Server, n: int, job: dict[str, float], idle_s: float,
     sampler = asyncio.create_task(mon.run(phase))
     try:
         rss_before = mon.rss_mb()
+        mon.phase = "empty"  # the server's own CPU with no tab: the floor of the others
+        await asyncio.sleep(EMPTY_S)
         mon.phase = "solo"
         solo = await solo_job(server.url, store, job) if baseline else (None, None)
         mon.phase = "connect"
@@ -316,7 +337,9 @@ async def lessons(server: Server, n: int, job: dict[str, float], idle_s: float,
         mon.phase = "idle"
         await asyncio.sleep(idle_s)
         mon.phase = "lessons"
-        done = await asyncio.gather(*(lesson(t, job, JOB_TIMEOUT_S * (n + 1)) for t in tabs))
+        together = asyncio.Barrier(n)
+        done = await asyncio.gather(*(lesson(t, job, JOB_TIMEOUT_S * (n + 1), together)
+                                      for t in tabs))
         rss_after = mon.rss_mb()
     finally:
         sampler.cancel()
@@ -334,7 +357,10 @@ async def classroom(n: int, data: str, cache: str, job: dict[str, float],
         server = Server(Path(tmp) / "lab", data, cache)
         try:
             server.wait_healthy()
-            return await lessons(server, n, job, idle_s, baseline)
+            result = await lessons(server, n, job, idle_s, baseline)
+            if result["errors"] or result["exceptions"]:
+                result["server_log_tail"] = server.log_tail()
+            return result
         finally:
             server.stop()
 
@@ -361,6 +387,9 @@ def quantile(values: list[float], q: float) -> float | None:
     return ranked[max(0, math.ceil(q * len(ranked)) - 1)]
 
 
+NONE = {"server_cores": None}
+
+
 def per_tab(usage: dict, n: int) -> float | None:
     """Server CPU per tab, in % of one core."""
     return None if usage["server_cores"] is None else 100 * usage["server_cores"] / n
@@ -372,7 +401,8 @@ def summarize(n: int, first: list[float], done: list[dict], tabs: list[Tab], mon
     jobs = [check_job(store, d["run_id"]) for d in done if d.get("run_id")]
     ok = [j for j in jobs if j["status"] == st.COMPLETED]
     by_start = sorted(ok, key=lambda j: j["started_at"] or 0)
-    phases = {p: mon.usage(p) for p in ("solo", "connect", "idle", "watching", "lessons")}
+    phases = {p: mon.usage(p) for p in ("empty", "solo", "connect", "idle", "watching",
+                                         "lessons")}
     solo_job_ = check_job(store, solo[0]) if solo[0] else None
     return {
         "sessions": n,
@@ -404,13 +434,14 @@ def markdown(result: dict) -> str:
     for r in result["rounds"]:
         cpu, fr, t = r["server_cpu_pct_per_session"], r["first_render_s"], r["train_s"]
         rows.append([r["sessions"], f"{fmt(fr['p50'])} / {fmt(fr['p95'])}", fmt(fr["cold"]),
+                     fmt(per_tab(r["phases"].get("empty", NONE), 1), ".1f"),
                      fmt(cpu["idle"], ".1f"), fmt(cpu["watching"], ".1f"),
                      f"{r['server_rss_mb']['before']:.0f} → {r['server_rss_mb']['after']:.0f}",
                      f"{r['jobs']['completed']}/{r['sessions']}", r["jobs"]["rows_lost"],
                      len(r["exceptions"]) + len(r["errors"]),
                      f"{fmt(t['0_watching'], '.1f')} / {fmt(t['n_watching_first'], '.1f')}",
                      fmt(r["phases"]["watching"]["worker_cores"])])
-    header = ["tabs", "first render p50 / p95 (s)", "fresh server's first page (s)", "server CPU per idle tab (% core)",
+    header = ["tabs", "first render p50 / p95 (s)", "fresh server's first page (s)", "server alone (% core)", "server CPU per idle tab (% core)",
               "per watching tab (% core)", "server RSS MB before → after",
               "jobs completed", "batch rows lost", "exceptions + errors",
               "train s, 0 / N watching", "worker cores while watching"]

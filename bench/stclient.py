@@ -66,8 +66,10 @@ class Tab:
         """Connect and load ``page`` (its URL path) as a fresh tab; returns the seconds
         from connecting to the end of the first full script run."""
         t0 = time.perf_counter()
+        # No client pings: browsers never send any (the server pings, and we answer).
         self.ws = await websockets.connect(self.url, subprotocols=["streamlit"],
-                                           max_size=None, open_timeout=timeout)
+                                           max_size=None, open_timeout=timeout,
+                                           ping_interval=None)
         self.reader = asyncio.create_task(self._read())
         self.query = query
         await self._await_run(self._send(page_name=page), timeout)
@@ -186,13 +188,20 @@ class Tab:
             if value:
                 return value
             left = deadline - time.monotonic()
-            if left <= 0 or (self.reader is not None and self.reader.done()):
+            if self.reader is not None and self.reader.done():
+                raise ProtocolError(f"{self.name}: connection lost waiting for {what}: "
+                                    f"{self.closed_why()}")
+            if left <= 0:
                 raise ProtocolError(f"{self.name}: no {what} after {timeout:.0f}s "
                                     f"(page {self.page_hash[:8]}, query {self.query!r})")
             try:
                 await asyncio.wait_for(self.tick.wait(), min(left, 1.0))
             except TimeoutError:
                 pass
+
+    def closed_why(self) -> str:
+        exc = self.reader.exception() if not self.reader.cancelled() else None
+        return repr(exc) if exc else f"closed by the server ({self.ws.close_code})"
 
     async def rerun(self, timeout: float = 60) -> None:
         """Commit the values set so far (a browser does on blur/Enter)."""
