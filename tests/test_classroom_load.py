@@ -62,3 +62,37 @@ def test_four_tabs_train_watch_and_predict(tmp_path, monkeypatch):
     assert all(t.get("probability", "").endswith("%") for t in result["tabs"]), result["tabs"]
     assert all(t["fragment_runs"] > 0 for t in result["tabs"])  # the live view was polled
     assert not [p for home in homes for p in _lab_processes(home)]
+
+
+def test_tab_reads_exceptions_timers_and_pages():
+    """The client's bookkeeping, without a server: an exception delta is recorded,
+    auto_rerun starts a fragment timer that stop_auto_rerun and a full run's
+    new_session stop, and pages come from new_session."""
+    from stclient import Tab
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    async def play() -> Tab:
+        tab = Tab("http://127.0.0.1:1", "t")
+        msg = ForwardMsg()
+        msg.new_session.app_pages.add(page_script_hash="h1", url_pathname="train")
+        msg.new_session.page_script_hash = "h1"
+        msg.metadata.run.script_run_id = "r1"
+        tab._handle(msg)
+        msg = ForwardMsg()
+        msg.delta.new_element.exception.type = "ValueError"
+        msg.metadata.delta_path.extend([0, 1])
+        tab._handle(msg)
+        msg = ForwardMsg()
+        msg.auto_rerun.interval, msg.auto_rerun.fragment_id = 60.0, "f1"
+        tab._handle(msg)
+        assert set(tab.timers) == {"f1"}
+        msg = ForwardMsg()
+        msg.stop_auto_rerun.fragment_ids.append("f1")
+        tab._handle(msg)
+        assert not tab.timers
+        return tab
+
+    tab = asyncio.run(play())
+    assert tab.pages == {"train": "h1"} and tab.page_hash == "h1"
+    assert tab.exceptions == ["t: ValueError: "]
+    assert tab.shown("exception")[0].type == "ValueError"
