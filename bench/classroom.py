@@ -428,6 +428,13 @@ def fmt(value: float | None, spec: str = ".2f") -> str:
     return "—" if value is None else format(value, spec)
 
 
+def served(tabs: list[dict]) -> str:
+    """Fragment runs the server finished per timer rerun the tabs asked for: under 100 %
+    the server coalesced requests it could not keep up with (live views update slower)."""
+    asked = sum(t.get("auto_reruns_sent", 0) for t in tabs)
+    return "—" if not asked else f"{100 * sum(t.get('fragment_runs', 0) for t in tabs) / asked:.0f} %"
+
+
 def markdown(result: dict) -> str:
     """The table for BENCHMARKS.md, with the job, command line, machine and date."""
     rows = []
@@ -440,11 +447,12 @@ def markdown(result: dict) -> str:
                      f"{r['jobs']['completed']}/{r['sessions']}", r["jobs"]["rows_lost"],
                      len(r["exceptions"]) + len(r["errors"]),
                      f"{fmt(t['0_watching'], '.1f')} / {fmt(t['n_watching_first'], '.1f')}",
-                     fmt(r["phases"]["watching"]["worker_cores"])])
+                     fmt(r["phases"]["watching"]["worker_cores"]), served(r["tabs"])])
     header = ["tabs", "first render p50 / p95 (s)", "fresh server's first page (s)", "server alone (% core)", "server CPU per idle tab (% core)",
               "per watching tab (% core)", "server RSS MB before → after",
               "jobs completed", "batch rows lost", "exceptions + errors",
-              "train s, 0 / N watching", "worker cores while watching"]
+              "train s, 0 / N watching", "worker cores while watching",
+              "timer reruns served"]
     return (f"Job per tab: seed LSTM preset with {json.dumps(result['job'])}; data "
             f"`{result['data']}`.\n\n" + common.table(header, rows)
             + f"\n\nMachine: {result['machine']}; {result['load']}.  \n"
