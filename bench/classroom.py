@@ -44,6 +44,7 @@ import common  # noqa: F401 - puts the project root on sys.path
 import psutil
 from stclient import ProtocolError, Tab
 
+from core import inference, warm
 from core import store as st
 from core.views import FIELD_LABELS
 
@@ -69,7 +70,7 @@ class Server:
     """``streamlit run app.py`` on a free port with its own LAB_HOME; stop() kills it and
     every training worker it (or a worker after it) started."""
 
-    def __init__(self, home: Path, data: str, cache: str) -> None:
+    def __init__(self, home: Path, data: str, cache: str, app_dir: Path = common.ROOT) -> None:
         self.home, self.port = home, _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "LAB_HOME": str(home), "IMDB_DATA": data, "LAB_CACHE": cache,
@@ -82,7 +83,7 @@ class Server:
                  "--server.headless", "true", "--server.port", str(self.port),
                  "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
                  "--server.fileWatcherType", "none"],
-                cwd=common.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                cwd=app_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
 
     def wait_healthy(self) -> None:
@@ -123,8 +124,10 @@ def _free_port() -> int:
 
 
 def stop_workers(store: st.RunStore) -> None:
-    """Workers are detached (their own session): cancel every active run and kill its
-    worker, so none outlives the benchmark."""
+    """Workers, warm workers and the inference process are detached (their own session):
+    cancel every active run and kill them all, so none outlives the benchmark."""
+    warm.stop_all(store.home)
+    inference.stop(store.home)
     for run in store.list_runs(reap=False):
         if run.active:
             store.request_cancel(run.id)
@@ -137,8 +140,11 @@ def stop_workers(store: st.RunStore) -> None:
 
 
 def _is_worker(pid: int) -> bool:
+    """A process doing model work (a training worker, or the inference process that serves
+    Predict): the server's cost is measured without them."""
     try:
-        return "core.worker" in " ".join(psutil.Process(pid).cmdline())
+        cmd = " ".join(psutil.Process(pid).cmdline())
+        return "core.worker" in cmd or "core.inference" in cmd
     except psutil.Error:
         return False
 
@@ -350,11 +356,12 @@ async def lessons(server: Server, n: int, job: dict[str, float], idle_s: float,
 
 
 async def classroom(n: int, data: str, cache: str, job: dict[str, float],
-                    idle_s: float = IDLE_S, baseline: bool = True) -> dict:
-    """One class of n tabs against a fresh server and LAB_HOME; everything it started is
-    stopped before it returns."""
+                    idle_s: float = IDLE_S, baseline: bool = True,
+                    app_dir: Path = common.ROOT) -> dict:
+    """One class of n tabs against a fresh server (of the app in ``app_dir``) and LAB_HOME;
+    everything it started is stopped before it returns."""
     with tempfile.TemporaryDirectory(prefix="classroom-") as tmp:
-        server = Server(Path(tmp) / "lab", data, cache)
+        server = Server(Path(tmp) / "lab", data, cache, app_dir)
         try:
             server.wait_healthy()
             result = await lessons(server, n, job, idle_s, baseline)
@@ -451,10 +458,11 @@ def markdown(result: dict) -> str:
     header = ["tabs", "first render p50 / p95 (s)", "fresh server's first page (s)", "server alone (% core)", "server CPU per idle tab (% core)",
               "per watching tab (% core)", "server RSS MB before → after",
               "jobs completed", "batch rows lost", "exceptions + errors",
-              "train s, 0 / N watching", "worker cores while watching",
+              "train s, 0 / N watching", "worker + inference cores while watching",
               "timer reruns served"]
     return (f"Job per tab: seed LSTM preset with {json.dumps(result['job'])}; data "
-            f"`{result['data']}`.\n\n" + common.table(header, rows)
+            f"`{result['data']}`; app `{result.get('app', '.')}`.\n\n"
+            + common.table(header, rows)
             + f"\n\nMachine: {result['machine']}; {result['load']}.  \n"
             f"Command: `{result['command']}`  \nDate: {result['date']}\n")
 
@@ -486,6 +494,10 @@ def flags() -> argparse.Namespace:
     ap.add_argument("--no-baseline", action="store_true",
                     help="skip the job trained with no tab watching")
     ap.add_argument("--out", type=Path, default=common.ROOT / "bench/out/classroom.json")
+    ap.add_argument("--app-dir", type=Path, default=common.ROOT,
+                    help="run the server of another checkout (e.g. the lab before a change)")
+    ap.add_argument("--section", help="also write the table into BENCHMARKS.md as section "
+                                      "classroom_SECTION (e.g. before, after)")
     ap.add_argument("--markdown", action="store_true", help="print the BENCHMARKS.md table")
     ap.add_argument("--from", dest="source", type=Path,
                     help="only print the table of a saved result (with --markdown)")
@@ -499,15 +511,29 @@ def main() -> None:
         return
     job = parse_set(args.set)
     result = {"job": job, "data": args.data, "command": common.command_line(),
-              "machine": common.machine_line(), "rounds": []}
+              "machine": common.machine_line(), "rounds": [], "app": _app_label(args.app_dir)}
     for n in args.sessions:
         print(f"{n} tabs...", file=sys.stderr, flush=True)
         result["rounds"].append(asyncio.run(classroom(n, args.data, args.cache, job,
-                                                      args.idle_s, not args.no_baseline)))
+                                                      args.idle_s, not args.no_baseline,
+                                                      args.app_dir)))
         result.update(load=common.load_line(), date=common.now())
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2))  # after every round: partial results
     print(markdown(result) if args.markdown else json.dumps(result["rounds"], indent=2))
+    if args.section:
+        body = markdown(result).split("\n\nMachine:")[0]  # write_section adds those lines
+        common.write_section(f"classroom_{args.section}", f"8. Classroom load ({args.section})",
+                             body)
+
+
+def _app_label(app_dir: Path) -> str:
+    """Which code served the pages: the checkout's commit."""
+    try:
+        return subprocess.run(["git", "-C", str(app_dir), "log", "-1", "--format=%h %s"],
+                              capture_output=True, text=True, check=True).stdout.strip()[:90]
+    except (OSError, subprocess.CalledProcessError):
+        return str(app_dir)
 
 
 if __name__ == "__main__":
