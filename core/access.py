@@ -71,6 +71,19 @@ def key_matches(store, typed: str | None) -> bool:
     return bool(typed) and expected is not None and hmac.compare_digest(_hash(typed), expected)
 
 
+def remember_unlock(store, token: str | None) -> None:
+    """A nickname that unlocked instructor mode keeps it on reloads and new tabs, for as
+    long as the key stays the same (its hash is stored with the nickname)."""
+    if token:
+        store.set_user_key(token, configured_hash(store))
+
+
+def token_is_instructor(store, token: str | None) -> bool:
+    expected = configured_hash(store)
+    stored = store.user_key(token) if token else None
+    return bool(stored and expected and hmac.compare_digest(stored, expected))
+
+
 def cli_actor(store) -> Actor:
     """The command line's actor: LAB_USER, and instructor when LAB_INSTRUCTOR_KEY matches."""
     name = os.environ.get("LAB_USER", "").strip() or None

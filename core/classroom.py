@@ -84,6 +84,6 @@ def allowed_ranges(limits: Limits | None) -> dict[str, tuple[int, int]]:
     for name in CAPPED_FIELDS:
         low, high = INT_RANGES[name]
         if limits and name in limits.caps:
-            high = min(high, limits.caps[name])
+            low, high = max(low, 1), min(high, limits.caps[name])  # train_size 0 = all
         out[name] = (low, high)
     return out

@@ -73,7 +73,8 @@ CREATE TABLE IF NOT EXISTS users (
     nickname TEXT NOT NULL,
     nick_key TEXT NOT NULL,
     class_gen INTEGER NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    instructor_key TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS users_nick ON users(class_gen, nick_key);
 CREATE TABLE IF NOT EXISTS settings (
@@ -509,6 +510,17 @@ class RunStore:
             "SELECT nickname FROM users WHERE token = ? AND class_gen = ?",
             (token, self.class_gen())).fetchone()
         return row["nickname"] if row else None
+
+    def set_user_key(self, token: str, key_hash: str | None) -> None:
+        """Remember that this browser unlocked instructor mode (with the key of that hash)."""
+        with self._tx() as db:
+            db.execute("UPDATE users SET instructor_key = ? WHERE token = ?", (key_hash, token))
+
+    def user_key(self, token: str) -> str | None:
+        row = self._conn().execute(
+            "SELECT instructor_key FROM users WHERE token = ? AND class_gen = ?",
+            (token, self.class_gen())).fetchone()
+        return row["instructor_key"] if row else None
 
     def users(self) -> list[str]:
         return [r[0] for r in self._conn().execute(

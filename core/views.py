@@ -548,13 +548,15 @@ def owned_label(run: Any, me: str | None = None) -> str:
     return f"{run_label(run)} · by {owner}{mine}"
 
 
-def runs_frame(runs: Sequence[Any]) -> pd.DataFrame:
+def runs_frame(runs: Sequence[Any], me: str | None = None) -> pd.DataFrame:
+    """The Compare table; the viewer's own runs are marked "(you)" in Owner."""
     rows = []
     for r in runs:
         res = r.results or {}
         rows.append({
             "Name": r.name,
-            "Owner": owner_of(r),
+            "Owner": owner_of(r) + (" (you)" if me and getattr(r, "owner", None) == me
+                                    else ""),
             "Architecture": ARCHITECTURES.get(r.architecture, {}).get("label", r.architecture),
             "Params": res.get("params"),
             "Epochs": r.config.epochs,
