@@ -197,10 +197,11 @@ def render() -> None:
         st.warning(f"No run with id {views.md_escape(run_id)} in this lab.")
         del st.query_params["run"]
         run_id = None
-    if not run_id:
-        active = jobs_board.active()
+    if not run_id:  # the visitor's newest active run (anyone's in a lab without a class)
+        active = [r for r in jobs_board.active() if (actor.name and r.owner == actor.name)
+                  or not access.class_mode(store)]
         if active:
-            run_id = max(active, key=lambda r: r.seq).id  # the newest, as before
+            run_id = max(active, key=lambda r: r.seq).id
             st.query_params["run"] = run_id
     if run_id:
         polling = jobs_board.run(run_id).active

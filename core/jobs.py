@@ -45,6 +45,9 @@ def submit(store: st.RunStore, cfg: TrainConfig, probes: Iterable[str] = (),
     completed copy of it (core/reuse.py): no worker is started."""
     from core.guard import check_budget  # resource guard: refuse what cannot fit
 
+    if access.class_mode(store) and not (actor and (actor.name or actor.instructor)):
+        raise ConfigError(["nickname: pick a nickname to train in this class (the sidebar; "
+                           "LAB_USER=... on the command line)"])
     check(cfg, n_train, n_test, classroom.student_limits(store, actor))
     probes = list(probes)
     errors = check_probes(probes)

@@ -95,6 +95,13 @@ def test_ownerless_runs_are_shared_without_an_instructor_and_the_instructors_wit
     lab.rename(run_id, "the instructor's", TEACHER)
 
 
+def test_in_a_class_only_a_named_student_or_the_instructor_may_submit(klass):
+    with pytest.raises(ConfigError, match="pick a nickname"):
+        jobs.submit(klass, tiny_config(), actor=access.ANONYMOUS, start=False)
+    jobs.submit(klass, tiny_config(), actor=access.Actor(None, instructor=True), start=False)
+    assert klass.get(jobs.submit(klass, tiny_config(), actor=ANA, start=False)).owner == "Ana"
+
+
 # -- the fair queue ---------------------------------------------------------------------------
 
 def _drain(store: st.RunStore) -> list[str]:

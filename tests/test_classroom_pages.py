@@ -148,3 +148,19 @@ def test_instructor_page_unlocks_with_the_key_saves_caps_and_archives(klass):
     at.button(key="instructor_archive").click().run()
     assert "Archived 1 runs" in texts(at.success)
     assert klass.list_runs(archived=False) == []
+
+
+def test_a_single_user_lab_needs_no_nickname_and_has_no_instructor(lab):
+    """Without LAB_INSTRUCTOR_KEY: Train launches without a nickname, the new pages say
+    what they need, and ownerless runs stay manageable on Compare."""
+    at = open_page("train")
+    assert "Pick a nickname" not in texts(at.warning)
+    assert at.button(key="train_launch").disabled is False
+    at.switch_page("app_pages/leaderboard.py").run()
+    assert "No completed run with an owner yet" in texts(at.info)
+    at.switch_page("app_pages/instructor.py").run()
+    assert "Classroom mode is off" in texts(at.info)
+    completed(lab, None, 0.8)
+    at.switch_page("app_pages/compare.py").run()
+    assert_clean(at)
+    assert "compare_rename" in {b.key for b in at.button}
