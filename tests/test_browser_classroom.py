@@ -24,7 +24,7 @@ from test_browser import (
 )
 
 from conftest import tiny_config
-from core import access
+from core import access, jobs
 from core import store as st
 
 pytestmark = [
@@ -115,7 +115,7 @@ def walk(base: str, store: st.RunStore, ana, ben, blocker: str) -> None:
     with pytest.raises(access.PermissionDenied, match="belongs to Ana"):
         store.rename(done, "mine", access.Actor("Ben"))
     with pytest.raises(access.PermissionDenied, match="belongs to Ana"):
-        __import__("core.jobs").jobs.cancel(store, queued, access.Actor("Ben"))
+        jobs.cancel(store, queued, access.Actor("Ben"))
 
     # Ben unlocks instructor mode: now he may stop Ana's run, from another page load too.
     goto(ben, base + "/instructor", "Instructor key")

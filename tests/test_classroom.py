@@ -130,6 +130,22 @@ def test_two_owners_start_alternately_whatever_order_they_submitted(lab, submitt
     assert _drain(lab) == expected
 
 
+def test_the_job_board_shows_the_fair_order_and_estimated_waits(lab):
+    """The sidebar's board lists the queue in the order it will start, and each queued
+    run's wait grows with the (estimated) runs ahead of it."""
+    from core.board import Board
+
+    lab.create_run(tiny_config(name="C1"), owner="Cy")
+    lab.claim_next(1)  # running (fresh heartbeat), so the board's dispatch starts nothing
+    ids = {n: lab.create_run(tiny_config(name=n), owner="Ann" if n[0] == "A" else "Bo")
+           for n in ("A1", "A2", "B1")}
+    board = Board(lab)
+    assert [r.name for r in board.active()] == ["C1", "A1", "B1", "A2"]
+    assert [board.queue_position(ids[n]) for n in ("A1", "B1", "A2")] == [1, 2, 3]
+    waits = [board.estimated_wait(ids[n]) for n in ("A1", "B1", "A2")]
+    assert 0 < waits[0] < waits[1] < waits[2]
+
+
 def test_an_owner_who_started_recently_waits_for_one_who_has_not(lab):
     """Ann started a run; Bo (who never started) goes before Ann's next, though later."""
     first = lab.create_run(tiny_config(name="A1"), owner="Ann")
