@@ -20,7 +20,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from core import paths, warm
+from core import access, classroom, paths, reuse, warm
 from core import store as st
 from core.config import ConfigError, TrainConfig, check
 from core.text import check_probes
@@ -36,18 +36,32 @@ def max_jobs() -> int:
 
 
 def submit(store: st.RunStore, cfg: TrainConfig, probes: Iterable[str] = (),
-           n_train: int | None = None, n_test: int | None = None, start: bool = True) -> str:
-    """Validate, queue and (if a slot is free) start a run; returns its id at once.
-    Raises ConfigError before anything is stored when the config is invalid."""
+           n_train: int | None = None, n_test: int | None = None, start: bool = True,
+           actor: access.Actor | None = None) -> str:
+    """Validate, queue and (if a slot is free) start a run owned by ``actor``; returns its
+    id at once. Raises ConfigError before anything is stored when the config is invalid,
+    breaks the class's caps (for a student) or the owner's queue is full (QueueFull).
+    With run reuse on, a submission identical to a completed run is answered at once by a
+    completed copy of it (core/reuse.py): no worker is started."""
     from core.guard import check_budget  # resource guard: refuse what cannot fit
 
-    check(cfg, n_train, n_test)
+    if access.class_mode(store) and not (actor and (actor.name or actor.instructor)):
+        raise ConfigError(["nickname: pick a nickname to train in this class (the sidebar; "
+                           "LAB_USER=... on the command line)"])
+    check(cfg, n_train, n_test, classroom.student_limits(store, actor))
     probes = list(probes)
     errors = check_probes(probes)
     if errors:
         raise ConfigError(errors)
     check_budget(cfg, n_train, n_test)
-    run_id = store.create_run(cfg, probes)
+    owner = actor.name if actor else None
+    key = reuse.reuse_key(cfg)
+    if classroom.load(store).reuse:
+        source = store.find_reusable(key)
+        if source is not None:
+            return store.copy_completed(source, cfg, owner, probes)
+    run_id = store.create_run(cfg, probes, owner=owner, reuse_key=key,
+                              max_queued=classroom.max_queued_per_user())
     if start:
         dispatch(store)
     return run_id
@@ -97,8 +111,10 @@ def refresh(store: st.RunStore) -> list[st.Run]:
     return store.list_runs(st.ACTIVE, reap=False)
 
 
-def cancel(store: st.RunStore, run_id: str) -> str:
-    """Ask a run to stop; returns its status after the request."""
+def cancel(store: st.RunStore, run_id: str, actor: access.Actor | None = None) -> str:
+    """Ask a run to stop; returns its status after the request. Only its owner or the
+    instructor may (core/access.py): PermissionDenied naming the owner otherwise."""
+    access.check_manage(store, actor, store.owner(run_id), run_id, "stop")
     status = store.request_cancel(run_id)
     dispatch(store)
     return status

@@ -268,12 +268,14 @@ def probe_frame(rows: Iterable[Mapping[str, Any]], probes: Sequence[str]) -> pd.
     return pd.DataFrame(out, columns=["epoch", "sentence", "probability"])
 
 
-def progress_view(run: Any, queue_position: int | None = None) -> tuple[float, str]:
+def progress_view(run: Any, queue_position: int | None = None,
+                  wait_s: float | None = None) -> tuple[float, str]:
     """(fraction 0..1, one line of text) for a run's progress bar."""
     p = run.progress or {}
     stage = p.get("stage") or run.status
     if run.status == "queued":
-        where = f" (position {queue_position} in the queue)" if queue_position else ""
+        wait = f", starts in about {fmt_seconds(wait_s)}" if wait_s is not None else ""
+        where = f" (position {queue_position} in the queue{wait})" if queue_position else ""
         return 0.0, f"Queued{where}: it starts when a training slot is free."
     total = p.get("total") or 0
     done = p.get("done") or 0
@@ -525,8 +527,13 @@ def compact_sequence(padded: Sequence[int], keep: int = 60) -> str:
 
 # -- the Compare page ---------------------------------------------------------------------------
 
-RUN_COLUMNS = ["Name", "Architecture", "Params", "Epochs", "Status", "Best val acc",
+RUN_COLUMNS = ["Name", "Owner", "Architecture", "Params", "Epochs", "Status", "Best val acc",
                "Test acc", "AUC", "Training time (s)", "Date", "Run id"]
+
+
+def owner_of(run: Any) -> str:
+    """A run's owner as shown everywhere ('—' for a run without one)."""
+    return getattr(run, "owner", None) or "—"
 
 
 def run_label(run: Any) -> str:
@@ -534,12 +541,22 @@ def run_label(run: Any) -> str:
     return f"{short(run.name, 40)} · {run.id[-6:]}"
 
 
-def runs_frame(runs: Sequence[Any]) -> pd.DataFrame:
+def owned_label(run: Any, me: str | None = None) -> str:
+    """run_label with its owner, marked "(you)" for the viewer's own runs."""
+    owner = owner_of(run)
+    mine = " (you)" if me and getattr(run, "owner", None) == me else ""
+    return f"{run_label(run)} · by {owner}{mine}"
+
+
+def runs_frame(runs: Sequence[Any], me: str | None = None) -> pd.DataFrame:
+    """The Compare table; the viewer's own runs are marked "(you)" in Owner."""
     rows = []
     for r in runs:
         res = r.results or {}
         rows.append({
             "Name": r.name,
+            "Owner": owner_of(r) + (" (you)" if me and getattr(r, "owner", None) == me
+                                    else ""),
             "Architecture": ARCHITECTURES.get(r.architecture, {}).get("label", r.architecture),
             "Params": res.get("params"),
             "Epochs": r.config.epochs,
