@@ -59,6 +59,8 @@ LOOP_SPLIT = 2
 # XLA-compile the recurrent time loops: per step far less overhead than TensorFlow's
 # graph executor (one small compile per window size and layer).
 JIT_COMPILE = True
+# Rows per batch when the engine predicts a test set (fast.predict).
+EVAL_BATCH = 256
 # Salt mixed into cfg.seed for the bucket shuffle, so it differs from Keras's own streams.
 SHUFFLE_SALT = 0x5EED
 
@@ -463,6 +465,7 @@ class _Engine:
         self.train_step = self._compiled(self._train_step)
         self.eval_step = self._compiled(self._eval_step)
         self.grad_step = self._compiled(self._grad_step)
+        self.prob_step = self._compiled(self._prob_step)
 
     def _compiled(self, fn):
         """``fn`` as a tf.function: traced per window (XLA loops) or, native, once per
@@ -596,6 +599,10 @@ class _Engine:
     def _eval_step(self, codes, y, w, n_steps, window):
         return self._losses(codes, y, w, n_steps, window, training=False)
 
+    def _prob_step(self, codes, y, w, n_steps, window):
+        """P(positive) per row (labels and weights unused: one signature for all steps)."""
+        return self.tf.sigmoid(self.logits(codes, n_steps, window, training=False))
+
     # Host side: slicing windows out of padded rows.
     def batch_args(self, x: np.ndarray, y: np.ndarray, rows: np.ndarray, n_steps: int,
                    batch: int) -> tuple:
@@ -645,6 +652,30 @@ def _evaluate(engine: _Engine, x: np.ndarray, y: np.ndarray, batch: int,
             callbacks.on_test_batch_end(b, {"loss": loss_sum / seen, "accuracy": hits / seen})
     n = max(len(x), 1)
     return {"loss": loss_sum / n, "accuracy": hits / n}
+
+
+def predict(model, cfg: TrainConfig, x: np.ndarray, batch: int | None = None) -> np.ndarray:
+    """P(positive) for padded rows through the training engine (its exact fast forward
+    pass, native kernels where they apply), in batches of similar length so the padding
+    is skipped: the test-set evaluation of a fast run, ~4x quicker than model.predict.
+
+    ``batch`` defaults to EVAL_BATCH with the native kernels (one trace per batch size),
+    else to the training batch size (the XLA loops compile per batch shape and window, and
+    training compiled those); rows come back in their own order."""
+    plan = make_plan(model, cfg.maxlen, training=True)
+    engine = _engine_for(model, plan)
+    x = np.asarray(x, np.int32)
+    batch = int(batch or (EVAL_BATCH if engine.native else cfg.batch_size))
+    key = plan.bucket_steps(x)
+    order = np.argsort(key, kind="stable")
+    labels = np.zeros(len(x), np.float32)
+    out = np.empty(len(x), np.float32)
+    # The one partial batch holds the shortest rows, so its all-pad filler rows are cheap.
+    for i in range(len(order) % batch - batch if len(order) % batch else 0, len(order), batch):
+        rows = order[max(i, 0): i + batch]
+        args = engine.batch_args(x, labels, rows, int(key[rows].max()), batch)
+        out[rows] = np.asarray(engine.prob_step(*args))[: len(rows)]
+    return out
 
 
 # Training engines per model (see _engine_for).
