@@ -56,7 +56,7 @@ def main() -> None:
             "call on 600 rows (tracing); 'seconds' the whole test set after it.\n\n"
             + common.table(["variant", "warm-up s", "seconds", "max |p - predict|"], rows))
     if args.markdown:
-        common.write_section("eval_speed", "7b. Test-set evaluation: predict vs fast path",
+        common.write_section("eval_speed", "7. Test-set evaluation: model.predict vs the fast paths",
                              body)
     else:
         print(body)
