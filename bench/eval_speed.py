@@ -30,7 +30,7 @@ def variants(model, cfg, batches: list[int]) -> dict:
 
 
 def main() -> None:
-    args = common.flags(__doc__, preset="seed-lstm", test_size=25000, batches="128,256,512",
+    args = common.flags(__doc__, preset="seed-lstm", test_size=25000, batches="64,128,256",
                         markdown=0)
     import keras
 
@@ -54,7 +54,7 @@ def main() -> None:
     body = (f"{args.preset}, the first {len(x):,} test reviews padded to {cfg.maxlen}; "
             f"initial weights. Fast mode's loops: {native.status()}. 'warm-up' is a first "
             "call on 600 rows (tracing); 'seconds' the whole test set after it.\n\n"
-            + common.table(["variant", "warm-up s", "seconds", "max |p - predict|"], rows))
+            + common.table(["variant", "warm-up s", "seconds", "max abs diff vs predict"], rows))
     if args.markdown:
         common.write_section("eval_speed", "7. Test-set evaluation: model.predict vs the fast paths",
                              body)

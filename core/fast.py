@@ -59,8 +59,6 @@ LOOP_SPLIT = 2
 # XLA-compile the recurrent time loops: per step far less overhead than TensorFlow's
 # graph executor (one small compile per window size and layer).
 JIT_COMPILE = True
-# Rows per batch when the engine predicts a test set (fast.predict).
-EVAL_BATCH = 256
 # Salt mixed into cfg.seed for the bucket shuffle, so it differs from Keras's own streams.
 SHUFFLE_SALT = 0x5EED
 
@@ -633,22 +631,30 @@ def _batches(key: np.ndarray, batch_size: int, rng: np.random.Generator) -> list
     return [chunks[i] for i in rng.permutation(len(chunks))] + tail
 
 
+def _length_batches(key: np.ndarray, batch: int) -> list[np.ndarray]:
+    """Rows sorted by bucket, cut into batches; the one partial batch comes first and holds
+    the shortest rows, so the all-pad rows that fill it up to ``batch`` cost least."""
+    order = np.argsort(key, kind="stable")
+    first = len(order) % batch
+    return ([order[:first]] if first else []) + [order[i: i + batch]
+                                                 for i in range(first, len(order), batch)]
+
+
 def _evaluate(engine: _Engine, x: np.ndarray, y: np.ndarray, batch: int,
               callbacks=None) -> dict[str, float]:
     """Mean loss and accuracy with the fast forward pass, in length order."""
     key = engine.plan.bucket_steps(x)
-    order = np.argsort(key, kind="stable")
     loss_sum = hits = 0.0
-    for b, i in enumerate(range(0, len(order), batch)):
-        rows = order[i: i + batch]
+    seen = 0
+    for b, rows in enumerate(_length_batches(key, batch)):
         args = engine.batch_args(x, y, rows, int(key[rows].max()), batch)
         if callbacks is not None:
             callbacks.on_test_batch_begin(b)
         ls, hs = engine.eval_step(*args)
         loss_sum += float(ls)
         hits += float(hs)
+        seen += len(rows)
         if callbacks is not None:
-            seen = i + len(rows)
             callbacks.on_test_batch_end(b, {"loss": loss_sum / seen, "accuracy": hits / seen})
     n = max(len(x), 1)
     return {"loss": loss_sum / n, "accuracy": hits / n}
@@ -657,22 +663,19 @@ def _evaluate(engine: _Engine, x: np.ndarray, y: np.ndarray, batch: int,
 def predict(model, cfg: TrainConfig, x: np.ndarray, batch: int | None = None) -> np.ndarray:
     """P(positive) for padded rows through the training engine (its exact fast forward
     pass, native kernels where they apply), in batches of similar length so the padding
-    is skipped: the test-set evaluation of a fast run, ~4x quicker than model.predict.
+    is skipped: the test-set evaluation of a fast run, ~8x quicker than model.predict.
 
-    ``batch`` defaults to EVAL_BATCH with the native kernels (one trace per batch size),
-    else to the training batch size (the XLA loops compile per batch shape and window, and
-    training compiled those); rows come back in their own order."""
+    ``batch`` defaults to the training batch size: the XLA loops compile per batch shape
+    and window, and training compiled those; with the native kernels 64, 128 and 256 rows
+    take the same time (bench/eval_speed.py). Rows come back in their own order."""
     plan = make_plan(model, cfg.maxlen, training=True)
     engine = _engine_for(model, plan)
     x = np.asarray(x, np.int32)
-    batch = int(batch or (EVAL_BATCH if engine.native else cfg.batch_size))
+    batch = int(batch or cfg.batch_size)
     key = plan.bucket_steps(x)
-    order = np.argsort(key, kind="stable")
     labels = np.zeros(len(x), np.float32)
     out = np.empty(len(x), np.float32)
-    # The one partial batch holds the shortest rows, so its all-pad filler rows are cheap.
-    for i in range(len(order) % batch - batch if len(order) % batch else 0, len(order), batch):
-        rows = order[max(i, 0): i + batch]
+    for rows in _length_batches(key, batch):
         args = engine.batch_args(x, labels, rows, int(key[rows].max()), batch)
         out[rows] = np.asarray(engine.prob_step(*args))[: len(rows)]
     return out

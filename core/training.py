@@ -260,7 +260,7 @@ def load_job_data(store: st.RunStore, run_id: str, cfg) -> JobData:
 
 def test_probabilities(model, cfg, x_test: np.ndarray, use_fast: bool) -> np.ndarray:
     """P(positive) for the test rows: through fast mode's exact engine when it trained the
-    model (length-sorted batches skip the padding: ~5 s instead of ~30 s for 25,000 reviews
+    model (length-sorted batches skip the padding: ~5 s instead of ~37 s for 25,000 reviews
     of the seed LSTM, within 1e-5 of predict), else model.predict on the padded rows."""
     if use_fast:
         from core import fast

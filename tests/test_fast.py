@@ -320,7 +320,7 @@ def test_engine_predict_matches_model_predict(backend, arch, overrides):
     lengths = MIXED_LENGTHS + SHORT_LENGTHS + [3 * cfg.maxlen, cfg.maxlen - 1, 0, 2, 25]
     x, _ = reviews(cfg, list(np.random.default_rng(5).permutation(lengths)), seed=4)
     expected = np.asarray(model.predict(x, verbose=0))[:, 0]
-    for batch in (None, 16, 7):  # one partial batch; several, the partial one first
+    for batch in (None, 64, 7):  # several batches, the partial one first; one partial
         got = fast.predict(model, cfg, x, batch=batch)
         assert got.shape == (len(x),)
         assert np.abs(got - expected).max() <= ATOL, batch
