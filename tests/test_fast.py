@@ -383,3 +383,18 @@ def test_engine_trains_in_fast_mode_through_the_store(lab):
     want = evaluate(y, p, np.zeros(len(y)), cfg.maxlen)
     assert abs(run.results["test_loss"] - want["test_loss"]) < ATOL
     assert abs(run.results["test_accuracy"] - want["test_accuracy"]) <= 1 / len(y)
+
+
+def test_plain_run_evaluates_with_model_predict(lab, monkeypatch):
+    """fast=false: the test set goes through model.predict as before, no kernels phase."""
+    from core import store as st
+    from core import training
+
+    calls = []
+    monkeypatch.setattr(fast, "predict", lambda *a, **k: calls.append(a))
+    cfg = tiny_config(fast=False)
+    run_id = lab.create_run(cfg, status=st.RUNNING)
+    assert training.run_training(lab, run_id, training.Progress()) == st.COMPLETED
+    r = lab.get(run_id, reap=False).results
+    assert not calls and r["fast"] is False and r["test_reviews"] == cfg.test_size
+    assert "kernels" not in r["phases"] and {"first batch", "evaluation"} <= set(r["phases"])
