@@ -31,25 +31,27 @@ import time
 import common
 
 PRESETS = "seed-lstm,seed-lstm-dropout,seed-cnn-lstm"
-KERAS_PHASES = ("start", "data", "model", "training", "evaluation", "saving")
+KERAS_PHASES = ("start", "imports", "data", "model", "training", "evaluation", "saving")
 
 
 def keras_job(preset: str, train_size: int, test_size: int, epochs: int, out: str) -> None:
     """The plain job (run in its own process); writes its phases as JSON to ``out``."""
-    import keras
-
-    from core.config import preset as make_preset
-    from core.data import load_dataset
-    from core.models import build_model, compile_model
     from core.training import process_age
 
-    marks = {"start": process_age()}  # interpreter and imports, as the lab's worker
+    marks = {"start": process_age()}  # interpreter and this script's modules
     t = [time.monotonic()]
 
     def mark(name: str) -> None:
         marks[name] = time.monotonic() - t[0]
         t[0] = time.monotonic()
 
+    import keras
+
+    from core.config import preset as make_preset
+    from core.data import load_dataset
+    from core.models import build_model, compile_model
+
+    mark("imports")
     cfg = make_preset(preset, train_size=train_size, test_size=test_size,
                       **({"epochs": epochs} if epochs else {}))
     ds = load_dataset()
@@ -118,8 +120,8 @@ def run_lab(preset: str, args, home: str) -> dict:
 
 
 RUNNERS = {"keras": run_keras, "lab": run_lab}
-LAB_PHASES = ("start", "data", "encoder", "model", "kernels", "first batch", "training",
-              "evaluation", "saving")
+LAB_PHASES = ("start", "imports", "data", "encoder", "model", "kernels", "first batch",
+              "training", "evaluation", "saving")
 
 
 def bench(args) -> list[dict]:
@@ -184,7 +186,8 @@ def main() -> None:
             "preset's batch size, evaluate, save). Lab: `python -m core train` (queue, worker, "
             "live metrics, fast mode where it applies), stderr on a terminal. Whole = process "
             "start to exit; 'lab job' = submit to finish in the run store; phases are "
-            "results['phases'] (start = worker process creation to imports done).\n\n"
+            "results['phases'] (start = process creation to the job's code; imports = Keras "
+            "and TensorFlow).\n\n"
             + ratio_table(rows) + "\n\n" + phase_table(rows))
     if args.markdown:
         common.write_section("end_to_end", "8. End to end: plain Keras job vs the lab's job",

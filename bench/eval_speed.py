@@ -56,8 +56,8 @@ def main() -> None:
             "call on 600 rows (tracing); 'seconds' the whole test set after it.\n\n"
             + common.table(["variant", "warm-up s", "seconds", "max abs diff vs predict"], rows))
     if args.markdown:
-        common.write_section("eval_speed", "7. Test-set evaluation: model.predict vs the fast paths",
-                             body)
+        common.write_section("eval_speed",
+                             "7. Test-set evaluation: model.predict vs the fast paths", body)
     else:
         print(body)
 

@@ -203,9 +203,10 @@ def process_age() -> float:
 
 class Phases:
     """Seconds each phase of a job took (``results["phases"]``), so a slow job shows where
-    its time went: the start (interpreter and imports, from the worker process's creation),
-    data, encoder, model, kernels, first batch (tracing), training (the rest of fit),
-    evaluation, saving. Written to the store twice: after training and at the end."""
+    its time went: the start (from the worker process's creation to this job's code:
+    interpreter, the worker's modules, the store), imports (Keras and TensorFlow), data,
+    encoder, model, kernels, first batch (tracing), training (the rest of fit), evaluation,
+    saving. Written to the store twice: after training and at the end."""
 
     def __init__(self) -> None:
         self.t = time.monotonic()
@@ -326,9 +327,10 @@ def make_callbacks(store: st.RunStore, run, progress: Progress, data: JobData) -
 def run_training(store: st.RunStore, run_id: str, progress: Progress) -> str:
     """Train, evaluate and save one run; returns its final status. Raises on failure
     (the worker records the traceback)."""
-    import keras
-
     phases = Phases()
+    import keras  # the first TensorFlow import in a worker: seconds
+
+    phases.mark("imports")
     run = store.get(run_id, reap=False)
     cfg = run.config
     progress.update(stage="loading data")

@@ -36,8 +36,8 @@ def test_tiny_run_through_the_worker_streams_every_metric(lab):
     assert len(r["epoch_seconds"]) == 2 and "Total params" in r["summary"]
     # Where the job's time went, from the worker process's start (kernels: fast mode).
     phases = r["phases"]
-    assert list(phases) == ["start", "data", "encoder", "model", "kernels", "first batch",
-                            "training", "evaluation", "saving"]
+    assert list(phases) == ["start", "imports", "data", "encoder", "model", "kernels",
+                            "first batch", "training", "evaluation", "saving"]
     assert all(s >= 0 for s in phases.values()) and phases["start"] > 0
     assert run.env["keras"].startswith("3.") and run.env["data"]["source"] == "demo"
     assert run.progress["stage"] == st.COMPLETED and run.progress["done"] == steps * 2

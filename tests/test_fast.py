@@ -370,8 +370,8 @@ def test_engine_trains_in_fast_mode_through_the_store(lab):
     names = {(r["phase"], r["name"]) for r in lab.metrics(run_id)}
     assert {("batch", "loss"), ("train", "accuracy"), ("val", "loss"), ("probe", "probe0")} <= names
     phases = run.results["phases"]  # in-process: no worker start
-    assert set(phases) == {"data", "encoder", "model", "kernels", "first batch", "training",
-                           "evaluation", "saving"}
+    assert set(phases) == {"imports", "data", "encoder", "model", "kernels", "first batch",
+                           "training", "evaluation", "saving"}
     assert all(s >= 0 for s in phases.values())
     # The test set went through the fast engine: the same results as the saved model's
     # predict on the padded rows.
