@@ -187,7 +187,8 @@ def main() -> None:
             "live metrics, fast mode where it applies), stderr on a terminal. Whole = process "
             "start to exit; 'lab job' = submit to finish in the run store; phases are "
             "results['phases'] (start = process creation to the job's code; imports = Keras "
-            "and TensorFlow).\n\n"
+            "and TensorFlow). Test accuracies are single runs (section 1b compares fast and "
+            "plain training over seeds).\n\n"
             + ratio_table(rows) + "\n\n" + phase_table(rows))
     if args.markdown:
         common.write_section("end_to_end", "8. End to end: plain Keras job vs the lab's job",
