@@ -10,6 +10,7 @@ at most :data:`MAX_BINS` bars.
 from __future__ import annotations
 
 import csv
+import functools
 import html
 import io
 import json
@@ -306,9 +307,13 @@ def _fit(chart, height: int):
 _PHASE_COLORS = alt.Scale(domain=["train", "validation"], range=["#3b6fd8", "#e0682b"])
 
 
-def batch_chart(frame: pd.DataFrame, metric: str, height: int = 220) -> alt.Chart:
-    """Raw batch values (faint) and their moving average, one metric."""
-    d = frame[frame["metric"] == metric]
+POINTS = "points"  # the named dataset of batch_spec's template
+
+
+def batch_chart(frame: pd.DataFrame | alt.Data, metric: str, height: int = 220) -> alt.Chart:
+    """Raw batch values (faint) and their moving average, one metric (``frame``: the
+    CurveBuffer's frame, or a named data source for a template)."""
+    d = frame[frame["metric"] == metric] if isinstance(frame, pd.DataFrame) else frame
     title = f"Batch {metric} (line: moving average)"
     base = alt.Chart(d).encode(x=alt.X("step:Q", title="batch (step)"))
     y_title = metric
@@ -319,6 +324,20 @@ def batch_chart(frame: pd.DataFrame, metric: str, height: int = 220) -> alt.Char
         tooltip=[alt.Tooltip("step:Q"), alt.Tooltip("smoothed:Q", format=".4f", title="EMA"),
                  alt.Tooltip("value:Q", format=".4f", title="raw")])
     return _fit(alt.layer(raw, smooth).properties(title=title), height)
+
+
+@functools.cache
+def _batch_template(metric: str, height: int) -> str:
+    return json.dumps(batch_chart(alt.Data(name=POINTS), metric, height).to_dict())
+
+
+def batch_spec(frame: pd.DataFrame, metric: str, height: int = 220) -> dict[str, Any]:
+    """``batch_chart`` as a Vega-Lite spec with the points filled in. The live view redraws
+    its batch curves every second in every watching tab: Altair builds and validates a spec
+    in 20-50 ms here, so it does that once per metric and each redraw only adds the points."""
+    spec = json.loads(_batch_template(metric, height))
+    spec["datasets"] = {POINTS: frame[frame["metric"] == metric].to_dict("records")}
+    return spec
 
 
 def epoch_chart(frame: pd.DataFrame, metric: str, reference: float | None = None,
