@@ -24,6 +24,8 @@ import math
 import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 SCHEMES = ("postgresql://", "postgres://")
@@ -45,7 +47,22 @@ def url() -> str | None:
     return value
 
 
+_patience: list[float] = []  # a longer window for the current block (see ``patience``)
+
+
+@contextmanager
+def patience(seconds: float) -> Iterator[None]:
+    """Retry this block's writes for ``seconds`` (a worker's final status must land)."""
+    _patience.append(seconds)
+    try:
+        yield
+    finally:
+        _patience.pop()
+
+
 def retry_window() -> float:
+    if _patience:
+        return _patience[-1]
     try:
         return float(os.environ.get("LAB_DB_RETRY_S", DEFAULT_RETRY_S))
     except ValueError:
@@ -110,6 +127,14 @@ class PgConnection:
         self._conn = psycopg.connect(self.dsn, autocommit=True, row_factory=_row_factory,
                                      connect_timeout=5)
 
+    def _connect_later(self) -> None:
+        """Drop the connection; the next attempt opens a new one."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: BLE001 - a broken connection may fail to close
+                pass
+
     @property
     def broken(self) -> bool:
         return self._conn is None or self._conn.closed or self._conn.broken
@@ -125,11 +150,13 @@ class PgConnection:
                 if self.broken:
                     self._connect()
                 return fn()
-            except psycopg.OperationalError:
-                if not self.broken and self._conn is not None:
-                    raise  # the server answered with an error: not a lost connection
-                if time.monotonic() > deadline:
+            except psycopg.OperationalError as exc:
+                # 08: connection exception, 57: shutdown/restart; others are real errors
+                lost = self.broken or (getattr(exc, "sqlstate", None) or "")[:2] in ("08", "57")
+                if not lost or time.monotonic() > deadline:
                     raise
+                self.in_tx = False
+                self._connect_later()
                 time.sleep(pause)
                 pause = min(pause * 2, 1.0)
 
