@@ -35,6 +35,7 @@ from core import store as st
 
 NAMESPACE = "lstm-lab"
 CANCEL_GRACE_S = 10.0  # a running task that ignores the store's cancel flag this long is killed
+# (LAB_CANCEL_GRACE_S overrides)
 HEAD_RESOURCE = "node:__internal_head__"  # Ray's marker resource of the head node
 # What a worker on another machine needs to know of this lab (passed with each task).
 PASS_ENV = ("LAB_HOME", "LAB_DB_URL", "LAB_DB_RETRY_S", "LAB_ARTIFACTS", "LAB_CACHE",
@@ -169,7 +170,9 @@ def launch(store: st.RunStore, run_id: str) -> None:
     ray.get(launcher(store).launch.remote(run_id, _worker_env(store.home), job_cpus()))
 
 
-def cancel(store: st.RunStore, run_id: str, grace_s: float = CANCEL_GRACE_S) -> bool:
+def cancel(store: st.RunStore, run_id: str, grace_s: float | None = None) -> bool:
+    if grace_s is None:
+        grace_s = float(os.environ.get("LAB_CANCEL_GRACE_S", CANCEL_GRACE_S))
     ray = connect()
     return ray.get(launcher(store).cancel.remote(run_id, grace_s))
 

@@ -381,18 +381,21 @@ class RunStore:
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
     def reap(self) -> list[str]:
-        """Mark running runs whose worker is gone as interrupted; drop partial model files."""
+        """Mark running runs whose worker is gone as interrupted (cancelled when a cancel was
+        asked: a worker ended by force after it); drop partial model files."""
         rows = self._conn().execute(
-            "SELECT id, pid, pid_started, host, heartbeat_at FROM runs WHERE status = ?",
-            (RUNNING,)).fetchall()
+            "SELECT id, pid, pid_started, host, heartbeat_at, cancel_requested FROM runs "
+            "WHERE status = ?", (RUNNING,)).fetchall()
         now = time.time()
-        dead = [r["id"] for r in rows
+        dead = [(r["id"], bool(r["cancel_requested"])) for r in rows
                 if not worker_alive(r["pid"], r["pid_started"], r["host"], r["heartbeat_at"], now)]
         reaped = []
-        for run_id in dead:
-            if self.finish(run_id, INTERRUPTED,
+        for run_id, cancelled in dead:
+            if self.finish(run_id, CANCELLED if cancelled else INTERRUPTED,
                            error="The worker process stopped without finishing the run "
-                                 "(killed, crashed or the machine restarted)."):
+                                 "(killed, crashed or the machine restarted)" + (
+                                     "; a cancel had been asked, so it was ended by force."
+                                     if cancelled else ".")):
                 reaped.append(run_id)
             (self.run_dir(run_id) / PARTIAL_MODEL_FILE).unlink(missing_ok=True)
         if reaped:

@@ -27,7 +27,8 @@ from core.text import Encoder
 FLUSH_EVERY_S = 0.5  # batch metrics are buffered and written at most twice a second
 PREDICT_BATCH = 512  # batch size for test-set prediction
 RAY_NODE_ENV = "LAB_RAY_NODE_ID"  # set by core.raylaunch in a Ray task
-FAULT_ENV = "LAB_FAULT"  # tests only: "nan-label" injects a non-finite loss
+FAULT_ENV = "LAB_FAULT"  # tests only: "nan-label" injects a non-finite loss, "deaf" a worker
+# that ignores the cancel flag (the launcher must then stop it by force)
 
 
 class Progress:
@@ -135,7 +136,7 @@ def make_store_callback(store: st.RunStore, run_id: str, progress: Progress,
                 self.model.stop_training = True
                 self.flush()
                 return
-            if store.cancel_requested(run_id):
+            if store.cancel_requested(run_id) and os.environ.get(FAULT_ENV) != "deaf":
                 self.outcome = "cancelled"
                 self.model.stop_training = True
                 self.flush()

@@ -88,6 +88,21 @@ def test_four_jobs_run_on_both_nodes_and_the_web_side_predicts(cluster, tmp_path
     assert (web / "runs" / runs[0].id / st.MODEL_FILE).is_file()  # fetched, then cached
 
 
+def test_cancel_stops_a_deaf_worker_by_force_through_ray(cluster, monkeypatch):
+    """The store's flag stops a run at its next batch; a worker that does not look (LAB_FAULT
+    =deaf) is cancelled by Ray after the grace period and its run ends ``cancelled``."""
+    store, _, _ = cluster
+    monkeypatch.setenv("LAB_FAULT", "deaf")
+    monkeypatch.setenv("LAB_CANCEL_GRACE_S", "1")
+    run_id = jobs.submit(store, tiny_config(epochs=200, name="deaf"))
+    drain(store, [run_id], until=lambda runs: runs[0].progress.get("done", 0) >= 2)
+    monkeypatch.delenv("LAB_FAULT")
+    assert jobs.cancel(store, run_id) == st.RUNNING
+    (run,) = drain(store, [run_id])
+    assert run.status == st.CANCELLED and "force" in run.error, run.error
+    assert run.progress.get("stage") != st.CANCELLED  # the worker never got to record it
+
+
 def test_a_node_killed_mid_run_interrupts_its_run_and_the_queue_goes_on(cluster):
     store, c, worker_node = cluster
     ids = [jobs.submit(store, tiny_config(epochs=40, seed=i, name=f"kill {i}"))

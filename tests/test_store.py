@@ -81,6 +81,21 @@ def test_dead_worker_is_marked_interrupted_when_someone_looks(tmp_path):
     assert not (store.run_dir(run_id) / st.PARTIAL_MODEL_FILE).exists()
 
 
+def test_a_worker_gone_after_a_cancel_request_ends_cancelled(tmp_path):
+    """A launcher that kills a worker which ignored the cancel flag (Ray's forced cancel)
+    leaves a run the user asked to stop: it is cancelled, not interrupted."""
+    store = st.RunStore(tmp_path)
+    run_id = store.create_run(tiny_config())
+    store.claim_next(1)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    store.set_worker(run_id, proc.pid)
+    assert store.request_cancel(run_id) == st.RUNNING
+    proc.kill()
+    proc.wait()
+    run = store.get(run_id)
+    assert run.status == st.CANCELLED and "by force" in run.error
+
+
 def test_a_recycled_pid_does_not_count_as_alive():
     me = os.getpid()
     import psutil
