@@ -206,3 +206,39 @@ def max_jobs_default() -> int:
     """Without LAB_MAX_JOBS: as many jobs as the cluster's CPUs hold."""
     ray = connect()
     return max(1, int(ray.cluster_resources().get("CPU", 1) // job_cpus()))
+
+
+def stop_local(folder: str) -> int:
+    """Stop the Ray processes of a local demo cluster (those whose command line names its
+    temp ``folder``, and their children), by process id; returns how many."""
+    import psutil
+
+    me = {os.getpid(), os.getppid()}
+    procs: dict[int, Any] = {}
+    for p in psutil.process_iter(["cmdline"]):
+        if p.pid in me or not any(folder in a for a in (p.info["cmdline"] or [])):
+            continue
+        try:
+            for q in (p, *p.children(recursive=True)):
+                procs[q.pid] = q
+        except psutil.Error:
+            continue
+    for p in procs.values():
+        try:
+            p.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(list(procs.values()), timeout=10)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    return len(procs)
+
+
+if __name__ == "__main__":  # python -m core.raylaunch stop-local FOLDER (scripts/cluster-demo.sh)
+    if len(sys.argv) == 3 and sys.argv[1] == "stop-local":
+        print(f"stopped {stop_local(sys.argv[2])} Ray processes")
+    else:
+        sys.exit("usage: python -m core.raylaunch stop-local FOLDER")
