@@ -9,7 +9,9 @@ on the way through, so every query (and any added later) runs on both:
                                        SQLite serializes are serialized here too, so a claim
                                        (count running, pick the oldest queued) stays atomic
     INTEGER PRIMARY KEY AUTOINCREMENT -> BIGSERIAL PRIMARY KEY
-    REAL                            -> DOUBLE PRECISION
+    REAL, BLOB                      -> DOUBLE PRECISION, BYTEA
+    INSERT OR IGNORE                -> INSERT ... ON CONFLICT DO NOTHING
+    ALTER TABLE ... ADD COLUMN      -> ADD COLUMN IF NOT EXISTS
     PRAGMA integrity_check          -> 'ok' when the server answers
     a NaN parameter                 -> NULL (what SQLite stores for NaN)
 
@@ -34,7 +36,10 @@ DEFAULT_RETRY_S = 30.0
 
 _TYPES = [(re.compile(r"INTEGER PRIMARY KEY AUTOINCREMENT", re.I), "BIGSERIAL PRIMARY KEY"),
           (re.compile(r"\bREAL\b", re.I), "DOUBLE PRECISION"),
-          (re.compile(r"\bBLOB\b", re.I), "BYTEA")]
+          (re.compile(r"\bBLOB\b", re.I), "BYTEA"),
+          # migrations: re-running one is a no-op on both (SQLite's caller catches the error)
+          (re.compile(r"\bADD COLUMN (?!IF NOT EXISTS)", re.I), "ADD COLUMN IF NOT EXISTS ")]
+_INSERT_OR_IGNORE = re.compile(r"^\s*INSERT OR IGNORE INTO", re.I)
 
 
 def url() -> str | None:
@@ -73,6 +78,8 @@ def translate(sql: str) -> str:
     """SQLite's dialect as written in core.store -> PostgreSQL's."""
     for pattern, repl in _TYPES:
         sql = pattern.sub(repl, sql)
+    if _INSERT_OR_IGNORE.match(sql):
+        sql = _INSERT_OR_IGNORE.sub("INSERT INTO", sql).rstrip().rstrip(";") + " ON CONFLICT DO NOTHING"
     return sql.replace("?", "%s")
 
 

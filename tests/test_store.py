@@ -177,3 +177,17 @@ def test_artifacts_reach_a_machine_without_the_run_folder(tmp_path, backend, mon
     assert web.artifact(run_id, st.MODEL_FILE).read_bytes() == b"PK\x03\x04 a model"
     assert web.artifact(run_id, st.ENCODER_FILE).read_text() == '{"words": 1}'
     assert web.artifact(run_id, "nothing.bin") is None
+
+
+def test_sqlite_only_statements_a_later_change_may_add_run_on_both(tmp_path, backend):
+    """Statements another change to the store is likely to add (a settings table filled with
+    INSERT OR IGNORE, a column added by ALTER TABLE) are translated, not duplicated."""
+    db = st.RunStore(tmp_path)._conn()
+    db.execute("CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v REAL)")
+    for value in (1.0, 2.0):
+        db.execute("INSERT OR IGNORE INTO kv (k, v) VALUES (?, ?)", ("a", value))
+    assert db.execute("SELECT v FROM kv WHERE k = ?", ("a",)).fetchone()[0] == 1.0
+    db.execute("ALTER TABLE kv ADD COLUMN owner TEXT")
+    if backend == "postgresql":
+        db.execute("ALTER TABLE kv ADD COLUMN owner TEXT")  # a re-run migration: a no-op
+    assert [r["owner"] for r in db.execute("SELECT owner FROM kv").fetchall()] == [None]
