@@ -11,7 +11,7 @@ import streamlit as st
 
 from app_pages.common import me, run_store, visible_runs
 from core import access, paths, views
-from core.store import RunNotFound, RunStore
+from core.store import MODEL_FILE, RunNotFound, RunStore
 
 K = "compare_"  # every session_state key of this page starts with it
 MAX_SELECTED = 8  # runs compared at once
@@ -35,6 +35,15 @@ def _delete(store: RunStore, run_id: str) -> None:
     else:
         st.session_state[K + "confirm"] = False
         st.session_state[K + "message"] = ("success", f"Deleted run {run_id}.")
+
+
+def _where(run) -> str:
+    """Where a run trained: its host, and the Ray node when it ran as a Ray task."""
+    env = run.env or {}
+    host, node = env.get("host") or run.host, env.get("ray_node")
+    if not host:
+        return "Not started yet."
+    return f"Trained on {host}" + (f" · Ray node {node[:12]}" if node else "")
 
 
 def render() -> None:
@@ -99,6 +108,7 @@ def render() -> None:
             st.markdown(f"**{views.md_escape(labels[r.id])}**")
             summary = (r.results or {}).get("summary")
             st.code(summary or f"(no model summary: run {r.status})", language=None)
+            st.caption(_where(r))
 
     st.subheader("Test results")
     done = [r for r in chosen if (r.results or {}).get("confusion")]
@@ -141,10 +151,10 @@ def render() -> None:
         st.caption(f"This run belongs to {views.md_escape(views.owner_of(run))}: only they or "
                    "the instructor may rename or delete it.")
 
-    model = store.model_path(run.id)
+    model = store.artifact(run.id, MODEL_FILE) if run.status == "completed" else None
     stem = views.safe_filename(f"{run.name}-{run.id}")
     d1, d2 = st.columns(2)
-    if model.is_file():
+    if model is not None:
         d1.download_button("Download model (.keras)", data=model.read_bytes,
                            file_name=f"{stem}.keras", mime="application/octet-stream",
                            on_click="ignore", key=K + "download_model",

@@ -1,4 +1,7 @@
-"""The run store: one SQLite file (WAL) plus a folder per run for its model and encoder.
+"""The run store: one SQLite file (WAL) or a PostgreSQL database (``LAB_DB_URL``, see
+core.db), plus a folder per run for its model and encoder (``LAB_ARTIFACTS``, default
+``LAB_HOME/runs``). On PostgreSQL a finished run's files are also kept in the database
+(``publish``), so a web server on any machine loads them (``artifact``).
 
 Statuses, in the spirit of sacred's observers::
 
@@ -30,6 +33,7 @@ from typing import Any
 import psutil
 
 from core import access, fairq, paths
+from core import db as dbapi
 from core.config import ConfigError, TrainConfig, load_config
 
 QUEUED, RUNNING = "queued", "running"
@@ -92,6 +96,12 @@ CREATE TABLE IF NOT EXISTS metrics (
     t REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS metrics_run ON metrics(run_id, phase, id);
+CREATE TABLE IF NOT EXISTS artifacts (
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
 """
 # Classroom columns, added to stores made before them (old runs: no owner, not archived).
 _ADDED_COLUMNS = {
@@ -191,7 +201,9 @@ class RunStore:
     def __init__(self, home: Path | str | None = None):
         self.home = Path(home) if home else paths.lab_home()
         self.home.mkdir(parents=True, exist_ok=True)
-        (self.home / "runs").mkdir(exist_ok=True)
+        self.runs_root = Path(os.environ.get("LAB_ARTIFACTS") or self.home / "runs").expanduser()
+        self.runs_root.mkdir(parents=True, exist_ok=True)
+        self.db_url = dbapi.url()  # None: the SQLite file below
         self.db_path = self.home / "runs.db"
         self._local = threading.local()
         self._conn().executescript(_SCHEMA)  # idempotent; executescript commits itself
@@ -209,6 +221,10 @@ class RunStore:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            if self.db_url:
+                conn = dbapi.connect_postgres(self.db_url)
+                self._local.conn, self._local.pid = conn, os.getpid()
+                return conn
             conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_MS / 1000,
                                    isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
@@ -241,7 +257,7 @@ class RunStore:
     def run_dir(self, run_id: str) -> Path:
         if not run_id or "/" in run_id or "\\" in run_id or run_id.startswith("."):
             raise RunNotFound(run_id)
-        return self.home / "runs" / run_id
+        return self.runs_root / run_id
 
     def model_path(self, run_id: str) -> Path:
         return self.run_dir(run_id) / MODEL_FILE
@@ -456,21 +472,25 @@ class RunStore:
         with self._tx(immediate=True) as db:
             db.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
             db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+            db.execute("DELETE FROM artifacts WHERE run_id = ?", (run_id,))
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
     def reap(self) -> list[str]:
-        """Mark running runs whose worker is gone as interrupted; drop partial model files."""
+        """Mark running runs whose worker is gone as interrupted (cancelled when a cancel was
+        asked: a worker ended by force after it); drop partial model files."""
         rows = self._conn().execute(
-            "SELECT id, pid, pid_started, host, heartbeat_at FROM runs WHERE status = ?",
-            (RUNNING,)).fetchall()
+            "SELECT id, pid, pid_started, host, heartbeat_at, cancel_requested FROM runs "
+            "WHERE status = ?", (RUNNING,)).fetchall()
         now = time.time()
-        dead = [r["id"] for r in rows
+        dead = [(r["id"], bool(r["cancel_requested"])) for r in rows
                 if not worker_alive(r["pid"], r["pid_started"], r["host"], r["heartbeat_at"], now)]
         reaped = []
-        for run_id in dead:
-            if self.finish(run_id, INTERRUPTED,
+        for run_id, cancelled in dead:
+            if self.finish(run_id, CANCELLED if cancelled else INTERRUPTED,
                            error="The worker process stopped without finishing the run "
-                                 "(killed, crashed or the machine restarted)."):
+                                 "(killed, crashed or the machine restarted)" + (
+                                     "; a cancel had been asked, so it was ended by force."
+                                     if cancelled else ".")):
                 reaped.append(run_id)
             (self.run_dir(run_id) / PARTIAL_MODEL_FILE).unlink(missing_ok=True)
         if reaped:
@@ -600,6 +620,38 @@ class RunStore:
             sql += " AND phase = ?"
             args.append(phase)
         return self._conn().execute(sql, args).fetchone()[0]
+
+    # -- artifacts -------------------------------------------------------------------------
+    def publish(self, run_id: str, names: Iterable[str] = (ENCODER_FILE, MODEL_FILE)) -> int:
+        """Worker side, after saving: copy the run's files into the database (PostgreSQL
+        only; with SQLite they stay in the run folder, as ever). Returns bytes stored."""
+        if not self.db_url:
+            return 0
+        total = 0
+        for name in names:
+            data = (self.run_dir(run_id) / name).read_bytes()
+            with self._tx() as db:
+                db.execute("DELETE FROM artifacts WHERE run_id = ? AND name = ?", (run_id, name))
+                db.execute("INSERT INTO artifacts (run_id, name, data) VALUES (?, ?, ?)",
+                           (run_id, name, data))
+            total += len(data)
+        return total
+
+    def artifact(self, run_id: str, name: str) -> Path | None:
+        """A run's file on this machine: the run folder's copy, else (PostgreSQL) fetched from
+        the database into the run folder; None when the run has no such file."""
+        path = self.run_dir(run_id) / name
+        if path.is_file() or not self.db_url:
+            return path if path.is_file() else None
+        row = self._conn().execute("SELECT data FROM artifacts WHERE run_id = ? AND name = ?",
+                                   (run_id, name)).fetchone()
+        if row is None:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+        tmp.write_bytes(bytes(row[0]))
+        os.replace(tmp, path)
+        return path
 
     def integrity_ok(self) -> bool:
         return self._conn().execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -27,7 +27,9 @@ from core.text import Encoder
 
 FLUSH_EVERY_S = 0.5  # batch metrics are buffered and written at most twice a second
 PREDICT_BATCH = 512  # batch size for test-set prediction
-FAULT_ENV = "LAB_FAULT"  # tests only: "nan-label" injects a non-finite loss
+RAY_NODE_ENV = "LAB_RAY_NODE_ID"  # set by core.raylaunch in a Ray task
+FAULT_ENV = "LAB_FAULT"  # tests only: "nan-label" injects a non-finite loss, "deaf" a worker
+# that ignores the cancel flag (the launcher must then stop it by force)
 
 
 class Progress:
@@ -138,7 +140,7 @@ def make_store_callback(store: st.RunStore, run_id: str, progress: Progress,
                 self.model.stop_training = True
                 self.flush()
                 return
-            if store.cancel_requested(run_id):
+            if store.cancel_requested(run_id) and os.environ.get(FAULT_ENV) != "deaf":
                 self.outcome = "cancelled"
                 self.model.stop_training = True
                 self.flush()
@@ -231,7 +233,13 @@ def environment() -> dict[str, Any]:
             "keras": keras.__version__, "numpy": np.__version__,
             "machine": platform.machine(), "processor": platform.processor(),
             "cpus": os.cpu_count(), "host": socket.gethostname(), "platform": platform.platform(),
-            "pid": os.getpid(), "argv": sys.argv[:3]}
+            "pid": os.getpid(), "argv": sys.argv[:3], **where()}
+
+
+def where() -> dict[str, Any]:
+    """Where this worker runs: its host, and the Ray node id when it runs as a Ray task."""
+    node = os.environ.get(RAY_NODE_ENV)
+    return {"host": socket.gethostname(), **({"ray_node": node} if node else {})}
 
 
 @dataclass
@@ -378,6 +386,7 @@ def finish_run(store, run_id, cfg, model, use_fast: bool, data: JobData, cb,
     model.save(partial)
     os.replace(partial, store.model_path(run_id))
     results["model_bytes"] = store.model_path(run_id).stat().st_size
+    store.publish(run_id)  # PostgreSQL: into the database, for web servers on other machines
     phases.mark("saving")
     store.update_results(run_id, phases=phases.seconds, **results)
     progress.update(stage="done", eta_s=0)
