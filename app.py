@@ -3,8 +3,8 @@
     streamlit run app.py
 
 Every page lives in ``app_pages/`` and only calls ``core/``. This file declares the pages and
-draws the sidebar every page shares: the data source in use (and why), and the training
-jobs running or queued, polled from the run store.
+draws the sidebar every page shares: who you are (your nickname), the data source in use
+(and why), and the training jobs running or queued, with their owners, from the job board.
 
 The folder is deliberately not called ``pages/``: Streamlit treats a ``pages/`` folder as a
 version-1 multipage app until some session has run ``st.navigation``, so right after a
@@ -19,8 +19,8 @@ import os
 
 import streamlit as st
 
-from app_pages.common import board
-from core import paths, views
+from app_pages.common import board, me, remember, run_store, write_cookie
+from core import access, identity, paths, views
 from core.data import DataError, SourceInfo, resolve_source
 from core.store import QUEUED, RUNNING
 
@@ -53,6 +53,48 @@ def md_label(src: SourceInfo) -> str:
     return f"**{views.md_escape(src.label())}**"
 
 
+def _join(home: str) -> None:
+    store = run_store(home)
+    try:
+        token, name = identity.register(store, st.session_state.get("who_nickname", ""),
+                                        st.session_state.get("who_code", ""))
+    except identity.IdentityError as exc:
+        st.session_state["who_error"] = str(exc)
+    else:
+        remember(token)
+        st.session_state["who_error"] = ""
+        st.toast(f"Welcome, {name}!")
+
+
+def _forget() -> None:
+    remember(None)
+    st.session_state["lab_instructor"] = False
+
+
+def _identity(home: str) -> None:
+    """The visitor's nickname, or the form to pick one (and the class code, when set)."""
+    write_cookie()
+    actor = me(run_store(home))
+    if actor.name:
+        role = " · instructor" if actor.instructor else ""
+        st.markdown(f"**You:** {views.md_escape(actor.name)}{role}")
+        st.button("Not you? Forget me", key="who_forget", on_click=_forget,
+                  icon=":material/logout:", type="tertiary")
+        return
+    st.markdown("**Who are you?**")
+    st.text_input("Nickname", key="who_nickname", max_chars=64,
+                  placeholder="2 to 24 letters or digits",
+                  help="Shown beside your runs on every page; unique in the class.")
+    if identity.class_code_required():
+        st.text_input("Class code", key="who_code", type="password",
+                      help="The code your instructor gave the class.")
+    st.button("Join", key="who_join", on_click=_join, args=(home,), icon=":material/login:")
+    if st.session_state.get("who_error"):
+        st.error(views.md_escape(st.session_state["who_error"]), icon=":material/error:")
+    if access.class_mode(run_store(home)):
+        st.caption("Pick a nickname to train; your runs are yours to stop, rename and delete.")
+
+
 def _jobs(home: str, polling: bool) -> None:
     """Running and queued jobs with their progress, from the server's one job board; a
     fragment redrawn every JOBS_POLL_S while any job is active, and never when none is."""
@@ -63,11 +105,14 @@ def _jobs(home: str, polling: bool) -> None:
     if not active:
         st.caption("No training job running or queued.")
         return
-    queued = [r.id for r in active if r.status == QUEUED]  # in seq order: the queue's
+    queued = [r.id for r in active if r.status == QUEUED]  # in the fair queue's order
+    mine = me(run_store(home)).name
     for run in active:
         position = queued.index(run.id) + 1 if run.status == QUEUED else None
-        frac, text = views.progress_view(run, position)
-        st.page_link("app_pages/train.py", label=views.md_escape(views.short(run.name, 40)),
+        frac, text = views.progress_view(run, position, board(home).estimated_wait(run.id))
+        label = f"{views.short(run.name, 30)} · {views.owner_of(run)}"
+        label += " (you)" if mine and run.owner == mine else ""
+        st.page_link("app_pages/train.py", label=views.md_escape(label),
                      icon=":material/model_training:" if run.status == RUNNING
                      else ":material/hourglass_top:", query_params={"run": run.id})
         st.progress(frac, text=text)
@@ -84,10 +129,15 @@ def run() -> None:
                 url_path="compare"),
         st.Page("app_pages/predict.py", title="Predict", icon=":material/rate_review:",
                 url_path="predict"),
+        st.Page("app_pages/leaderboard.py", title="Leaderboard", icon=":material/leaderboard:",
+                url_path="leaderboard"),
+        st.Page("app_pages/instructor.py", title="Instructor", icon=":material/school:",
+                url_path="instructor"),
     ])
+    home = str(paths.lab_home())
     with st.sidebar:
+        _identity(home)
         _data_source()
-        home = str(paths.lab_home())
         polling = bool(board(home).active())
         st.fragment(run_every=JOBS_POLL_S if polling else None)(_jobs)(home, polling)
     page.run()

@@ -1,5 +1,7 @@
 """Compare: every run in one sortable table; for the selected runs their curves, models,
-hyperparameter differences and test results; rename, delete and download."""
+hyperparameter differences and test results; rename, delete and download. Every run shows
+its owner; only the owner (or the instructor) gets rename and delete, and core refuses
+anyone else regardless. ``?runs=ID,ID`` preselects runs (the leaderboard links here)."""
 
 from __future__ import annotations
 
@@ -7,9 +9,9 @@ import hashlib
 
 import streamlit as st
 
-from app_pages.common import run_store
-from core import paths, views
-from core.store import RunNotFound, RunStore
+from app_pages.common import me, run_store, visible_runs
+from core import access, paths, views
+from core.store import MODEL_FILE, RunNotFound, RunStore
 
 K = "compare_"  # every session_state key of this page starts with it
 MAX_SELECTED = 8  # runs compared at once
@@ -18,8 +20,8 @@ DEFAULT_SHOWN = 2  # newest completed runs shown when nothing is selected
 
 def _rename(store: RunStore, run_id: str) -> None:
     try:
-        store.rename(run_id, st.session_state.get(f"{K}name_{run_id}", ""))
-    except (ValueError, RunNotFound) as exc:
+        store.rename(run_id, st.session_state.get(f"{K}name_{run_id}", ""), me(store))
+    except (ValueError, RunNotFound, access.PermissionDenied) as exc:
         st.session_state[K + "message"] = ("error", str(exc))
     else:
         st.session_state[K + "message"] = ("success", "Renamed.")
@@ -27,18 +29,28 @@ def _rename(store: RunStore, run_id: str) -> None:
 
 def _delete(store: RunStore, run_id: str) -> None:
     try:
-        store.delete(run_id)
-    except (ValueError, RunNotFound) as exc:
+        store.delete(run_id, me(store))
+    except (ValueError, RunNotFound, access.PermissionDenied) as exc:
         st.session_state[K + "message"] = ("error", str(exc))
     else:
         st.session_state[K + "confirm"] = False
         st.session_state[K + "message"] = ("success", f"Deleted run {run_id}.")
 
 
+def _where(run) -> str:
+    """Where a run trained: its host, and the Ray node when it ran as a Ray task."""
+    env = run.env or {}
+    host, node = env.get("host") or run.host, env.get("ray_node")
+    if not host:
+        return "Not started yet."
+    return f"Trained on {host}" + (f" · Ray node {node[:12]}" if node else "")
+
+
 def render() -> None:
     st.title("Compare runs")
     store = run_store(str(paths.lab_home()))
-    runs = store.list_runs()
+    actor = me(store)
+    runs = visible_runs(store, actor)
     if not runs:
         st.info("No runs yet. Train one first.", icon=":material/info:")
         st.page_link("app_pages/train.py", label="Train a model", icon=":material/model_training:")
@@ -47,7 +59,7 @@ def render() -> None:
     # Selections are row positions: key the table by the set of runs, so a run added or
     # deleted (by anyone) resets the selection instead of shifting it onto other runs.
     ids_key = hashlib.sha1(",".join(r.id for r in runs).encode()).hexdigest()[:12]
-    table = views.runs_frame(runs)
+    table = views.runs_frame(runs, actor.name)
     pct = st.column_config.NumberColumn(format="percent")
     event = st.dataframe(
         table, key=f"{K}table_{ids_key}", on_select="rerun", selection_mode="multi-row",
@@ -64,6 +76,9 @@ def render() -> None:
         chosen = selected[:MAX_SELECTED]
         if len(selected) > MAX_SELECTED:
             st.warning(f"Comparing the first {MAX_SELECTED} of {len(selected)} selected runs.")
+    elif wanted := [r for r in runs if r.id in st.query_params.get("runs", "").split(",")]:
+        chosen = wanted[:MAX_SELECTED]
+        st.caption("Showing the runs the link chose; select rows to compare others.")
     else:
         chosen = [r for r in runs if r.status == "completed"][:DEFAULT_SHOWN] or runs[:1]
         st.caption(f"Showing the newest run{'s' if len(chosen) > 1 else ''}: select rows in the "
@@ -93,6 +108,7 @@ def render() -> None:
             st.markdown(f"**{views.md_escape(labels[r.id])}**")
             summary = (r.results or {}).get("summary")
             st.code(summary or f"(no model summary: run {r.status})", language=None)
+            st.caption(_where(r))
 
     st.subheader("Test results")
     done = [r for r in chosen if (r.results or {}).get("confusion")]
@@ -118,21 +134,27 @@ def render() -> None:
                 st.code(r.error, language=None)
 
     st.subheader("Manage and download")
-    target = st.selectbox("Run", [r.id for r in chosen], format_func=labels.get,
+    owned = {r.id: views.owned_label(r, actor.name) for r in chosen}
+    target = st.selectbox("Run", [r.id for r in chosen], format_func=owned.get,
                           key=K + "target")
     run = next(r for r in chosen if r.id == target)
     kind, text = st.session_state.pop(K + "message", (None, None))
     if kind:
-        (st.success if kind == "success" else st.error)(text)
-    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-    c1.text_input("Name", value=run.name, max_chars=80, key=f"{K}name_{run.id}")
-    c2.button("Rename", key=K + "rename", width="stretch", on_click=_rename,
-              args=(store, run.id))
+        (st.success if kind == "success" else st.error)(views.md_escape(text))
+    may_manage = access.can_manage(actor, run.owner, access.class_mode(store))
+    if may_manage:
+        c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+        c1.text_input("Name", value=run.name, max_chars=80, key=f"{K}name_{run.id}")
+        c2.button("Rename", key=K + "rename", width="stretch", on_click=_rename,
+                  args=(store, run.id))
+    else:
+        st.caption(f"This run belongs to {views.md_escape(views.owner_of(run))}: only they or "
+                   "the instructor may rename or delete it.")
 
-    model = store.model_path(run.id)
+    model = store.artifact(run.id, MODEL_FILE) if run.status == "completed" else None
     stem = views.safe_filename(f"{run.name}-{run.id}")
     d1, d2 = st.columns(2)
-    if model.is_file():
+    if model is not None:
         d1.download_button("Download model (.keras)", data=model.read_bytes,
                            file_name=f"{stem}.keras", mime="application/octet-stream",
                            on_click="ignore", key=K + "download_model",
@@ -145,6 +167,8 @@ def render() -> None:
                        key=K + "download_metrics", icon=":material/table_view:",
                        width="stretch")
 
+    if not may_manage:
+        return
     st.divider()
     confirm = st.checkbox(f"Yes, delete {views.md_escape(labels[run.id])} with its model "
                           "and metrics", key=K + "confirm")

@@ -7,7 +7,7 @@ import time
 
 import streamlit as st
 
-from app_pages.common import inference, run_store
+from app_pages.common import inference, me, run_store, visible_runs
 from core import paths, views
 from core.predict import PredictError
 from core.store import COMPLETED, RunNotFound
@@ -81,12 +81,13 @@ def render() -> None:
     st.title("Predict")
     home = str(paths.lab_home())
     store = run_store(home)
-    runs = store.list_runs([COMPLETED])
+    actor = me(store)
+    runs = visible_runs(store, actor, [COMPLETED])
     if not runs:
         st.info("No completed run yet: train a model first.", icon=":material/info:")
         st.page_link("app_pages/train.py", label="Train a model", icon=":material/model_training:")
         return
-    labels = {r.id: views.run_label(r) for r in runs}
+    labels = {r.id: views.owned_label(r, actor.name) for r in runs}
     chosen = [r for r in st.session_state.get(K + "runs", [runs[0].id]) if r in labels]
     wanted = st.query_params.get("run")  # "Try it" links from the Train page
     if wanted in labels:
@@ -156,7 +157,7 @@ def render() -> None:
                     try:
                         results[labels[run_id]] = _predict(home, run_id, tuple(reviews))
                     except (PredictError, RunNotFound, OSError) as exc:
-                        st.error(f"{labels[run_id]}: {exc}")
+                        st.error(views.md_escape(f"{labels[run_id]}: {exc}"))
             table = views.predictions_frame(reviews, results)
             st.dataframe(table, hide_index=True, column_config={
                 c: st.column_config.NumberColumn(format="%.3f")

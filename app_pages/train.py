@@ -1,12 +1,13 @@
 """Train: pick an architecture and its hyperparameters, check the cost, launch a job in a
-worker process and watch it learn (progress, live curves, probe sentences)."""
+worker process and watch it learn (progress, live curves, probe sentences). In a class the
+form shows the instructor's limits, and only a run's owner (or the instructor) sees Stop."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.common import board, data_key, run_store
-from core import fast, jobs, paths, shapes, views
+from app_pages.common import board, data_key, me, run_store
+from core import access, classroom, fast, jobs, paths, shapes, views
 from core.config import (
     ARCHITECTURES,
     OPTIMIZERS,
@@ -57,6 +58,14 @@ def _field(name: str) -> None:
         st.number_input(label, key=key, step=step, format=fmt, help=help_)
 
 
+@st.cache_data(max_entries=256, show_spinner=False)
+def _spec(version: tuple, chart: str, _build) -> dict:
+    """A live view's epoch or probe chart as a Vega-Lite spec, built once per server for each
+    new set of rows (``version``: run id and row count) instead of once per watching tab per
+    second (Altair spends 20-50 ms building and validating a spec here)."""
+    return _build().to_dict()
+
+
 def _live(home: str, run_id: str, polling: bool) -> None:
     """One run's state, curves and probes; a fragment redrawn every POLL_S while active.
     Everything comes from the server's one job board, shared by every watching session."""
@@ -70,17 +79,29 @@ def _live(home: str, run_id: str, polling: bool) -> None:
         st.rerun()  # the run just ended: redraw once in full, which stops the polling
 
     arch = ARCHITECTURES.get(run.architecture, {}).get("label", run.architecture)
+    store = run_store(home)
+    actor = me(store)
     top, stop = st.columns([5, 1], vertical_alignment="bottom")
     top.subheader(f"Run: {views.md_escape(run.name)}")
-    top.caption(f"{arch} · id `{run.id}` · status **{run.status}** · "
-                f"started {views.fmt_date(run.started_at or run.created_at)}")
-    if run.active and stop.button("Stop", key=K + "stop", icon=":material/stop_circle:",
-                                  help="Stops at the next batch; a queued run is removed"):
-        status = jobs.cancel(run_store(home), run.id)
-        jobs_board.invalidate()
-        st.toast(f"Stop requested (run is {status}).")
+    mine = " (you)" if actor.name and run.owner == actor.name else ""
+    reused = f" · reused from `{run.reused_from}`" if run.reused_from else ""
+    top.caption(f"{arch} · by **{views.md_escape(views.owner_of(run))}**{mine} · id `{run.id}` "
+                f"· status **{run.status}** · started "
+                f"{views.fmt_date(run.started_at or run.created_at)}{reused}")
+    may_stop = access.can_manage(actor, run.owner, access.class_mode(store))
+    if run.active and may_stop and stop.button(
+            "Stop", key=K + "stop", icon=":material/stop_circle:",
+            help="Stops at the next batch; a queued run is removed"):
+        try:
+            status = jobs.cancel(store, run.id, actor)
+        except access.PermissionDenied as exc:
+            st.error(views.md_escape(str(exc)))
+        else:
+            jobs_board.invalidate()
+            st.toast(f"Stop requested (run is {status}).")
 
-    frac, text = views.progress_view(run, jobs_board.queue_position(run.id))
+    frac, text = views.progress_view(run, jobs_board.queue_position(run.id),
+                                     jobs_board.estimated_wait(run.id))
     st.progress(frac, text=text)
     _outcome(run)
 
@@ -99,15 +120,17 @@ def _live(home: str, run_id: str, polling: bool) -> None:
     else:
         batch = curves.frame()
         c1, c2 = st.columns(2)
-        c1.altair_chart(views.batch_chart(batch, "loss"), width="stretch")
-        c2.altair_chart(views.batch_chart(batch, "accuracy"), width="stretch")
+        c1.vega_lite_chart(spec=views.batch_spec(batch, "loss"), width="stretch")
+        c2.vega_lite_chart(spec=views.batch_spec(batch, "accuracy"), width="stretch")
         c3, c4 = st.columns(2)
         if epochs.empty:
             c3.caption("Epoch curves appear at the end of the first epoch.")
         else:
-            c3.altair_chart(views.epoch_chart(epochs, "loss"), width="stretch")
-            c4.altair_chart(views.epoch_chart(epochs, "accuracy", ref, ref_label),
-                            width="stretch")
+            version = (run.id, len(epochs))
+            c3.vega_lite_chart(spec=_spec(version, "loss", lambda: views.epoch_chart(
+                epochs, "loss")), width="stretch")
+            c4.vega_lite_chart(spec=_spec(version, "accuracy", lambda: views.epoch_chart(
+                epochs, "accuracy", ref, ref_label)), width="stretch")
         st.caption(f"{curves.rows_read // 2:,} batches read; each line is drawn from at most "
                    f"{views.MAX_POINTS} points (bins of {curves.width} batches).")
     if run.probes:
@@ -115,7 +138,8 @@ def _live(home: str, run_id: str, polling: bool) -> None:
         if probes.empty:
             st.caption("Probe sentences are scored before training and after every epoch.")
         else:
-            st.altair_chart(views.probe_chart(probes), width="stretch")
+            st.vega_lite_chart(spec=_spec((run.id, len(probes)), "probes",
+                                          lambda: views.probe_chart(probes)), width="stretch")
 
 
 def _outcome(run) -> None:
@@ -151,10 +175,26 @@ def _outcome(run) -> None:
                 st.code(run.error, language=None)
 
 
+def _limits_note(limits) -> None:
+    """The instructor's limits, as the allowed ranges the form accepts."""
+    if not limits or not (limits.caps or set(ARCHITECTURES) - set(limits.architectures)):
+        return
+    ranges = classroom.allowed_ranges(limits)
+    parts = [f"{views.FIELD_LABELS[f]} {lo:,} to {hi:,}" for f, (lo, hi) in ranges.items()
+             if f in limits.caps]
+    archs = ", ".join(ARCHITECTURES[a]["label"] for a in limits.architectures)
+    st.info("**Class limits** set by the instructor — architectures: "
+            f"{views.md_escape(archs)}" + ("; " + "; ".join(parts) if parts else "") + ".",
+            icon=":material/school:")
+
+
 def render() -> None:
     st.title("Train a model")
     home = str(paths.lab_home())
     store = run_store(home)
+    actor = me(store)
+    limits = classroom.student_limits(store, actor)
+    need_name = access.class_mode(store) and not actor.name
     try:
         n_train, n_test = _sizes(*data_key())
     except DataError as exc:
@@ -168,10 +208,11 @@ def render() -> None:
         st.warning(f"No run with id {views.md_escape(run_id)} in this lab.")
         del st.query_params["run"]
         run_id = None
-    if not run_id:
-        active = jobs_board.active()
+    if not run_id:  # the visitor's newest active run (anyone's in a lab without a class)
+        active = [r for r in jobs_board.active() if (actor.name and r.owner == actor.name)
+                  or not access.class_mode(store)]
         if active:
-            run_id = max(active, key=lambda r: r.seq).id  # the newest, as before
+            run_id = max(active, key=lambda r: r.seq).id
             st.query_params["run"] = run_id
     if run_id:
         polling = jobs_board.run(run_id).active
@@ -185,9 +226,14 @@ def render() -> None:
         st.session_state.setdefault(K + field, saved.get(field, value))
     st.session_state.setdefault(K + "probes", saved.get("probes", DEFAULT_PROBES))
 
+    _limits_note(limits)
+    allowed = [a for a in ARCHITECTURES if not limits or a in limits.architectures]
+    presets = [p for p in PRESETS if preset(p).architecture in allowed]
+    if st.session_state[K + "architecture"] not in allowed:
+        st.session_state[K + "architecture"] = allowed[0]
     st.caption("Start from one of the tutorial's models:")
-    cols = st.columns(len(PRESETS))
-    for col, name in zip(cols, PRESETS):
+    cols = st.columns(max(1, len(presets)))
+    for col, name in zip(cols, presets):
         col.button(PRESETS[name]["name"], key=K + "preset_" + name, on_click=_fill_preset,
                    args=(name,), width="stretch",
                    help=f"Fills the form with the tutorial's {PRESETS[name]['name']} "
@@ -195,7 +241,7 @@ def render() -> None:
 
     left, right = st.columns([3, 2], gap="large")
     with left:
-        arch = st.selectbox("Architecture", list(ARCHITECTURES), key=K + "architecture",
+        arch = st.selectbox("Architecture", allowed, key=K + "architecture",
                             format_func=lambda a: ARCHITECTURES[a]["label"])
         st.caption(ARCHITECTURES[arch]["help"])
         shown = ["architecture", "name"]
@@ -215,7 +261,7 @@ def render() -> None:
     values = {f: st.session_state[K + f] for f in shown}
     saved.update(values, probes=st.session_state[K + "probes"])
     cfg = load_config(values)  # fields this architecture does not use keep their defaults
-    errors = validate(cfg, n_train, n_test)
+    errors = validate(cfg, n_train, n_test, limits)
     probes, probe_errors = views.parse_probes(st.session_state[K + "probes"])
     estimate = None
     if not errors:
@@ -249,12 +295,15 @@ def render() -> None:
                            f"{REPORTED_ACCURACY[pname]:.2f} % test accuracy.")
             with st.expander("Model summary"):
                 st.code(shapes.summary(cfg), language=None)
+        if need_name:
+            st.warning("Pick a nickname in the sidebar to train in this class.",
+                       icon=":material/badge:")
         launch = st.button("Launch training", key=K + "launch", type="primary",
-                           icon=":material/play_arrow:", disabled=bool(errors or probe_errors),
-                           width="stretch")
-        if launch and not (errors or probe_errors):
+                           icon=":material/play_arrow:",
+                           disabled=bool(errors or probe_errors or need_name), width="stretch")
+        if launch and not (errors or probe_errors or need_name):
             try:
-                new_id = jobs.submit(store, cfg, probes, n_train, n_test)
+                new_id = jobs.submit(store, cfg, probes, n_train, n_test, actor=actor)
             except ConfigError as exc:
                 st.error("\n".join(f"- {views.md_escape(e)}" for e in exc.errors))
             else:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from core import jobs
+from core import fairq, jobs
 from core import store as st
 
 POLL_S = 1.0  # the board re-reads the store at most this often
@@ -48,19 +48,31 @@ class Board:
         self.store, self.period = store, period
         self._lock = threading.Lock()
         self._active: list[st.Run] = []
+        self._waits: dict[str, float] = {}
         self._at = float("-inf")
         self._feeds: dict[str, _Feed] = {}
         self.polls = 0  # store polls so far (the load benchmark and tests read it)
 
     def active(self) -> list[st.Run]:
-        """Running runs first, then the queue in its order; at most ``period`` old."""
+        """Running runs first, then the queue in its fair order; at most ``period`` old."""
         with self._lock:
             if time.monotonic() - self._at >= self.period:
                 runs = jobs.refresh(self.store)
-                self._active = sorted(runs, key=lambda r: (r.status != st.RUNNING, r.seq))
+                order = {run_id: i for i, run_id in enumerate(self.store.queue_order())}
+                self._active = sorted(runs, key=lambda r: (
+                    r.status != st.RUNNING, order.get(r.id, len(order)), r.seq))
+                running = [r for r in self._active if r.status == st.RUNNING]
+                queued = [r for r in self._active if r.status == st.QUEUED]
+                self._waits = fairq.estimated_waits(queued, running, jobs.max_jobs(),
+                                                    time.time())
                 self._at = time.monotonic()
                 self.polls += 1
             return self._active
+
+    def estimated_wait(self, run_id: str) -> float | None:
+        """Seconds until a queued run is expected to start (core/fairq.py); None if not queued."""
+        self.active()
+        return self._waits.get(run_id)
 
     def invalidate(self) -> None:
         """After a submit or cancel in this server: the next look re-reads the store."""

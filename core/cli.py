@@ -1,7 +1,8 @@
-"""Command line: ``python -m core {train,runs,predict,reproduce,data,cancel}``.
+"""Command line: ``python -m core {train,runs,predict,reproduce,data,cancel,rename,delete}``.
 
 Every error prints one line starting with ``error:`` and exits non-zero (2 for bad input,
-1 for a run that did not complete).
+1 for a run that did not complete). Who acts: ``LAB_USER=nickname`` (runs are theirs; caps
+and permissions apply) and, for the instructor, ``LAB_INSTRUCTOR_KEY`` (core/access.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from core import jobs
+from core import access, jobs
 from core import store as st
 from core.config import (
     PRESETS,
@@ -26,6 +27,7 @@ from core.config import (
     preset,
 )
 from core.data import DataError, load_dataset
+from core.identity import IdentityError
 from core.predict import PredictError
 
 POLL_S = 0.5  # how often `train` reads the store while following a run
@@ -99,7 +101,7 @@ def follow(store: st.RunStore, run_id: str, out=sys.stderr) -> st.Run:
                 return run
             time.sleep(POLL_S if out.isatty() else max(POLL_S, 5.0))
     except KeyboardInterrupt:
-        jobs.cancel(store, run_id)
+        jobs.cancel(store, run_id, access.cli_actor(store))
         out.write("\ncancelling...\n")
         while store.get(run_id).active:
             time.sleep(POLL_S)
@@ -111,11 +113,17 @@ def _data_sizes() -> tuple[int, int]:
     return len(ds.train), len(ds.test)
 
 
+def submit(store: st.RunStore, cfg: TrainConfig, probes: Sequence[str] = ()) -> str:
+    n_train, n_test = _data_sizes()
+    run_id = jobs.submit(store, cfg, probes, n_train=n_train, n_test=n_test,
+                         actor=access.cli_actor(store))
+    print(f"run {run_id} submitted ({cfg.display_name()})", file=sys.stderr)
+    return run_id
+
+
 def train_and_follow(store: st.RunStore, cfg: TrainConfig, probes: Sequence[str] = (),
                      quiet: bool = False) -> st.Run:
-    n_train, n_test = _data_sizes()
-    run_id = jobs.submit(store, cfg, probes, n_train=n_train, n_test=n_test)
-    print(f"run {run_id} submitted ({cfg.display_name()})", file=sys.stderr)
+    run_id = submit(store, cfg, probes)
     return follow(store, run_id, out=sys.stderr if not quiet else _Null())
 
 
@@ -132,6 +140,9 @@ class _Null:
 
 def cmd_train(args: argparse.Namespace, store: st.RunStore) -> int:
     cfg = build_config(args.preset, args.set or [], args.config)
+    if args.detach:
+        print(submit(store, cfg, args.probe or []))
+        return 0
     run = train_and_follow(store, cfg, args.probe or [])
     r = run.results
     print(f"run {run.id}: {run.status}; test accuracy {_pct(r.get('test_accuracy'))}; "
@@ -144,10 +155,13 @@ def cmd_train(args: argparse.Namespace, store: st.RunStore) -> int:
     return 0 if run.status == st.COMPLETED else 1
 
 
-def _run_row(run: st.Run) -> dict:
+def _run_row(run: st.Run, queue: list[str]) -> dict:
     r = run.results
-    return {"id": run.id, "name": run.name, "architecture": run.architecture,
-            "status": run.status, "epochs": run.config.epochs, "params": r.get("params"),
+    return {"id": run.id, "name": run.name, "owner": run.owner, "architecture": run.architecture,
+            "status": run.status,
+            "queue_position": queue.index(run.id) + 1 if run.id in queue else None,
+            "started_at": run.started_at, "reused_from": run.reused_from,
+            "epochs": run.config.epochs, "params": r.get("params"),
             "best_val_accuracy": r.get("best_val_accuracy"),
             "test_accuracy": r.get("test_accuracy"), "auc": r.get("auc"),
             "train_seconds": r.get("train_seconds"), "fast": r.get("fast"),
@@ -155,18 +169,22 @@ def _run_row(run: st.Run) -> dict:
 
 
 def cmd_runs(args: argparse.Namespace, store: st.RunStore) -> int:
-    rows = [_run_row(run) for run in store.list_runs()]
+    runs = store.list_runs()
+    queue = store.queue_order()
+    rows = [_run_row(run, queue) for run in runs]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
         print("no runs yet: try `python -m core train --preset seed-lstm`")
         return 0
-    print(f"{'id':<23} {'status':<11} {'architecture':<17} {'ep':>3} {'test acc':>9} "
-          f"{'time':>7}  name")
+    print(f"{'id':<23} {'status':<11} {'owner':<14} {'architecture':<17} {'ep':>3} "
+          f"{'test acc':>9} {'time':>7}  name")
     for r in rows:
-        print(f"{r['id']:<23} {r['status']:<11} {r['architecture']:<17} {r['epochs']:>3} "
-              f"{_pct(r['test_accuracy']):>9} {_fmt_s(r['train_seconds']):>7}  {r['name']}")
+        status = r["status"] + (f" #{r['queue_position']}" if r["queue_position"] else "")
+        print(f"{r['id']:<23} {status:<11} {access.owner_label(r['owner']):<14} "
+              f"{r['architecture']:<17} {r['epochs']:>3} {_pct(r['test_accuracy']):>9} "
+              f"{_fmt_s(r['train_seconds']):>7}  {r['name']}")
     return 0
 
 
@@ -207,7 +225,19 @@ def cmd_data(args: argparse.Namespace, store: st.RunStore) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace, store: st.RunStore) -> int:
-    print(f"run {args.run_id}: {jobs.cancel(store, args.run_id)}")
+    print(f"run {args.run_id}: {jobs.cancel(store, args.run_id, access.cli_actor(store))}")
+    return 0
+
+
+def cmd_rename(args: argparse.Namespace, store: st.RunStore) -> int:
+    store.rename(args.run_id, args.name, access.cli_actor(store))
+    print(f"run {args.run_id}: renamed to {args.name.strip()}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace, store: st.RunStore) -> int:
+    store.delete(args.run_id, access.cli_actor(store))
+    print(f"run {args.run_id}: deleted")
     return 0
 
 
@@ -296,6 +326,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting")
     t.add_argument("--config", help="JSON file of settings")
     t.add_argument("--probe", action="append", help="a sentence re-scored every epoch")
+    t.add_argument("--detach", action="store_true",
+                   help="submit, print the run id and return without waiting")
     r = sub.add_parser("runs", help="list runs")
     r.add_argument("--json", action="store_true")
     pr = sub.add_parser("predict", help="score a review with a finished run")
@@ -311,13 +343,18 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true")
     c = sub.add_parser("cancel", help="stop a queued or running run")
     c.add_argument("run_id")
+    rn = sub.add_parser("rename", help="rename a run (its owner or the instructor)")
+    rn.add_argument("run_id")
+    rn.add_argument("name")
+    de = sub.add_parser("delete", help="delete a finished run (its owner or the instructor)")
+    de.add_argument("run_id")
     sub.add_parser("native", help="build/load the native LSTM kernels fast mode uses")
     return p
 
 
 COMMANDS = {"train": cmd_train, "runs": cmd_runs, "predict": cmd_predict,
             "reproduce": cmd_reproduce, "data": cmd_data, "cancel": cmd_cancel,
-            "native": cmd_native}
+            "native": cmd_native, "rename": cmd_rename, "delete": cmd_delete}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -327,6 +364,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args, store)
     except ConfigError as exc:
         print(f"error: invalid configuration: {'; '.join(exc.errors)}", file=sys.stderr)
-    except (CliError, DataError, PredictError, st.RunNotFound) as exc:
+    except (CliError, DataError, PredictError, st.RunNotFound, IdentityError,
+            access.PermissionDenied) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except ValueError as exc:  # a bad new name, deleting an active run
         print(f"error: {exc}", file=sys.stderr)
     return 2

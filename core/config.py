@@ -82,6 +82,15 @@ INT_RANGES: dict[str, tuple[int, int]] = {
 NAME_MAX_CHARS = 80
 
 
+@dataclass(frozen=True)
+class Limits:
+    """The instructor's limits for students (core/classroom.py keeps them): the
+    architectures allowed and the largest value of capped integer fields."""
+
+    architectures: tuple[str, ...] = ()  # empty = all
+    caps: dict[str, int] = field(default_factory=dict)
+
+
 @dataclass
 class TrainConfig:
     """Everything that determines a training run; saved with the run as JSON."""
@@ -210,11 +219,12 @@ def _is_number(v: Any) -> bool:
     return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
 
 
-def validate(cfg: TrainConfig, n_train: int | None = None, n_test: int | None = None) -> list[str]:
+def validate(cfg: TrainConfig, n_train: int | None = None, n_test: int | None = None,
+             limits: Limits | None = None) -> list[str]:
     """Every problem with ``cfg``, each naming the field, the value and the allowed range.
 
     ``n_train``/``n_test`` are the sizes of the data in use; when given, subsets and the
-    batch size are checked against them.
+    batch size are checked against them. ``limits`` are the class's caps for a student.
     """
     errors: list[str] = []
     for key in cfg.extra:
@@ -287,12 +297,32 @@ def validate(cfg: TrainConfig, n_train: int | None = None, n_test: int | None = 
     if n_test is not None and cfg.test_size > n_test:
         errors.append(f"test_size: {cfg.test_size} is more than the {n_test} test reviews "
                       f"available (allowed 0 = all, or 1 to {n_test})")
+    if limits is not None:
+        errors += _limit_errors(cfg, n_train, limits)
     return errors
 
 
-def check(cfg: TrainConfig, n_train: int | None = None, n_test: int | None = None) -> TrainConfig:
+def _limit_errors(cfg: TrainConfig, n_train: int | None, limits: Limits) -> list[str]:
+    errors = []
+    if limits.architectures and cfg.architecture not in limits.architectures:
+        errors.append(f"architecture: {cfg.architecture} is not allowed in this class "
+                      f"(the instructor allows: {', '.join(limits.architectures)})")
+    for name, cap in limits.caps.items():
+        value = getattr(cfg, name)
+        if name == "train_size" and value == 0:
+            if n_train is None or n_train > cap:
+                errors.append(f"train_size: 0 (all {n_train or 'the'} training reviews) is over "
+                              f"the class cap of {cap} set by the instructor (allowed 1 to {cap})")
+        elif value > cap:
+            errors.append(f"{name}: {value} is over the class cap of {cap} set by the "
+                          f"instructor (allowed up to {cap})")
+    return errors
+
+
+def check(cfg: TrainConfig, n_train: int | None = None, n_test: int | None = None,
+          limits: Limits | None = None) -> TrainConfig:
     """validate() that raises: for callers that cannot go on with a bad config."""
-    errors = validate(cfg, n_train, n_test)
+    errors = validate(cfg, n_train, n_test, limits)
     if errors:
         raise ConfigError(errors)
     return cfg

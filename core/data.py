@@ -311,6 +311,11 @@ def _cache_key(src: SourceInfo) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def fingerprint(src: SourceInfo) -> str:
+    """What identifies the data a source yields (run reuse compares it)."""
+    return _cache_key(src)
+
+
 def _save(path: Path, words: list[str], arrays: dict, src: SourceInfo) -> None:
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, words=np.array(json.dumps(words)), source=np.array(json.dumps(src.__dict__)),

@@ -10,6 +10,9 @@ Warm workers (``core.warm``, on unless ``LAB_WARM_WORKERS=0``): a claimed run go
 worker that has already imported TensorFlow and waits, and a new one is started to wait for
 the next run; otherwise a fresh interpreter is started for it. One job per process either
 way, so a finished job's memory always returns to the system.
+
+Ray (``LAB_RAY_ADDRESS`` set, see ``core.raylaunch``): a claimed run becomes a Ray task on
+any machine of the cluster instead of a local process; the queue stays this one.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from core import paths, warm
+from core import access, classroom, paths, raylaunch, reuse, warm
 from core import store as st
 from core.config import ConfigError, TrainConfig, check
 from core.text import check_probes
@@ -29,6 +32,8 @@ DEFAULT_MAX_JOBS = 1  # concurrent trainings; one per 2-core machine
 
 
 def max_jobs() -> int:
+    if raylaunch.enabled() and not os.environ.get("LAB_MAX_JOBS"):
+        return raylaunch.max_jobs_default()  # the cluster's CPUs / each job's CPUs
     try:
         return max(1, int(os.environ.get("LAB_MAX_JOBS", DEFAULT_MAX_JOBS)))
     except ValueError:
@@ -36,18 +41,32 @@ def max_jobs() -> int:
 
 
 def submit(store: st.RunStore, cfg: TrainConfig, probes: Iterable[str] = (),
-           n_train: int | None = None, n_test: int | None = None, start: bool = True) -> str:
-    """Validate, queue and (if a slot is free) start a run; returns its id at once.
-    Raises ConfigError before anything is stored when the config is invalid."""
+           n_train: int | None = None, n_test: int | None = None, start: bool = True,
+           actor: access.Actor | None = None) -> str:
+    """Validate, queue and (if a slot is free) start a run owned by ``actor``; returns its
+    id at once. Raises ConfigError before anything is stored when the config is invalid,
+    breaks the class's caps (for a student) or the owner's queue is full (QueueFull).
+    With run reuse on, a submission identical to a completed run is answered at once by a
+    completed copy of it (core/reuse.py): no worker is started."""
     from core.guard import check_budget  # resource guard: refuse what cannot fit
 
-    check(cfg, n_train, n_test)
+    if access.class_mode(store) and not (actor and (actor.name or actor.instructor)):
+        raise ConfigError(["nickname: pick a nickname to train in this class (the sidebar; "
+                           "LAB_USER=... on the command line)"])
+    check(cfg, n_train, n_test, classroom.student_limits(store, actor))
     probes = list(probes)
     errors = check_probes(probes)
     if errors:
         raise ConfigError(errors)
     check_budget(cfg, n_train, n_test)
-    run_id = store.create_run(cfg, probes)
+    owner = actor.name if actor else None
+    key = reuse.reuse_key(cfg)
+    if classroom.load(store).reuse:
+        source = store.find_reusable(key)
+        if source is not None:
+            return store.copy_completed(source, cfg, owner, probes)
+    run_id = store.create_run(cfg, probes, owner=owner, reuse_key=key,
+                              max_queued=classroom.max_queued_per_user())
     if start:
         dispatch(store)
     return run_id
@@ -73,13 +92,25 @@ def spawn_worker(store: st.RunStore, run_id: str) -> int:
 
 def dispatch(store: st.RunStore) -> list[str]:
     """Start queued runs while slots are free; returns the ids started. Keeps one warm
-    worker waiting for the next run when warm workers are on."""
+    worker waiting for the next run when warm workers are on (on Ray: each run becomes a
+    Ray task)."""
+    on_ray = raylaunch.enabled()
+    if on_ray:
+        raylaunch.poll(store)  # tasks Ray saw die: their runs end, their slots free up
     store.reap()
     started = []
     while True:
         run = store.claim_next(max_jobs())
         if run is None:
             break
+        if on_ray:
+            try:
+                raylaunch.launch(store, run.id)  # the task records its own pid and node
+            except Exception as exc:  # noqa: BLE001 - unreachable cluster, refused task
+                store.finish(run.id, st.FAILED, error=f"could not start the Ray task: {exc}")
+                continue
+            started.append(run.id)
+            continue
         try:
             pid = warm.hand_over(store.home, run.id) or spawn_worker(store, run.id)
         except OSError as exc:
@@ -87,6 +118,8 @@ def dispatch(store: st.RunStore) -> list[str]:
             continue
         store.set_worker(run.id, pid)
         started.append(run.id)
+    if on_ray:
+        return started
     warm.ensure(store.home, lambda: spawn(store.home, [warm.FLAG], warm.log_path(store.home)))
     return started
 
@@ -97,8 +130,12 @@ def refresh(store: st.RunStore) -> list[st.Run]:
     return store.list_runs(st.ACTIVE, reap=False)
 
 
-def cancel(store: st.RunStore, run_id: str) -> str:
-    """Ask a run to stop; returns its status after the request."""
+def cancel(store: st.RunStore, run_id: str, actor: access.Actor | None = None) -> str:
+    """Ask a run to stop; returns its status after the request. Only its owner or the
+    instructor may (core/access.py): PermissionDenied naming the owner otherwise."""
+    access.check_manage(store, actor, store.owner(run_id), run_id, "stop")
     status = store.request_cancel(run_id)
+    if status == st.RUNNING and raylaunch.enabled():
+        raylaunch.cancel(store, run_id)  # forced by Ray if the worker does not stop in time
     dispatch(store)
     return status

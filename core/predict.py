@@ -58,8 +58,8 @@ def load_run_model(store: st.RunStore, run_id: str):
     run = store.get(run_id)
     if run.status != st.COMPLETED:
         raise PredictError(f"run {run_id} is {run.status}; only completed runs have a model")
-    path = store.model_path(run_id)
-    if not path.is_file():
+    path = store.artifact(run_id, st.MODEL_FILE)  # PostgreSQL: fetched from the database
+    if path is None:
         raise PredictError(f"run {run_id} has no saved model file")
     with open(path, "rb") as fh:
         if fh.read(4) != ZIP_MAGIC:  # HDF5 (.h5) and anything else: the legacy loaders
@@ -92,7 +92,10 @@ class Predictor:
 
         run = store.get(run_id)
         model = load_run_model(store, run_id)
-        return cls(model, Encoder.load(store.encoder_path(run_id)),
+        encoder = store.artifact(run_id, st.ENCODER_FILE)
+        if encoder is None:
+            raise PredictError(f"run {run_id} has no saved encoder file")
+        return cls(model, Encoder.load(encoder),
                    fast.FastPredictor.try_build(model, run.config), run)
 
     def _probs(self, x: np.ndarray) -> np.ndarray:

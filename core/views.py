@@ -10,6 +10,7 @@ at most :data:`MAX_BINS` bars.
 from __future__ import annotations
 
 import csv
+import functools
 import html
 import io
 import json
@@ -268,12 +269,14 @@ def probe_frame(rows: Iterable[Mapping[str, Any]], probes: Sequence[str]) -> pd.
     return pd.DataFrame(out, columns=["epoch", "sentence", "probability"])
 
 
-def progress_view(run: Any, queue_position: int | None = None) -> tuple[float, str]:
+def progress_view(run: Any, queue_position: int | None = None,
+                  wait_s: float | None = None) -> tuple[float, str]:
     """(fraction 0..1, one line of text) for a run's progress bar."""
     p = run.progress or {}
     stage = p.get("stage") or run.status
     if run.status == "queued":
-        where = f" (position {queue_position} in the queue)" if queue_position else ""
+        wait = f", starts in about {fmt_seconds(wait_s)}" if wait_s is not None else ""
+        where = f" (position {queue_position} in the queue{wait})" if queue_position else ""
         return 0.0, f"Queued{where}: it starts when a training slot is free."
     total = p.get("total") or 0
     done = p.get("done") or 0
@@ -304,9 +307,13 @@ def _fit(chart, height: int):
 _PHASE_COLORS = alt.Scale(domain=["train", "validation"], range=["#3b6fd8", "#e0682b"])
 
 
-def batch_chart(frame: pd.DataFrame, metric: str, height: int = 220) -> alt.Chart:
-    """Raw batch values (faint) and their moving average, one metric."""
-    d = frame[frame["metric"] == metric]
+POINTS = "points"  # the named dataset of batch_spec's template
+
+
+def batch_chart(frame: pd.DataFrame | alt.Data, metric: str, height: int = 220) -> alt.Chart:
+    """Raw batch values (faint) and their moving average, one metric (``frame``: the
+    CurveBuffer's frame, or a named data source for a template)."""
+    d = frame[frame["metric"] == metric] if isinstance(frame, pd.DataFrame) else frame
     title = f"Batch {metric} (line: moving average)"
     base = alt.Chart(d).encode(x=alt.X("step:Q", title="batch (step)"))
     y_title = metric
@@ -317,6 +324,20 @@ def batch_chart(frame: pd.DataFrame, metric: str, height: int = 220) -> alt.Char
         tooltip=[alt.Tooltip("step:Q"), alt.Tooltip("smoothed:Q", format=".4f", title="EMA"),
                  alt.Tooltip("value:Q", format=".4f", title="raw")])
     return _fit(alt.layer(raw, smooth).properties(title=title), height)
+
+
+@functools.cache
+def _batch_template(metric: str, height: int) -> str:
+    return json.dumps(batch_chart(alt.Data(name=POINTS), metric, height).to_dict())
+
+
+def batch_spec(frame: pd.DataFrame, metric: str, height: int = 220) -> dict[str, Any]:
+    """``batch_chart`` as a Vega-Lite spec with the points filled in. The live view redraws
+    its batch curves every second in every watching tab: Altair builds and validates a spec
+    in 20-50 ms here, so it does that once per metric and each redraw only adds the points."""
+    spec = json.loads(_batch_template(metric, height))
+    spec["datasets"] = {POINTS: frame[frame["metric"] == metric].to_dict("records")}
+    return spec
 
 
 def epoch_chart(frame: pd.DataFrame, metric: str, reference: float | None = None,
@@ -525,8 +546,13 @@ def compact_sequence(padded: Sequence[int], keep: int = 60) -> str:
 
 # -- the Compare page ---------------------------------------------------------------------------
 
-RUN_COLUMNS = ["Name", "Architecture", "Params", "Epochs", "Status", "Best val acc",
+RUN_COLUMNS = ["Name", "Owner", "Architecture", "Params", "Epochs", "Status", "Best val acc",
                "Test acc", "AUC", "Training time (s)", "Date", "Run id"]
+
+
+def owner_of(run: Any) -> str:
+    """A run's owner as shown everywhere ('—' for a run without one)."""
+    return getattr(run, "owner", None) or "—"
 
 
 def run_label(run: Any) -> str:
@@ -534,12 +560,22 @@ def run_label(run: Any) -> str:
     return f"{short(run.name, 40)} · {run.id[-6:]}"
 
 
-def runs_frame(runs: Sequence[Any]) -> pd.DataFrame:
+def owned_label(run: Any, me: str | None = None) -> str:
+    """run_label with its owner, marked "(you)" for the viewer's own runs."""
+    owner = owner_of(run)
+    mine = " (you)" if me and getattr(run, "owner", None) == me else ""
+    return f"{run_label(run)} · by {owner}{mine}"
+
+
+def runs_frame(runs: Sequence[Any], me: str | None = None) -> pd.DataFrame:
+    """The Compare table; the viewer's own runs are marked "(you)" in Owner."""
     rows = []
     for r in runs:
         res = r.results or {}
         rows.append({
             "Name": r.name,
+            "Owner": owner_of(r) + (" (you)" if me and getattr(r, "owner", None) == me
+                                    else ""),
             "Architecture": ARCHITECTURES.get(r.architecture, {}).get("label", r.architecture),
             "Params": res.get("params"),
             "Epochs": r.config.epochs,

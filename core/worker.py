@@ -16,13 +16,15 @@ import psutil
 
 from core import jobs, paths, warm
 from core import store as st
+from core.db import is_lost_connection, patience
 from core.guard import MEMORY_ADVICE
-from core.training import Heartbeat, Progress, run_training
+from core.training import RAY_NODE_ENV, Heartbeat, Progress, run_training, where
 
 # Address-space cap for one worker, as a share of physical memory (LAB_WORKER_MEMORY_GB
 # overrides): an oversized job then fails with "out of memory" instead of drawing the
 # kernel's OOM killer onto the server. A training worker maps ~2.6 GiB at the seed's size.
 WORKER_MEMORY_SHARE = 0.75
+FINAL_WRITE_S = 300.0  # a lost PostgreSQL server has this long to return for the final status
 OOM_MARKERS = ("ResourceExhaustedError", "MemoryError", "OOM when allocating",
                "std::bad_alloc", "Cannot allocate memory")
 
@@ -37,8 +39,13 @@ def limit_memory() -> int:
     return cap
 
 
-def describe_failure(trace: str, cap: int) -> str:
-    """The traceback, led by a plain reason when the job ran out of memory."""
+def describe_failure(trace: str, cap: int, exc: BaseException | None = None) -> str:
+    """The traceback, led by a plain reason when the job ran out of memory or lost its
+    run store."""
+    if exc is not None and is_lost_connection(exc):
+        return ("the run store's PostgreSQL server could not be reached (LAB_DB_URL); the "
+                "worker retried its writes for LAB_DB_RETRY_S seconds, then gave up.\n\n"
+                + trace)
     if any(marker in trace for marker in OOM_MARKERS):
         return (f"out of memory: the job needed more than this server's {cap / 2**30:.1f} GiB "
                 f"per job (LAB_WORKER_MEMORY_GB); try {MEMORY_ADVICE}.\n\n"
@@ -53,7 +60,9 @@ def main(run_id: str, limited: bool = False) -> int:
     if run.status != st.RUNNING:
         return 0  # cancelled while queued or claimed by someone else: nothing to do
     if run.pid != os.getpid():
-        store.set_worker(run_id, os.getpid())  # started by hand, not by dispatch
+        store.set_worker(run_id, os.getpid())  # started by hand, a Ray task, not by dispatch
+    if os.environ.get(RAY_NODE_ENV):  # say where at once (training records the rest)
+        store.set_env(run_id, where())
     progress = Progress()
     beat = Heartbeat(store, run_id, progress)
     beat.start()
@@ -61,13 +70,14 @@ def main(run_id: str, limited: bool = False) -> int:
     try:
         status = run_training(store, run_id, progress)
     except BaseException as exc:  # noqa: BLE001 - record every failure, then exit
-        error = describe_failure(traceback.format_exc(), cap)
+        error = describe_failure(traceback.format_exc(), cap, exc)
         if isinstance(exc, KeyboardInterrupt):
             status = st.CANCELLED
     finally:
-        beat.stop()
-        store.finish(run_id, status, error=error,
-                     progress={**progress.snapshot(), "stage": status})
+        with patience(FINAL_WRITE_S):  # the final status outwaits a store outage
+            beat.stop()
+            store.finish(run_id, status, error=error,
+                         progress={**progress.snapshot(), "stage": status})
         (store.run_dir(run_id) / st.PARTIAL_MODEL_FILE).unlink(missing_ok=True)
         jobs.dispatch(store)
     return 0 if status in (st.COMPLETED, st.CANCELLED, st.DIVERGED) else 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import time
@@ -14,6 +15,7 @@ from core import inference, jobs, warm
 from core import store as st
 from core.config import load_config
 from core.paths import PROJECT_ROOT
+from pgserver import PgServer, missing_reason
 
 # The real reviews, when the shared data folder sits beside the project.
 ARCHIVE = PROJECT_ROOT.parent / "shared" / "data" / "aclImdb_v1_labeled.tar.gz"
@@ -116,6 +118,38 @@ def lab_with_run(lab, trained_home) -> tuple[st.RunStore, str]:
     store = st.RunStore(lab.home)
     run_id = store.list_runs()[0].id
     return store, run_id
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One throwaway PostgreSQL server for the whole session (each test gets its own
+    database). Skipped, with the reason, where the server binaries are missing; CI sets
+    LAB_TEST_POSTGRES=required (.ci/run installs them), so there it fails instead."""
+    reason = missing_reason()
+    if reason:
+        if os.environ.get("LAB_TEST_POSTGRES") == "required":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = PgServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """A fresh, empty database on the session's server."""
+    return pg_server.new_database("lab_" + secrets.token_hex(4))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, monkeypatch) -> str:
+    """Runs a test once per run-store back end: SQLite, then PostgreSQL (LAB_DB_URL, a
+    fresh database); worker subprocesses inherit the choice through the environment."""
+    if request.param == "postgresql":
+        monkeypatch.setenv("LAB_DB_URL", request.getfixturevalue("pg_url"))
+    else:
+        monkeypatch.delenv("LAB_DB_URL", raising=False)
+    return request.param
 
 
 @pytest.fixture(scope="session")

@@ -218,7 +218,8 @@ def walk(page, dialogs: list[str], base: str, home: Path, pid: int) -> None:
     nav = sidebar.locator("[data-testid='stSidebarNav']").inner_text()
     # page titles (icon names are lowercase words); a version-1 'pages/' app would list
     # its files instead: app, compare, data, ...
-    assert [w for w in nav.split() if w[0].isupper()] == ["Data", "Train", "Compare", "Predict"]
+    assert [w for w in nav.split() if w[0].isupper()] == ["Data", "Train", "Compare", "Predict",
+                                                           "Leaderboard", "Instructor"]
     assert "app" not in nav.split()
     page.get_by_text("Parameters").first.wait_for()
 

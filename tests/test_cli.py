@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from conftest import TINY
+from core.config import load_config
 from core.paths import PROJECT_ROOT
 
 
@@ -76,3 +77,43 @@ def test_reproduce_tables_show_mean_spread_and_every_epoch(lab_with_run):
     epochs = cli.epochs_table(store, {"seed-lstm": [run]})
     train = [m["value"] for m in store.metrics(run_id, "train") if m["name"] == "accuracy"]
     assert " → ".join(f"{100 * v:.2f}" for v in train) in epochs
+
+
+def test_detach_owners_queue_positions_and_permissions(lab, monkeypatch):
+    """`train --detach` returns the id at once; `runs --json` shows owner, status, queue
+    position and start; another user's cancel/rename/delete exits 2 naming the owner, the
+    instructor's succeeds. A run held by this (live) process keeps the queue waiting, so
+    nothing trains here."""
+    from core import access
+    from core import store as st
+
+    blocker = lab.create_run(load_config(TINY), owner="Cy")
+    lab.claim_next(1)
+    lab.set_worker(blocker, os.getpid())
+    try:
+        monkeypatch.setenv(access.KEY_ENV, "s3cret")
+        monkeypatch.setenv("LAB_USER", "Ana")
+        sets = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
+        out = cli("train", *sets, "--detach", "--set", "name=detached", timeout=120)
+        assert out.returncode == 0, out.stderr
+        run_id = out.stdout.strip()
+        monkeypatch.delenv(access.KEY_ENV)
+        rows = {r["id"]: r for r in json.loads(cli("runs", "--json").stdout)}
+        assert rows[run_id]["owner"] == "Ana" and rows[run_id]["status"] == st.QUEUED
+        assert rows[run_id]["queue_position"] == 1 and rows[run_id]["started_at"] is None
+        assert rows[blocker]["status"] == st.RUNNING and rows[blocker]["started_at"] > 0
+
+        monkeypatch.setenv("LAB_USER", "Ben")
+        for args in (("cancel", run_id), ("rename", run_id, "x"), ("delete", run_id)):
+            refused = cli(*args)
+            assert refused.returncode == 2, refused
+            last = refused.stderr.strip().splitlines()[-1]
+            assert last.startswith("error: ") and "belongs to Ana" in last
+        monkeypatch.setenv(access.KEY_ENV, "s3cret")  # Ben holds the instructor key
+        assert cli("rename", run_id, "renamed by the teacher").returncode == 0
+        assert cli("cancel", run_id).returncode == 0 and cli("delete", run_id).returncode == 0
+        monkeypatch.setenv("LAB_USER", "<b>x</b>")
+        bad = cli("cancel", blocker)
+        assert bad.returncode == 2 and "HTML or markdown" in bad.stderr
+    finally:  # before the lab fixture kills the workers of active runs (this process)
+        lab.finish(blocker, st.CANCELLED)

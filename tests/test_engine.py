@@ -34,6 +34,11 @@ def test_tiny_run_through_the_worker_streams_every_metric(lab):
     assert sum(r["confusion"].values()) == 128
     assert r["roc"]["fpr"][0] == 0.0 and r["roc"]["tpr"][-1] == 1.0 and 0 <= r["auc"] <= 1
     assert len(r["epoch_seconds"]) == 2 and "Total params" in r["summary"]
+    # Where the job's time went, from the worker process's start (kernels: fast mode).
+    phases = r["phases"]
+    assert list(phases) == ["start", "imports", "data", "encoder", "model", "kernels",
+                            "first batch", "training", "evaluation", "saving"]
+    assert all(s >= 0 for s in phases.values()) and phases["start"] > 0
     assert run.env["keras"].startswith("3.") and run.env["data"]["source"] == "demo"
     assert run.progress["stage"] == st.COMPLETED and run.progress["done"] == steps * 2
     assert lab.model_path(run_id).exists()

@@ -319,6 +319,24 @@ def test_predictor_matches_model_predict(arch):
     assert np.abs(singles - got).max() < ATOL
 
 
+@pytest.mark.parametrize(("arch", "overrides"), EXACT_CASES,
+                         ids=[case_id(a, o) for a, o in EXACT_CASES])
+def test_engine_predict_matches_model_predict(backend, arch, overrides):
+    """fast.predict (a fast run's test-set evaluation): the training engine's forward pass
+    in length-sorted batches gives model.predict's probabilities, in the rows' own order,
+    for empty, very short and longer-than-maxlen reviews, whatever the batch size."""
+    cfg = small_config(arch, **overrides)
+    model = random_model(cfg)
+    lengths = MIXED_LENGTHS + SHORT_LENGTHS + [3 * cfg.maxlen, cfg.maxlen - 1, 0, 2, 25]
+    x, _ = reviews(cfg, list(np.random.default_rng(5).permutation(lengths)), seed=4)
+    expected = np.asarray(model.predict(x, verbose=0))[:, 0]
+    for batch in (None, 64, 7):  # several batches, the partial one first; one partial
+        got = fast.predict(model, cfg, x, batch=batch)
+        assert got.shape == (len(x),)
+        assert np.abs(got - expected).max() <= ATOL, batch
+    assert fast.predict(model, cfg, x[:0]).shape == (0,)
+
+
 @pytest.mark.parametrize("arch", ["lstm", "gru", "stacked-lstm", "cnn-lstm"])
 def test_predictor_occlusion_batches_match(arch):
     """Attribution's batch: a review and copies with one code replaced each. The copies
@@ -361,3 +379,32 @@ def test_engine_trains_in_fast_mode_through_the_store(lab):
     assert run.results["fast_reason"].endswith(native.status())
     names = {(r["phase"], r["name"]) for r in lab.metrics(run_id)}
     assert {("batch", "loss"), ("train", "accuracy"), ("val", "loss"), ("probe", "probe0")} <= names
+    phases = run.results["phases"]  # in-process: no worker start
+    assert set(phases) == {"imports", "data", "encoder", "model", "kernels", "first batch",
+                           "training", "evaluation", "saving"}
+    assert all(s >= 0 for s in phases.values())
+    # The test set went through the fast engine: the same results as the saved model's
+    # predict on the padded rows.
+    from core.data import load_dataset
+    from core.evaluate import evaluate
+
+    x, y = load_dataset().arrays("test", cfg.top_words, cfg.maxlen, cfg.test_size)
+    p = keras.saving.load_model(lab.model_path(run_id)).predict(x, verbose=0).ravel()
+    want = evaluate(y, p, np.zeros(len(y)), cfg.maxlen)
+    assert abs(run.results["test_loss"] - want["test_loss"]) < ATOL
+    assert abs(run.results["test_accuracy"] - want["test_accuracy"]) <= 1 / len(y)
+
+
+def test_plain_run_evaluates_with_model_predict(lab, monkeypatch):
+    """fast=false: the test set goes through model.predict as before, no kernels phase."""
+    from core import store as st
+    from core import training
+
+    calls = []
+    monkeypatch.setattr(fast, "predict", lambda *a, **k: calls.append(a))
+    cfg = tiny_config(fast=False)
+    run_id = lab.create_run(cfg, status=st.RUNNING)
+    assert training.run_training(lab, run_id, training.Progress()) == st.COMPLETED
+    r = lab.get(run_id, reap=False).results
+    assert not calls and r["fast"] is False and r["test_reviews"] == cfg.test_size
+    assert "kernels" not in r["phases"] and {"first batch", "evaluation"} <= set(r["phases"])

@@ -252,7 +252,9 @@ def test_a_queued_job_shows_its_place_and_stop_cancels_it(lab):
         assert lab.get(queued).status == st.QUEUED  # one training slot (LAB_MAX_JOBS=1)
         at = open_page("train", {"run": queued})
         assert "waiting job" in texts(at.subheader)
-        assert at.main.progress[0].text.startswith("Queued (position 1 in the queue)")
+        # its place in the fair queue and the wait estimated from the job ahead of it
+        assert at.main.progress[0].text.startswith("Queued (position 1 in the queue, starts "
+                                                   "in about")
         at.button(key="train_stop").click().run()
         assert_clean(at)
         assert lab.get(queued).status == st.CANCELLED

@@ -1,4 +1,7 @@
-"""Run store: concurrent writers lose nothing, claims are atomic, dead workers are reaped."""
+"""Run store: concurrent writers lose nothing, claims are atomic, dead workers are reaped.
+
+Every test runs twice, on SQLite and on PostgreSQL (the ``backend`` fixture), because the
+store's SQL is written once and translated (core.db): a translation gap shows up here."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import pytest
 from conftest import tiny_config
 from core import store as st
 from core.paths import PROJECT_ROOT
+
+pytestmark = pytest.mark.usefixtures("backend")
 
 WRITER = """
 import sys, time
@@ -76,6 +81,21 @@ def test_dead_worker_is_marked_interrupted_when_someone_looks(tmp_path):
     assert not (store.run_dir(run_id) / st.PARTIAL_MODEL_FILE).exists()
 
 
+def test_a_worker_gone_after_a_cancel_request_ends_cancelled(tmp_path):
+    """A launcher that kills a worker which ignored the cancel flag (Ray's forced cancel)
+    leaves a run the user asked to stop: it is cancelled, not interrupted."""
+    store = st.RunStore(tmp_path)
+    run_id = store.create_run(tiny_config())
+    store.claim_next(1)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    store.set_worker(run_id, proc.pid)
+    assert store.request_cancel(run_id) == st.RUNNING
+    proc.kill()
+    proc.wait()
+    run = store.get(run_id)
+    assert run.status == st.CANCELLED and "by force" in run.error
+
+
 def test_a_recycled_pid_does_not_count_as_alive():
     me = os.getpid()
     import psutil
@@ -113,3 +133,61 @@ def test_rename_delete_and_missing_runs(tmp_path):
         store.get(run_id)
     with pytest.raises(st.RunNotFound):
         store.run_dir("../etc")
+
+
+def test_nan_metrics_are_stored_as_null(tmp_path):
+    """A diverged run's last loss is NaN; readers treat NULL as "not finite" on both back
+    ends (PostgreSQL would otherwise keep NaN, and charts would differ by back end)."""
+    store = st.RunStore(tmp_path)
+    run_id = store.create_run(tiny_config(), status=st.RUNNING)
+    store.add_metrics(run_id, [(1, 0, "batch", "loss", float("nan"), time.time()),
+                               (2, 0, "batch", "loss", 0.5, time.time())])
+    assert [r["value"] for r in store.metrics(run_id, "batch")] == [None, 0.5]
+
+
+def test_claims_race_hands_each_run_to_one_claimer(tmp_path):
+    """Four processes claim at once from three queued runs with two slots: exactly two
+    claims succeed and no run is claimed twice (the claim is one serialized transaction)."""
+    store = st.RunStore(tmp_path)
+    for i in range(3):
+        store.create_run(tiny_config(name=f"r{i}"))
+    claimer = ("import sys; from core.store import RunStore; "
+               "run = RunStore(sys.argv[1]).claim_next(2); print(run.id if run else '-')")
+    procs = [subprocess.Popen([sys.executable, "-c", claimer, str(tmp_path)], cwd=PROJECT_ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    claimed = [out.strip() for out, _ in outs if out.strip() != "-"]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
+    assert len(claimed) == 2 and len(set(claimed)) == 2
+    assert len(store.list_runs([st.RUNNING], reap=False)) == 2
+
+
+def test_artifacts_reach_a_machine_without_the_run_folder(tmp_path, backend, monkeypatch):
+    """A web server on another machine (another LAB_HOME) gets a run's files: from the
+    database on PostgreSQL, from the shared LAB_ARTIFACTS folder on SQLite."""
+    if backend == "sqlite":
+        monkeypatch.setenv("LAB_ARTIFACTS", str(tmp_path / "shared-runs"))
+    worker = st.RunStore(tmp_path / "node-a")
+    run_id = worker.create_run(tiny_config())
+    worker.encoder_path(run_id).write_text('{"words": 1}')
+    worker.model_path(run_id).write_bytes(b"PK\x03\x04 a model")
+    worker.publish(run_id)
+    web = st.RunStore(tmp_path / "web")
+    assert web.artifact(run_id, st.MODEL_FILE).read_bytes() == b"PK\x03\x04 a model"
+    assert web.artifact(run_id, st.ENCODER_FILE).read_text() == '{"words": 1}'
+    assert web.artifact(run_id, "nothing.bin") is None
+
+
+def test_sqlite_only_statements_a_later_change_may_add_run_on_both(tmp_path, backend):
+    """Statements another change to the store is likely to add (a settings table filled with
+    INSERT OR IGNORE, a column added by ALTER TABLE) are translated, not duplicated."""
+    db = st.RunStore(tmp_path)._conn()
+    db.execute("CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v REAL)")
+    for value in (1.0, 2.0):
+        db.execute("INSERT OR IGNORE INTO kv (k, v) VALUES (?, ?)", ("a", value))
+    assert db.execute("SELECT v FROM kv WHERE k = ?", ("a",)).fetchone()[0] == 1.0
+    db.execute("ALTER TABLE kv ADD COLUMN owner TEXT")
+    if backend == "postgresql":
+        db.execute("ALTER TABLE kv ADD COLUMN owner TEXT")  # a re-run migration: a no-op
+    assert [r["owner"] for r in db.execute("SELECT owner FROM kv").fetchall()] == [None]

@@ -211,3 +211,18 @@ def test_fmt_helpers_and_md_escape():
     assert views.fmt_pct(0.8748) == "87.48 %"
     assert views.md_escape("**bold** :red[x] <b>") == r"\*\*bold\*\* \:red\[x\] \<b\>"
     assert views.safe_filename("my run/../x: ü") == "my_run_.._x"
+
+
+def test_batch_spec_is_the_batch_chart_with_its_points():
+    """The live view draws batch curves from a template filled with the points: the same
+    layers and encodings as the Altair chart, and exactly the metric's rows."""
+    buf = views.CurveBuffer()
+    buf.feed([{"id": i, "step": i // 2 + 1, "epoch": 0, "phase": "batch",
+               "name": ("loss", "accuracy")[i % 2], "value": 0.1 * (i % 7)}
+              for i in range(1, 41)])
+    frame = buf.frame()
+    spec = views.batch_spec(frame, "loss")
+    chart = views.batch_chart(frame, "loss").to_dict()
+    assert spec["layer"] == chart["layer"] and spec["title"] == chart["title"]
+    assert spec["datasets"][views.POINTS] == frame[frame["metric"] == "loss"].to_dict("records")
+    assert len(spec["datasets"][views.POINTS]) == 20

@@ -1,0 +1,78 @@
+"""The class leaderboard: each student's best test accuracy per model, the class's spread,
+and the tutorial's number beside it (plain pandas + Altair, for app_pages/leaderboard.py).
+
+Runs are grouped by the tutorial preset they equal (``config.preset_of``: same settings but
+name and seed), else by architecture ("LSTM, own settings"). Runs without an owner are not
+ranked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import altair as alt
+import pandas as pd
+
+from core.config import ARCHITECTURES, PRESETS, REPORTED_ACCURACY, preset_of
+
+COLUMNS = ["group", "preset", "owner", "accuracy", "run_id"]
+
+
+def group_of(run: Any) -> tuple[str, str | None]:
+    """(group label, preset name or None)."""
+    pname = preset_of(run.config)
+    if pname:
+        return PRESETS[pname]["name"], pname
+    label = ARCHITECTURES.get(run.architecture, {}).get("label", run.architecture)
+    return f"{label}, own settings", None
+
+
+def best_frame(runs: Sequence[Any]) -> pd.DataFrame:
+    """One row per (group, owner): the owner's best test accuracy (%) and that run's id."""
+    rows = []
+    for r in runs:
+        acc = (r.results or {}).get("test_accuracy")
+        if r.status != "completed" or acc is None or not r.owner:
+            continue
+        group, pname = group_of(r)
+        rows.append({"group": group, "preset": pname, "owner": r.owner,
+                     "accuracy": 100.0 * acc, "run_id": r.id})
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    if frame.empty:
+        return frame
+    frame = frame.sort_values("accuracy", ascending=False).drop_duplicates(["group", "owner"])
+    return frame.sort_values(["group", "accuracy"], ascending=[True, False]).reset_index(
+        drop=True)
+
+
+def class_stats(frame: pd.DataFrame) -> dict[str, Any]:
+    """Students, mean and std (sample; 0 for one student) of one group's best accuracies,
+    and the tutorial's reported accuracy when the group is a preset."""
+    accs = frame["accuracy"]
+    pname = frame["preset"].iloc[0] if len(frame) else None
+    return {"students": len(frame), "mean": float(accs.mean()),
+            "std": float(accs.std()) if len(frame) > 1 else 0.0,
+            "reference": REPORTED_ACCURACY.get(pname) if pname else None}
+
+
+def strip_chart(frame: pd.DataFrame, stats: dict[str, Any], height: int = 110
+                ) -> alt.LayerChart:
+    """Each student's best as a point; the class mean ± std as a band and a rule; the
+    tutorial's accuracy as a dashed red rule."""
+    points = alt.Chart(frame).mark_circle(size=90, opacity=0.8).encode(
+        x=alt.X("accuracy:Q", title="best test accuracy (%)", scale=alt.Scale(zero=False)),
+        y=alt.value(height / 2), yOffset=alt.YOffset("owner:N"),
+        tooltip=["owner:N", alt.Tooltip("accuracy:Q", format=".2f"), "run_id:N"])
+    band = pd.DataFrame([{"lo": stats["mean"] - stats["std"], "hi": stats["mean"] + stats["std"],
+                          "mean": stats["mean"]}])
+    layers = [alt.Chart(band).mark_rect(opacity=0.15, color="#3b6fd8").encode(
+                  x="lo:Q", x2="hi:Q"),
+              alt.Chart(band).mark_rule(color="#3b6fd8").encode(
+                  x="mean:Q", tooltip=[alt.Tooltip("mean:Q", title="class mean", format=".2f")]),
+              points]
+    if stats["reference"] is not None:
+        ref = pd.DataFrame([{"tutorial": stats["reference"]}])
+        layers.append(alt.Chart(ref).mark_rule(color="#d23", strokeDash=[6, 4]).encode(
+            x="tutorial:Q", tooltip=[alt.Tooltip("tutorial:Q", title="tutorial reported")]))
+    return alt.layer(*layers).properties(height=height)

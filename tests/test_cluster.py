@@ -1,0 +1,122 @@
+"""Runs on a Ray cluster with the run store in PostgreSQL: a local cluster of two nodes of
+one CPU each (ray.cluster_utils.Cluster, one per module: Ray starts slowly on two cores).
+
+The lab's queue hands claimed runs to Ray; each run must record the node it ran on, stream
+every metric row into PostgreSQL, and leave a model that a web server with its own,
+empty LAB_HOME loads from the database. Killing a node mid-run must end that run
+``interrupted`` while the queue goes on."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from conftest import RUN_TIMEOUT_S, tiny_config
+from core import inference, jobs, raylaunch
+from core import store as st
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster(pg_server, shared_cache, tmp_path_factory):
+    """(store, cluster, worker node): the lab's environment points at the cluster and a
+    fresh PostgreSQL database for the whole module."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    home = tmp_path_factory.mktemp("cluster-lab")
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    worker_node = c.add_node(num_cpus=1)
+    c.wait_for_nodes()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LAB_HOME", str(home))
+        mp.setenv("LAB_CACHE", str(shared_cache))
+        mp.setenv("IMDB_DATA", "demo")
+        mp.setenv("LAB_MAX_JOBS", "2")
+        mp.setenv("LAB_DB_URL", pg_server.new_database("cluster"))
+        mp.setenv("LAB_RAY_ADDRESS", c.address)
+        store = st.RunStore()
+        try:
+            yield store, c, worker_node
+        finally:
+            ray.shutdown()
+            c.shutdown()
+
+
+def drain(store: st.RunStore, ids: list[str], timeout: float = 3 * RUN_TIMEOUT_S,
+          until=lambda runs: all(not r.active for r in runs)) -> list[st.Run]:
+    """Poll as the web server's board does (jobs.refresh: Ray's view, reaping, dispatch)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs.refresh(store)
+        runs = [store.get(i, reap=False) for i in ids]
+        if until(runs):
+            return runs
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still waiting: {[(r.id, r.status, r.progress) for r in runs]}")
+        time.sleep(0.3)
+
+
+def test_four_jobs_run_on_both_nodes_and_the_web_side_predicts(cluster, tmp_path):
+    store, _, _ = cluster
+    ids = [jobs.submit(store, tiny_config(seed=i, name=f"ray {i}"),
+                       probes=["a wonderful film"]) for i in range(4)]
+    runs = drain(store, ids)
+    assert [r.status for r in runs] == [st.COMPLETED] * 4, [r.error for r in runs]
+    nodes = {r.env.get("ray_node") for r in runs}
+    assert None not in nodes and len(nodes) == 2  # both nodes trained
+    steps = math.ceil(192 / 32)
+    for r in runs:
+        for name in ("loss", "accuracy"):
+            batch = [m["step"] for m in store.metrics(r.id, "batch") if m["name"] == name]
+            assert batch == list(range(1, steps + 1))
+            assert len([m for m in store.metrics(r.id, "val") if m["name"] == name]) == 1
+        assert store.metric_count(r.id, "probe") == 2
+    # A web server elsewhere: its own LAB_HOME, no run folders; models come from PostgreSQL.
+    web = tmp_path / "web"
+    client = inference.InferenceClient(web)
+    try:
+        for r in runs:
+            p = client.predict(r.id, ["a wonderful film"])[0]["probability"]
+            last_probe = [m["value"] for m in store.metrics(r.id, "probe")][-1]
+            assert p == pytest.approx(last_probe, abs=1e-5)
+    finally:
+        inference.stop(web)
+    assert (web / "runs" / runs[0].id / st.MODEL_FILE).is_file()  # fetched, then cached
+
+
+def test_cancel_stops_a_deaf_worker_by_force_through_ray(cluster, monkeypatch):
+    """The store's flag stops a run at its next batch; a worker that does not look (LAB_FAULT
+    =deaf) is cancelled by Ray after the grace period and its run ends ``cancelled``."""
+    store, _, _ = cluster
+    monkeypatch.setenv("LAB_FAULT", "deaf")
+    monkeypatch.setenv("LAB_CANCEL_GRACE_S", "1")
+    run_id = jobs.submit(store, tiny_config(epochs=200, name="deaf"))
+    drain(store, [run_id], until=lambda runs: runs[0].progress.get("done", 0) >= 2)
+    monkeypatch.delenv("LAB_FAULT")
+    assert jobs.cancel(store, run_id) == st.RUNNING
+    (run,) = drain(store, [run_id])
+    assert run.status == st.CANCELLED and "force" in run.error, run.error
+    assert run.progress.get("stage") != st.CANCELLED  # the worker never got to record it
+
+
+def test_a_node_killed_mid_run_interrupts_its_run_and_the_queue_goes_on(cluster):
+    store, c, worker_node = cluster
+    ids = [jobs.submit(store, tiny_config(epochs=40, seed=i, name=f"kill {i}"))
+           for i in range(3)]
+
+    def victim_training(runs):
+        return any(r.env.get("ray_node") == worker_node.node_id
+                   and r.progress.get("done", 0) >= 2 for r in runs)
+
+    runs = drain(store, ids, until=victim_training)
+    victim = next(r.id for r in runs if r.env.get("ray_node") == worker_node.node_id)
+    c.remove_node(worker_node, allow_graceful=False)
+    runs = {r.id: r for r in drain(store, ids)}
+    assert runs[victim].status == st.INTERRUPTED
+    assert all(runs[i].status == st.COMPLETED for i in ids if i != victim), \
+        [(r.status, r.error) for r in runs.values()]
+    assert not raylaunch.poll(store)  # nothing left for Ray to report

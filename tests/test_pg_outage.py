@@ -1,0 +1,73 @@
+"""A run whose PostgreSQL server goes away for a few seconds: the worker retries its writes
+and finishes, or (when the outage outlasts LAB_DB_RETRY_S) ends ``failed`` saying why. In
+both cases nothing is lost or duplicated, and the store answers again after the restart."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from conftest import tiny_config, wait_for
+from core import jobs
+from core import store as st
+from pgserver import PgServer, missing_reason
+
+pytestmark = pytest.mark.slow
+
+# Long enough to be mid-training when the server stops (tiny epochs take a fraction of a s).
+LONG = dict(epochs=60, train_size=256, validation_split=0.0)
+
+
+@pytest.fixture(scope="module")
+def pg():
+    """This module stops and restarts its server, so it has its own."""
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = PgServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg_lab(lab, pg, monkeypatch):
+    monkeypatch.setenv("LAB_DB_URL", pg.new_database("outage"))
+    store = st.RunStore(lab.home)
+    yield store
+    store.close()
+
+
+def _steps(store, run_id):
+    return [r["step"] for r in store.metrics(run_id, "batch") if r["name"] == "loss"]
+
+
+def _outage(pg, store, run_id, seconds):
+    """Stop the server once the run is training, keep it down ``seconds``, start it."""
+    wait_for(store, run_id, until=lambda r: r.progress.get("done", 0) >= 5 or not r.active)
+    store.close()  # this test's own connection would otherwise be dropped too
+    pg.stop()
+    time.sleep(seconds)
+    pg.start()
+
+
+def test_worker_rides_out_a_short_outage(pg, pg_lab):
+    run_id = jobs.submit(pg_lab, tiny_config(**LONG))
+    _outage(pg, pg_lab, run_id, 3)
+    run = wait_for(pg_lab, run_id)
+    assert run.status == st.COMPLETED, run.error
+    steps = _steps(pg_lab, run_id)
+    assert steps == list(range(1, run.progress["done"] + 1))  # every batch, once, in order
+    assert pg_lab.integrity_ok()
+
+
+def test_an_outage_past_the_retry_window_fails_the_run_with_the_reason(pg, pg_lab, monkeypatch):
+    monkeypatch.setenv("LAB_DB_RETRY_S", "1")
+    run_id = jobs.submit(pg_lab, tiny_config(**LONG))
+    _outage(pg, pg_lab, run_id, 6)
+    run = wait_for(pg_lab, run_id)
+    assert run.status == st.FAILED
+    assert run.error.startswith("the run store's PostgreSQL server could not be reached")
+    steps = _steps(pg_lab, run_id)
+    assert steps == list(range(1, len(steps) + 1))  # what was written is whole
+    assert pg_lab.integrity_ok() and pg_lab.get(run_id).status == st.FAILED
