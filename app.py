@@ -24,6 +24,7 @@ from core import access, identity, paths, views
 from core.data import DataError, SourceInfo, resolve_source
 from core.store import QUEUED, RUNNING
 
+SIDEBAR_QUEUED = 3  # queued runs listed in the sidebar besides the visitor's own
 JOBS_POLL_S = 2.0  # how often the sidebar redraws the job list while a job is active
 
 
@@ -107,7 +108,8 @@ def _jobs(home: str, polling: bool) -> None:
         return
     queued = [r.id for r in active if r.status == QUEUED]  # in the fair queue's order
     mine = me(run_store(home)).name
-    for run in active:
+    shown = _shown(active, queued, mine)
+    for run in shown:
         position = queued.index(run.id) + 1 if run.status == QUEUED else None
         frac, text = views.progress_view(run, position, board(home).estimated_wait(run.id))
         label = f"{views.short(run.name, 30)} · {views.owner_of(run)}"
@@ -116,6 +118,16 @@ def _jobs(home: str, polling: bool) -> None:
                      icon=":material/model_training:" if run.status == RUNNING
                      else ":material/hourglass_top:", query_params={"run": run.id})
         st.progress(frac, text=text)
+    if len(shown) < len(active):
+        st.caption(f"… and {len(active) - len(shown)} more queued.")
+
+
+def _shown(active: list, queued: list[str], mine: str | None) -> list:
+    """The running runs, the visitor's own and the next SIDEBAR_QUEUED of the queue: a class
+    of thirty redraws a short list every JOBS_POLL_S in every tab, not the whole queue."""
+    head = set(queued[:SIDEBAR_QUEUED])
+    return [r for r in active if r.status == RUNNING or r.id in head
+            or (mine and r.owner == mine)]
 
 
 def run() -> None:

@@ -22,10 +22,11 @@ from core.config import (
 )
 from core.data import DataError, load_dataset
 from core.guard import check_budget
-from core.store import CANCELLED, COMPLETED, DIVERGED, RunNotFound
+from core.store import ACTIVE, CANCELLED, COMPLETED, DIVERGED, QUEUED, RUNNING, RunNotFound
 
 K = "train_"  # every session_state key of this page starts with it
-POLL_S = 1.0  # the live view redraws once a second while the run is active
+POLL_S = 1.0  # the live view redraws once a second while the run trains
+QUEUED_POLL_S = 5.0  # ... and every 5 s while it waits in the queue
 DEFAULT_PROBES = ("A wonderful, moving film with a brilliant cast.\n"
                   "A boring waste of time: the plot was predictable and dull.\n"
                   "The acting was great but the ending was awful.")
@@ -66,17 +67,18 @@ def _spec(version: tuple, chart: str, _build) -> dict:
     return _build().to_dict()
 
 
-def _live(home: str, run_id: str, polling: bool) -> None:
-    """One run's state, curves and probes; a fragment redrawn every POLL_S while active.
-    Everything comes from the server's one job board, shared by every watching session."""
+def _live(home: str, run_id: str, shown: str) -> None:
+    """One run's state, curves and probes; a fragment redrawn every POLL_S while it runs,
+    every QUEUED_POLL_S while it waits (only its place in the queue changes), never once it
+    ended. Everything comes from the server's one job board, shared by every watching tab."""
     jobs_board = board(home)
     try:
         run = jobs_board.run(run_id)
     except RunNotFound:
         st.warning("This run was deleted.")
         return
-    if polling and not run.active:
-        st.rerun()  # the run just ended: redraw once in full, which stops the polling
+    if shown in ACTIVE and run.status != shown:
+        st.rerun()  # started or ended: redraw once in full, which sets the polling anew
 
     arch = ARCHITECTURES.get(run.architecture, {}).get("label", run.architecture)
     store = run_store(home)
@@ -215,9 +217,10 @@ def render() -> None:
             run_id = max(active, key=lambda r: r.seq).id
             st.query_params["run"] = run_id
     if run_id:
-        polling = jobs_board.run(run_id).active
+        status = jobs_board.run(run_id).status
+        every = {RUNNING: POLL_S, QUEUED: QUEUED_POLL_S}.get(status)
         with st.container(border=True):
-            st.fragment(run_every=POLL_S if polling else None)(_live)(home, run_id, polling)
+            st.fragment(run_every=every)(_live)(home, run_id, status)
 
     # -- the form ----------------------------------------------------------------------------
     st.header("New run")

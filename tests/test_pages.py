@@ -369,3 +369,18 @@ def test_compare_renames_and_deletes_a_run(lab_with_run):
     assert store.list_runs() == []
     assert not store.run_dir(run_id).exists()
     assert "No runs yet" in texts(at.info)
+
+
+def test_the_sidebar_lists_a_short_queue(lab):
+    """Thirty tabs redraw the sidebar every 2 s while jobs are active: it lists the running
+    run and the next three queued ones, and counts the rest."""
+    ids = [jobs.submit(lab, tiny_config(**LONG, name=f"q{i}"), n_train=2000, n_test=2000,
+                       start=False) for i in range(7)]
+    try:
+        at = open_page("data")
+        links = [link.label for link in at.sidebar.get("page_link")]
+        assert sum(label.startswith("q") for label in links) == 4, links
+        assert "… and 3 more queued." in texts(at.sidebar.caption)
+    finally:
+        for run_id in ids:
+            jobs.cancel(lab, run_id)
