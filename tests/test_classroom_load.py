@@ -45,9 +45,9 @@ def test_four_tabs_train_watch_and_predict(tmp_path, monkeypatch):
     homes = []
     real_server = classroom.Server
 
-    def server(home, data, cache):  # the harness's temporary LAB_HOME, to check afterwards
+    def server(home, *args):  # the harness's temporary LAB_HOME, to check afterwards
         homes.append(home)
-        return real_server(home, data, cache)
+        return real_server(home, *args)
 
     monkeypatch.setattr(classroom, "Server", server)
     result = asyncio.run(classroom.classroom(TABS, "demo", str(tmp_path / "cache"), JOB,
