@@ -120,7 +120,10 @@ def dispatch(store: st.RunStore) -> list[str]:
         started.append(run.id)
     if on_ray:
         return started
-    warm.ensure(store.home, lambda: spawn(store.home, [warm.FLAG], warm.log_path(store.home)))
+    # The next warm worker imports TensorFlow once the run just started has its first batch:
+    # before that, both would share the two cores and the run would start late.
+    warm.ensure(store.home, lambda: spawn(store.home, [warm.FLAG, *started[-1:]],
+                                          warm.log_path(store.home)))
     return started
 
 

@@ -205,17 +205,19 @@ def process_age() -> float:
 
 class Phases:
     """Seconds each phase of a job took (``results["phases"]``), so a slow job shows where
-    its time went: the start (from the worker process's creation to this job's code:
-    interpreter, the worker's modules, the store), imports (Keras and TensorFlow), data,
+    its time went: the start (from the run's claim, or the worker process's creation if
+    later, to this job's code: a warm worker's hand-over, or a fresh interpreter, the worker's
+    modules and the store), imports (Keras and TensorFlow), data,
     encoder, model, kernels, first batch (tracing), training (the rest of fit), evaluation,
     saving. Written to the store twice: after training and at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, claimed_at: float | None = None) -> None:
         self.t = time.monotonic()
         self.seconds: dict[str, float] = {}
         main = getattr(sys.modules.get("__main__"), "__spec__", None)
         if main is not None and main.name == "core.worker":  # not when called in-process
-            self.seconds["start"] = round(process_age(), 3)
+            since_claim = time.time() - claimed_at if claimed_at else float("inf")
+            self.seconds["start"] = round(min(process_age(), since_claim), 3)
 
     def mark(self, name: str, at: float | None = None) -> None:
         """The phase ``name`` ended now (or at monotonic time ``at``)."""
@@ -335,11 +337,11 @@ def make_callbacks(store: st.RunStore, run, progress: Progress, data: JobData) -
 def run_training(store: st.RunStore, run_id: str, progress: Progress) -> str:
     """Train, evaluate and save one run; returns its final status. Raises on failure
     (the worker records the traceback)."""
-    phases = Phases()
-    import keras  # the first TensorFlow import in a worker: seconds
+    run = store.get(run_id, reap=False)
+    phases = Phases(run.started_at)
+    import keras  # the first TensorFlow import in a worker: seconds (none in a warm one)
 
     phases.mark("imports")
-    run = store.get(run_id, reap=False)
     cfg = run.config
     progress.update(stage="loading data")
     keras.utils.set_random_seed(cfg.seed)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import resource
 import sys
+import time
 import traceback
 
 import psutil
@@ -25,6 +26,7 @@ from core.training import RAY_NODE_ENV, Heartbeat, Progress, run_training, where
 # kernel's OOM killer onto the server. A training worker maps ~2.6 GiB at the seed's size.
 WORKER_MEMORY_SHARE = 0.75
 FINAL_WRITE_S = 300.0  # a lost PostgreSQL server has this long to return for the final status
+START_WAIT_S = 60.0  # a warm worker waits at most this long for the run before it to start
 OOM_MARKERS = ("ResourceExhaustedError", "MemoryError", "OOM when allocating",
                "std::bad_alloc", "Cannot allocate memory")
 
@@ -92,12 +94,30 @@ def preload() -> None:
     native.enabled()  # builds (first time) and loads the kernels unless switched off
 
 
-def warm_main() -> int:
+def wait_until_started(store: st.RunStore, run_id: str, timeout: float = START_WAIT_S) -> None:
+    """Until ``run_id`` (the run whose start made this warm worker) has its first batch or
+    has ended: a warm worker loading TensorFlow meanwhile would delay that batch."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            run = store.get(run_id, reap=False)
+        except st.RunNotFound:
+            return
+        if run.status != st.RUNNING or store.metric_count(run_id, "batch"):
+            return
+        time.sleep(0.2)
+
+
+def warm_main(after: str | None = None) -> int:
     limit_memory()
+    if after:
+        wait_until_started(st.RunStore(), after)
     preload()
     run_id = warm.wait_for_run(paths.lab_home())
     return 0 if run_id is None else main(run_id, limited=True)
 
 
 if __name__ == "__main__":
-    sys.exit(warm_main() if sys.argv[1] == warm.FLAG else main(sys.argv[1]))
+    if sys.argv[1] == warm.FLAG:
+        sys.exit(warm_main(*sys.argv[2:3]))
+    sys.exit(main(sys.argv[1]))
