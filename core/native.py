@@ -8,7 +8,7 @@ and ``-march=native``, once per source/TensorFlow/CPU combination (~15 s), into
 than building twice.
 
 When they cannot be built or loaded (no compiler, another platform, ``LAB_NATIVE=0``),
-:func:`ops` says why and core/fast.py runs its XLA-compiled loops instead: same results,
+:func:`ops` says why and core/fast runs its XLA-compiled loops instead: same results,
 slower.
 """
 

@@ -1,4 +1,4 @@
-"""Exact fast mode (core/fast.py): same outputs and gradients as the padded model.
+"""Exact fast mode (core/fast/): same outputs and gradients as the padded model.
 
 The small models, hostile weights and batches are core/fast_check.py's (bench/exactness.py
 reports the same differences); test_padding_prefix_matters_in_these_checks guards them.
@@ -121,7 +121,7 @@ def test_gradients_match_when_the_batch_runs_in_a_smaller_window(monkeypatch, ba
     batch's steps; the XLA loops: e.g. the last 128 of 500 steps); here windows of 16 steps
     make a short batch run in a window shorter than the row, so the cut (and the
     convolution's halo at the window's left edge) is checked."""
-    monkeypatch.setattr(fast, "WINDOW_MIN", 8)
+    monkeypatch.setattr(fast.plan, "WINDOW_MIN", 8)  # read by Plan.windows
     cfg = small_config(arch, **overrides)
     model = random_model(cfg)
     plan = fast.make_plan(model, cfg.maxlen)
