@@ -165,7 +165,8 @@ def _run_row(run: Run, queue: list[str]) -> dict:
 
 
 def cmd_runs(args: argparse.Namespace, store: RunStore) -> int:
-    runs = store.list_runs()
+    jobs.dispatch(store)  # reaps dead workers, and their slots go to the next queued runs
+    runs = store.list_runs(reap=False)
     queue = store.queue_order()
     rows = [_run_row(run, queue) for run in runs]
     if args.json:

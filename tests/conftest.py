@@ -43,10 +43,12 @@ def tiny_config(**overrides):
 
 def wait_for(store: RunStore, run_id: str, timeout: float = RUN_TIMEOUT_S,
              until=lambda run: not run.active) -> Run:
-    """Poll the store until ``until(run)`` holds; fails the test on timeout."""
+    """Poll the store until ``until(run)`` holds; fails the test on timeout. Polls as the
+    CLI's follow does: dispatching, so a dead worker's slot goes to the next queued run."""
     deadline = time.monotonic() + timeout
     while True:
-        run = store.get(run_id)
+        jobs.dispatch(store)
+        run = store.get(run_id, reap=False)
         if until(run):
             return run
         if time.monotonic() > deadline:
