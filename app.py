@@ -131,9 +131,17 @@ def _shown(active: list, queued: list[str], mine: str | None) -> list:
 
 
 def run() -> None:
+    """Route to the page asked for, after drawing the shared sidebar."""
     st.set_page_config(page_title="LSTM Sentiment Lab", page_icon=":material/psychology:",
                        layout="wide")
-    page = st.navigation([
+    page = _navigation()
+    _sidebar(str(paths.lab_home()))
+    page.run()
+
+
+def _navigation():
+    """The router over the pages (the page the URL asks for is returned, not run)."""
+    return st.navigation([
         st.Page("app_pages/data.py", title="Data", icon=":material/dataset:"),
         st.Page("app_pages/train.py", title="Train", icon=":material/model_training:",
                 url_path="train"),
@@ -146,13 +154,15 @@ def run() -> None:
         st.Page("app_pages/instructor.py", title="Instructor", icon=":material/school:",
                 url_path="instructor"),
     ])
-    home = str(paths.lab_home())
+
+
+def _sidebar(home: str) -> None:
+    """Who you are, the data source, and the jobs (polled only while one is active)."""
     with st.sidebar:
         _identity(home)
         _data_source()
         polling = bool(board(home).active())
         st.fragment(run_every=JOBS_POLL_S if polling else None)(_jobs)(home, polling)
-    page.run()
 
 
 if __name__ == "__main__":

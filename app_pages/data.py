@@ -45,6 +45,7 @@ def _samples(imdb_data: str, cache: str, split: str, start: int, top_words: int,
 
 
 def render() -> None:
+    """The page: the source and its numbers, review lengths, frequent words, samples."""
     st.title("The data")
     key = data_key()
     try:
@@ -53,10 +54,18 @@ def render() -> None:
         st.error(str(exc), icon=":material/error:")
         st.stop()
     summary = info["summary"]
+    _source(summary, info["is_demo"])
+    _counts(summary)
+    maxlen = _lengths(info)
+    _frequent_words(info["top"])
+    _sample_reviews(key, summary, maxlen)
 
+
+def _source(summary: dict, is_demo: bool) -> None:
+    """Which reviews these are and why (the demo set says how to use the real ones)."""
     label = views.md_escape(summary["label"])
     where = f" — `{summary['path']}`" if summary["path"] else ""
-    if info["is_demo"]:
+    if is_demo:
         st.warning(f"**{label}**: {views.md_escape(summary['reason'])}.\n\nThese reviews are "
                    "generated from a small word list so the lab works offline; accuracies here "
                    "say nothing about IMDB. To use the real reviews, point the app at "
@@ -68,6 +77,9 @@ def render() -> None:
         st.info(f"**{label}**{where}  \n{views.md_escape(summary['reason'])}",
                 icon=":material/dataset:")
 
+
+def _counts(summary: dict) -> None:
+    """Reviews, vocabulary, lengths and the label balance."""
     tr, te = summary["train"], summary["test"]
     c = st.columns(5)
     c[0].metric("Training reviews", f"{tr['reviews']:,}")
@@ -80,6 +92,10 @@ def render() -> None:
     c[4].metric("Positive (train)", views.fmt_pct(tr["positive"] / max(tr["reviews"], 1), 1))
     st.altair_chart(views.label_chart(views.label_balance(summary)), width="stretch")
 
+
+def _lengths(info: dict) -> int:
+    """The length histogram against a maxlen the visitor picks (returned) and the share
+    of reviews it truncates."""
     st.subheader("Review lengths")
     a, b = st.columns([1, 1])
     maxlen = a.number_input("maxlen (tokens the model reads)", min_value=1, max_value=5000,
@@ -93,16 +109,23 @@ def render() -> None:
     st.caption(f"**{views.fmt_pct(share, 1)}** of the {split} reviews are longer than "
                f"maxlen = {maxlen} tokens (the start token counts as one) and lose their "
                "*first* words: Keras pads and truncates at the front ('pre').")
+    return maxlen
 
+
+def _frequent_words(top) -> None:
+    """The most frequent words and how ranks become indices."""
     st.subheader("Most frequent words")
     left, right = st.columns([3, 2], gap="large")
-    left.altair_chart(views.words_chart(info["top"]), width="stretch")
+    left.altair_chart(views.words_chart(top), width="stretch")
     right.markdown("A word's index is its frequency rank **+ 3**; the first indices are "
                    "reserved:\n\n- `0` padding\n- `1` start of review\n- `2` out of "
                    "vocabulary (rank beyond top_words)\n- `3` unused\n\nso the most frequent "
                    "word is `4`.")
-    right.dataframe(info["top"], hide_index=True, height=260)
+    right.dataframe(top, hide_index=True, height=260)
 
+
+def _sample_reviews(key: tuple[str, str], summary: dict, maxlen: int) -> None:
+    """A few reviews: their text and the index sequence a model reads."""
     st.subheader("Sample reviews")
     a, b, c = st.columns(3)
     s_split = a.radio("From", ["train", "test"], horizontal=True, key=K + "sample_split")

@@ -78,6 +78,7 @@ def _explain(home: str, text: str, scored: list[str], labels: dict[str, str]) ->
 
 
 def render() -> None:
+    """The page: pick models, score a typed review (and explain it), score a file."""
     st.title("Predict")
     home = str(paths.lab_home())
     store = run_store(home)
@@ -88,19 +89,30 @@ def render() -> None:
         st.page_link("app_pages/train.py", label="Train a model", icon=":material/model_training:")
         return
     labels = {r.id: views.owned_label(r, actor.name) for r in runs}
+    chosen = _models(runs, labels)
+    if not chosen:
+        st.caption("Choose at least one model.")
+        return
+    _review(home, chosen, labels)
+    st.divider()
+    _score_file(home, chosen, labels)
+
+
+def _models(runs: list, labels: dict[str, str]) -> list[str]:
+    """The models picker (a "Try it" link's run first); returns the chosen run ids."""
     chosen = [r for r in st.session_state.get(K + "runs", [runs[0].id]) if r in labels]
     wanted = st.query_params.get("run")  # "Try it" links from the Train page
     if wanted in labels:
         chosen = [wanted] + [r for r in chosen if r != wanted][:MAX_MODELS - 1]
         del st.query_params["run"]  # once: the user may deselect it afterwards
     st.session_state[K + "runs"] = chosen  # (runs deleted since are dropped)
-    chosen = st.multiselect("Models", list(labels), key=K + "runs", format_func=labels.get,
-                            max_selections=MAX_MODELS,
-                            help="Completed runs, newest first; pick up to four to compare.")
-    if not chosen:
-        st.caption("Choose at least one model.")
-        return
+    return st.multiselect("Models", list(labels), key=K + "runs", format_func=labels.get,
+                          max_selections=MAX_MODELS,
+                          help="Completed runs, newest first; pick up to four to compare.")
 
+
+def _review(home: str, chosen: list[str], labels: dict[str, str]) -> None:
+    """The review form; once scored, each model's prediction and the explanation."""
     with st.form(K + "form"):
         st.text_area("Your review", key=K + "text", height=140, placeholder=EXAMPLE,
                      help="Typed text is tokenized exactly as in training: lowercase words, "
@@ -109,63 +121,71 @@ def render() -> None:
                                  icon=":material/send:"):
             st.session_state[K + "scored"] = st.session_state[K + "text"]
     text = st.session_state.get(K + "scored")
+    if text is None:
+        return
+    cols = st.columns(len(chosen))
+    scored = [run_id for col, run_id in zip(cols, chosen)
+              if _prediction(home, col, run_id, text, labels)]
+    _restart_notice(home)
+    if scored:
+        _explain(home, text, scored, labels)
 
-    if text is not None:
-        cols = st.columns(len(chosen))
-        scored = []
-        for col, run_id in zip(cols, chosen):
-            with col, st.container(border=True):
-                st.markdown(f"**{views.md_escape(labels[run_id])}**")
-                try:
-                    pred = _predict(home, run_id, (text,))[0]
-                except (PredictError, RunNotFound, OSError) as exc:
-                    st.error(f"This model cannot be used: {exc}")
-                    continue
-                if pred["error"]:
-                    st.error(pred["error"], icon=":material/block:")
-                else:
-                    scored.append(run_id)
-                    p = pred["probability"]
-                    st.metric("P(positive)", f"{p:.1%}", delta=pred["label"],
-                              delta_color="normal" if p >= 0.5 else "inverse",
-                              delta_arrow="off")
-                    st.progress(p)
-                    st.caption(f"{pred['words']} words · {pred['oov_words']} unknown · "
-                               f"{pred['truncated_tokens']} cut by maxlen")
-                for w in pred["warnings"]:
-                    st.warning(w, icon=":material/warning:")
 
-        _restart_notice(home)
-        if scored:
-            _explain(home, text, scored, labels)
+def _prediction(home: str, col, run_id: str, text: str, labels: dict[str, str]) -> bool:
+    """One model's prediction for ``text`` in its column; whether it scored it."""
+    ok = False
+    with col, st.container(border=True):
+        st.markdown(f"**{views.md_escape(labels[run_id])}**")
+        try:
+            pred = _predict(home, run_id, (text,))[0]
+        except (PredictError, RunNotFound, OSError) as exc:
+            st.error(f"This model cannot be used: {exc}")
+            return False
+        if pred["error"]:
+            st.error(pred["error"], icon=":material/block:")
+        else:
+            ok = True
+            p = pred["probability"]
+            st.metric("P(positive)", f"{p:.1%}", delta=pred["label"],
+                      delta_color="normal" if p >= 0.5 else "inverse",
+                      delta_arrow="off")
+            st.progress(p)
+            st.caption(f"{pred['words']} words · {pred['oov_words']} unknown · "
+                       f"{pred['truncated_tokens']} cut by maxlen")
+        for w in pred["warnings"]:
+            st.warning(w, icon=":material/warning:")
+    return ok
 
-    st.divider()
+
+def _score_file(home: str, chosen: list[str], labels: dict[str, str]) -> None:
+    """An uploaded file of reviews scored by every chosen model, as a table to download."""
     st.subheader("Score a file")
     st.caption(f"A .csv (column 'review' or 'text', else the first column) or a .txt (one "
                f"review per line); up to {views.UPLOAD_MAX_BYTES // 2**20} MB and "
                f"{views.UPLOAD_MAX_ROWS:,} reviews.")
     upload = st.file_uploader("Reviews file", type=["csv", "txt"], key=K + "upload",
                               max_upload_size=views.UPLOAD_MAX_BYTES // 2**20)
-    if upload is not None:
-        reviews, error = views.parse_reviews_upload(upload.name, upload.getvalue())
-        if error:
-            st.error(error, icon=":material/error:")
-        else:
-            results = {}
-            with st.spinner(f"Scoring {len(reviews):,} reviews…"):
-                for run_id in chosen:
-                    try:
-                        results[labels[run_id]] = _predict(home, run_id, tuple(reviews))
-                    except (PredictError, RunNotFound, OSError) as exc:
-                        st.error(views.md_escape(f"{labels[run_id]}: {exc}"))
-            table = views.predictions_frame(reviews, results)
-            st.dataframe(table, hide_index=True, column_config={
-                c: st.column_config.NumberColumn(format="%.3f")
-                for c in table.columns if c.startswith("P(positive)")})
-            st.download_button("Download predictions (.csv)",
-                               data=table.to_csv(index=False).encode("utf-8"),
-                               file_name="predictions.csv", mime="text/csv", on_click="ignore",
-                               key=K + "download", icon=":material/download:")
+    if upload is None:
+        return
+    reviews, error = views.parse_reviews_upload(upload.name, upload.getvalue())
+    if error:
+        st.error(error, icon=":material/error:")
+        return
+    results = {}
+    with st.spinner(f"Scoring {len(reviews):,} reviews…"):
+        for run_id in chosen:
+            try:
+                results[labels[run_id]] = _predict(home, run_id, tuple(reviews))
+            except (PredictError, RunNotFound, OSError) as exc:
+                st.error(views.md_escape(f"{labels[run_id]}: {exc}"))
+    table = views.predictions_frame(reviews, results)
+    st.dataframe(table, hide_index=True, column_config={
+        c: st.column_config.NumberColumn(format="%.3f")
+        for c in table.columns if c.startswith("P(positive)")})
+    st.download_button("Download predictions (.csv)",
+                       data=table.to_csv(index=False).encode("utf-8"),
+                       file_name="predictions.csv", mime="text/csv", on_click="ignore",
+                       key=K + "download", icon=":material/download:")
 
 
 render()

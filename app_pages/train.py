@@ -79,7 +79,18 @@ def _live(home: str, run_id: str, shown: str) -> None:
         return
     if shown in ACTIVE and run.status != shown:
         st.rerun()  # started or ended: redraw once in full, which sets the polling anew
+    _live_header(home, run)
+    frac, text = views.progress_view(run, jobs_board.queue_position(run.id),
+                                     jobs_board.estimated_wait(run.id))
+    st.progress(frac, text=text)
+    _outcome(run)
+    _live_curves(home, run)
+    if run.probes:
+        _live_probes(home, run)
 
+
+def _live_header(home: str, run) -> None:
+    """The run's name, architecture, owner, status and start, and Stop for who may."""
     arch = ARCHITECTURES.get(run.architecture, {}).get("label", run.architecture)
     store = run_store(home)
     actor = me(store)
@@ -99,14 +110,13 @@ def _live(home: str, run_id: str, shown: str) -> None:
         except access.PermissionDenied as exc:
             st.error(views.md_escape(str(exc)))
         else:
-            jobs_board.invalidate()
+            board(home).invalidate()
             st.toast(f"Stop requested (run is {status}).")
 
-    frac, text = views.progress_view(run, jobs_board.queue_position(run.id),
-                                     jobs_board.estimated_wait(run.id))
-    st.progress(frac, text=text)
-    _outcome(run)
 
+def _live_curves(home: str, run) -> None:
+    """Batch curves (from this session's buffer, fed the new rows) and epoch curves."""
+    jobs_board = board(home)
     buffers = st.session_state.setdefault(K + "curves", {})
     curves = buffers.get(run.id) or views.CurveBuffer()
     st.session_state[K + "curves"] = {run.id: curves}  # only the shown run is kept
@@ -119,29 +129,32 @@ def _live(home: str, run_id: str, shown: str) -> None:
 
     if curves.points() == 0 and epochs.empty:
         st.caption("Curves appear with the first batches.")
+        return
+    batch = curves.frame()
+    c1, c2 = st.columns(2)
+    c1.vega_lite_chart(spec=views.batch_spec(batch, "loss"), width="stretch")
+    c2.vega_lite_chart(spec=views.batch_spec(batch, "accuracy"), width="stretch")
+    c3, c4 = st.columns(2)
+    if epochs.empty:
+        c3.caption("Epoch curves appear at the end of the first epoch.")
     else:
-        batch = curves.frame()
-        c1, c2 = st.columns(2)
-        c1.vega_lite_chart(spec=views.batch_spec(batch, "loss"), width="stretch")
-        c2.vega_lite_chart(spec=views.batch_spec(batch, "accuracy"), width="stretch")
-        c3, c4 = st.columns(2)
-        if epochs.empty:
-            c3.caption("Epoch curves appear at the end of the first epoch.")
-        else:
-            version = (run.id, len(epochs))
-            c3.vega_lite_chart(spec=_spec(version, "loss", lambda: views.epoch_chart(
-                epochs, "loss")), width="stretch")
-            c4.vega_lite_chart(spec=_spec(version, "accuracy", lambda: views.epoch_chart(
-                epochs, "accuracy", ref, ref_label)), width="stretch")
-        st.caption(f"{curves.rows_read // 2:,} batches read; each line is drawn from at most "
-                   f"{views.MAX_POINTS} points (bins of {curves.width} batches).")
-    if run.probes:
-        probes = views.probe_frame(jobs_board.metrics(run.id, "probe"), run.probes)
-        if probes.empty:
-            st.caption("Probe sentences are scored before training and after every epoch.")
-        else:
-            st.vega_lite_chart(spec=_spec((run.id, len(probes)), "probes",
-                                          lambda: views.probe_chart(probes)), width="stretch")
+        version = (run.id, len(epochs))
+        c3.vega_lite_chart(spec=_spec(version, "loss", lambda: views.epoch_chart(
+            epochs, "loss")), width="stretch")
+        c4.vega_lite_chart(spec=_spec(version, "accuracy", lambda: views.epoch_chart(
+            epochs, "accuracy", ref, ref_label)), width="stretch")
+    st.caption(f"{curves.rows_read // 2:,} batches read; each line is drawn from at most "
+               f"{views.MAX_POINTS} points (bins of {curves.width} batches).")
+
+
+def _live_probes(home: str, run) -> None:
+    """The probe sentences' scores, epoch by epoch."""
+    probes = views.probe_frame(board(home).metrics(run.id, "probe"), run.probes)
+    if probes.empty:
+        st.caption("Probe sentences are scored before training and after every epoch.")
+    else:
+        st.vega_lite_chart(spec=_spec((run.id, len(probes)), "probes",
+                                      lambda: views.probe_chart(probes)), width="stretch")
 
 
 def _outcome(run) -> None:
@@ -191,6 +204,7 @@ def _limits_note(limits) -> None:
 
 
 def render() -> None:
+    """The page: the run being watched (if any), then the form for a new run."""
     st.title("Train a model")
     home = str(paths.lab_home())
     store = run_store(home)
@@ -202,8 +216,34 @@ def render() -> None:
     except DataError as exc:
         st.error(str(exc))
         st.stop()
+    _reattach(home, store, actor)
 
-    # -- re-attach: ?run=ID, else the newest active run ------------------------------------
+    st.header("New run")
+    saved = _form_state()
+    allowed = _presets(limits)
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        shown = _form_fields(allowed)
+    values = {f: st.session_state[K + f] for f in shown}
+    saved.update(values, probes=st.session_state[K + "probes"])
+    cfg = load_config(values)  # fields this architecture does not use keep their defaults
+    errors = validate(cfg, n_train, n_test, limits)
+    probes, probe_errors = views.parse_probes(st.session_state[K + "probes"])
+    estimate = None
+    if not errors:
+        try:
+            estimate = check_budget(cfg, n_train, n_test)
+        except ConfigError as exc:
+            errors += exc.errors
+    with right:
+        st.markdown("**Before launching**")
+        _before_launch(cfg, errors, probe_errors, estimate, n_train, n_test)
+        _launch(home, actor, cfg, probes, errors + probe_errors, need_name, (n_train, n_test))
+
+
+def _reattach(home: str, store, actor) -> None:
+    """The live view of ?run=ID, else of the visitor's newest active run (anyone's in a
+    lab without a class), polled while it is queued or running."""
     jobs_board = board(home)
     run_id = st.query_params.get("run")
     if run_id and not store.exists(run_id):
@@ -222,13 +262,20 @@ def render() -> None:
         with st.container(border=True):
             st.fragment(run_every=every)(_live)(home, run_id, status)
 
-    # -- the form ----------------------------------------------------------------------------
-    st.header("New run")
+
+def _form_state() -> dict:
+    """The form's widget values, first filled from what this session last typed (kept
+    across pages in ``saved``, returned) or the defaults."""
     saved = st.session_state.setdefault(K + "saved", {})
     for field, value in TrainConfig().to_dict().items():
         st.session_state.setdefault(K + field, saved.get(field, value))
     st.session_state.setdefault(K + "probes", saved.get("probes", DEFAULT_PROBES))
+    return saved
 
+
+def _presets(limits) -> list[str]:
+    """The class limits and a button per allowed preset; returns the allowed
+    architectures (the form's architecture is moved into them)."""
     _limits_note(limits)
     allowed = [a for a in ARCHITECTURES if not limits or a in limits.architectures]
     presets = [p for p in PRESETS if preset(p).architecture in allowed]
@@ -241,78 +288,77 @@ def render() -> None:
                    args=(name,), width="stretch",
                    help=f"Fills the form with the tutorial's {PRESETS[name]['name']} "
                         f"({REPORTED_ACCURACY[name]:.2f} % reported test accuracy)")
+    return allowed
 
-    left, right = st.columns([3, 2], gap="large")
-    with left:
-        arch = st.selectbox("Architecture", allowed, key=K + "architecture",
-                            format_func=lambda a: ARCHITECTURES[a]["label"])
-        st.caption(ARCHITECTURES[arch]["help"])
-        shown = ["architecture", "name"]
-        for section, fields in views.form_sections(arch):
-            st.markdown(f"**{section}**")
-            grid = st.columns(3)
-            for i, field in enumerate(fields):
-                with grid[i % 3]:
-                    _field(field)
-            shown += fields
-        st.text_input(views.FIELD_LABELS["name"], key=K + "name", max_chars=80,
-                      help=views.FIELD_HELP["name"], placeholder="automatic")
-        st.text_area("Probe sentences (one per line, up to 8)", key=K + "probes", height=110,
-                     help="Scored before training and after every epoch: watch the model "
-                          "change its mind.")
 
-    values = {f: st.session_state[K + f] for f in shown}
-    saved.update(values, probes=st.session_state[K + "probes"])
-    cfg = load_config(values)  # fields this architecture does not use keep their defaults
-    errors = validate(cfg, n_train, n_test, limits)
-    probes, probe_errors = views.parse_probes(st.session_state[K + "probes"])
-    estimate = None
-    if not errors:
+def _form_fields(allowed: list[str]) -> list[str]:
+    """Architecture, its sections of fields, name and probes; returns the fields shown."""
+    arch = st.selectbox("Architecture", allowed, key=K + "architecture",
+                        format_func=lambda a: ARCHITECTURES[a]["label"])
+    st.caption(ARCHITECTURES[arch]["help"])
+    shown = ["architecture", "name"]
+    for section, fields in views.form_sections(arch):
+        st.markdown(f"**{section}**")
+        grid = st.columns(3)
+        for i, field in enumerate(fields):
+            with grid[i % 3]:
+                _field(field)
+        shown += fields
+    st.text_input(views.FIELD_LABELS["name"], key=K + "name", max_chars=80,
+                  help=views.FIELD_HELP["name"], placeholder="automatic")
+    st.text_area("Probe sentences (one per line, up to 8)", key=K + "probes", height=110,
+                 help="Scored before training and after every epoch: watch the model "
+                      "change its mind.")
+    return shown
+
+
+def _before_launch(cfg: TrainConfig, errors: list[str], probe_errors: list[str], estimate,
+                   n_train: int, n_test: int) -> None:
+    """What to fix, or the run's size, estimated time, fast mode and model summary."""
+    if errors or probe_errors:
+        st.error("Fix these before launching:\n\n" + "\n".join(
+            f"- {views.md_escape(e)}" for e in errors + probe_errors),
+            icon=":material/error:")
+    if errors:
+        return
+    n = cfg.train_size or n_train
+    n_val = int(round(n * cfg.validation_split))
+    m1, m2 = st.columns(2)
+    m1.metric("Parameters", f"{shapes.count_params(cfg):,}")
+    m2.metric("Estimated time", views.fmt_seconds(estimate.seconds),
+              help="At plain Keras speed, calibrated on the 2-core build machine; "
+                   "other jobs on the server make it slower.")
+    st.caption(f"Trains on {n - n_val:,} reviews, validates on {n_val:,}, tests on "
+               f"{cfg.test_size or n_test:,}; {estimate.describe()}.")
+    use_fast, reason = fast.applies(cfg)
+    st.caption(f"Fast mode: **{'on' if use_fast else 'off'}** — "
+               f"{views.md_escape(reason)}")
+    pname = preset_of(cfg)
+    if pname:
+        st.caption(f"This is the tutorial's {PRESETS[pname]['name']}: it reported "
+                   f"{REPORTED_ACCURACY[pname]:.2f} % test accuracy.")
+    with st.expander("Model summary"):
+        st.code(shapes.summary(cfg), language=None)
+
+
+def _launch(home: str, actor, cfg: TrainConfig, probes: list[str], errors: list[str],
+            need_name: bool, sizes: tuple[int, int]) -> None:
+    """The nickname reminder and the Launch button; a launch submits the job and shows it."""
+    if need_name:
+        st.warning("Pick a nickname in the sidebar to train in this class.",
+                   icon=":material/badge:")
+    launch = st.button("Launch training", key=K + "launch", type="primary",
+                       icon=":material/play_arrow:",
+                       disabled=bool(errors or need_name), width="stretch")
+    if launch and not (errors or need_name):
         try:
-            estimate = check_budget(cfg, n_train, n_test)
+            new_id = jobs.submit(run_store(home), cfg, probes, *sizes, actor=actor)
         except ConfigError as exc:
-            errors += exc.errors
-
-    with right:
-        st.markdown("**Before launching**")
-        if errors or probe_errors:
-            st.error("Fix these before launching:\n\n" + "\n".join(
-                f"- {views.md_escape(e)}" for e in errors + probe_errors),
-                icon=":material/error:")
-        if not errors:
-            n = cfg.train_size or n_train
-            n_val = int(round(n * cfg.validation_split))
-            m1, m2 = st.columns(2)
-            m1.metric("Parameters", f"{shapes.count_params(cfg):,}")
-            m2.metric("Estimated time", views.fmt_seconds(estimate.seconds),
-                      help="At plain Keras speed, calibrated on the 2-core build machine; "
-                           "other jobs on the server make it slower.")
-            st.caption(f"Trains on {n - n_val:,} reviews, validates on {n_val:,}, tests on "
-                       f"{cfg.test_size or n_test:,}; {estimate.describe()}.")
-            use_fast, reason = fast.applies(cfg)
-            st.caption(f"Fast mode: **{'on' if use_fast else 'off'}** — "
-                       f"{views.md_escape(reason)}")
-            pname = preset_of(cfg)
-            if pname:
-                st.caption(f"This is the tutorial's {PRESETS[pname]['name']}: it reported "
-                           f"{REPORTED_ACCURACY[pname]:.2f} % test accuracy.")
-            with st.expander("Model summary"):
-                st.code(shapes.summary(cfg), language=None)
-        if need_name:
-            st.warning("Pick a nickname in the sidebar to train in this class.",
-                       icon=":material/badge:")
-        launch = st.button("Launch training", key=K + "launch", type="primary",
-                           icon=":material/play_arrow:",
-                           disabled=bool(errors or probe_errors or need_name), width="stretch")
-        if launch and not (errors or probe_errors or need_name):
-            try:
-                new_id = jobs.submit(store, cfg, probes, n_train, n_test, actor=actor)
-            except ConfigError as exc:
-                st.error("\n".join(f"- {views.md_escape(e)}" for e in exc.errors))
-            else:
-                jobs_board.invalidate()
-                st.query_params["run"] = new_id
-                st.rerun()
+            st.error("\n".join(f"- {views.md_escape(e)}" for e in exc.errors))
+        else:
+            board(home).invalidate()
+            st.query_params["run"] = new_id
+            st.rerun()
 
 
 render()

@@ -45,7 +45,7 @@ import psutil
 from stclient import ProtocolError, Tab
 
 from core import inference, warm
-from core import store as st
+from core.store import CANCELLED, COMPLETED, DIVERGED, RunStore
 from core.views import FIELD_LABELS
 
 # What the harness looks for on the pages (labels, never widget ids).
@@ -53,7 +53,7 @@ PRESET_LABEL = "seed LSTM"  # the tutorial's LSTM preset button on Train
 LAUNCH_LABEL = "Launch training"
 REVIEW_LABEL, SCORE_LABEL = "Your review", "Score"  # Predict's form
 PROBABILITY_LABEL = "P(positive)"  # the metric Predict shows per model
-END_ALERTS = {"Completed": st.COMPLETED, "Stopped": st.CANCELLED, "Diverged": st.DIVERGED,
+END_ALERTS = {"Completed": COMPLETED, "Stopped": CANCELLED, "Diverged": DIVERGED,
               "The run ": "failed"}  # alert texts of the live view once the run has ended
 REVIEW = "A wonderful, moving film: the cast is brilliant, though the ending drags a little."
 # A small job: the seed LSTM preset on 1,000 reviews (test 1,000), one epoch.
@@ -114,7 +114,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 continue
         if (self.home / "runs.db").exists():
-            stop_workers(st.RunStore(self.home))
+            stop_workers(RunStore(self.home))
 
 
 def _free_port() -> int:
@@ -123,7 +123,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def stop_workers(store: st.RunStore) -> None:
+def stop_workers(store: RunStore) -> None:
     """Workers, warm workers and the inference process are detached (their own session):
     cancel every active run and kill them all, so none outlives the benchmark."""
     warm.stop_all(store.home)
@@ -166,7 +166,7 @@ class Monitor:
     """Samples CPU seconds of the server (with its non-worker children) and of training
     workers, each sample labelled with the phase the benchmark is in."""
 
-    def __init__(self, server_pid: int, store: st.RunStore) -> None:
+    def __init__(self, server_pid: int, store: RunStore) -> None:
         self.server, self.store = psutil.Process(server_pid), store
         self.phase = "start"
         self.worker_cpu: dict[int, float] = {}  # pid -> CPU seconds last seen
@@ -285,7 +285,7 @@ async def lesson(tab: Tab, job: dict[str, float], watch_timeout: float,
         out["status"] = await tab.until(lambda: run_ended(tab), watch_timeout, "end of the run")
         out["watch_s"] = round(time.monotonic() - t0, 1)
         tab.state = "predict"
-        if out["status"] == st.COMPLETED:
+        if out["status"] == COMPLETED:
             out["probability"] = await score(tab, out["run_id"])
     except (ProtocolError, OSError, websocket_closed()) as exc:
         out["error"] = str(exc) or type(exc).__name__
@@ -300,7 +300,7 @@ def websocket_closed() -> type[Exception]:
 
 
 # -- one class ----------------------------------------------------------------------------
-async def solo_job(url: str, store: st.RunStore, job: dict[str, float]
+async def solo_job(url: str, store: RunStore, job: dict[str, float]
                    ) -> tuple[str, float]:
     """A job launched from a tab that then closes: trains with no tab watching. Returns
     the run id and the tab's first render (the server's first page: cold caches)."""
@@ -324,7 +324,7 @@ async def lessons(server: Server, n: int, job: dict[str, float], idle_s: float,
                   baseline: bool) -> dict:
     """The phases, in order: no tab; one job with no tab watching; N tabs connect; they
     sit on Train (idle); each launches, watches, scores. CPU is sampled throughout."""
-    store = st.RunStore(server.home)
+    store = RunStore(server.home)
     mon = Monitor(server.proc.pid, store)
     tabs = [Tab(server.url, f"s{i}") for i in range(n)]
 
@@ -373,14 +373,14 @@ async def classroom(n: int, data: str, cache: str, job: dict[str, float],
 
 
 # -- what it measured ---------------------------------------------------------------------
-def check_job(store: st.RunStore, run_id: str) -> dict:
+def check_job(store: RunStore, run_id: str) -> dict:
     """A run's outcome and its batch rows: the store callback writes a loss and an
     accuracy row per batch, ceil(n_fit / batch_size) batches per epoch."""
     run = store.get(run_id)
     res = run.results or {}
     out = {"run_id": run_id, "status": run.status, "train_s": res.get("train_seconds"),
            "started_at": run.started_at, "rows": store.metric_count(run_id, "batch")}
-    if run.status == st.COMPLETED:
+    if run.status == COMPLETED:
         batches = math.ceil(res["n_train"] / run.config.batch_size) * res["epochs_done"]
         out.update(expected_rows=2 * batches, lost=2 * batches - out["rows"])
     return out
@@ -403,10 +403,10 @@ def per_tab(usage: dict, n: int) -> float | None:
 
 
 def summarize(n: int, first: list[float], done: list[dict], tabs: list[Tab], mon: Monitor,
-              store: st.RunStore, solo: tuple[str | None, float | None],
+              store: RunStore, solo: tuple[str | None, float | None],
               rss: tuple[float, float]) -> dict:
     jobs = [check_job(store, d["run_id"]) for d in done if d.get("run_id")]
-    ok = [j for j in jobs if j["status"] == st.COMPLETED]
+    ok = [j for j in jobs if j["status"] == COMPLETED]
     by_start = sorted(ok, key=lambda j: j["started_at"] or 0)
     phases = {p: mon.usage(p) for p in ("empty", "solo", "connect", "idle", "watching",
                                          "lessons")}

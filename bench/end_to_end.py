@@ -96,7 +96,7 @@ def run_keras(preset: str, args, home: str) -> dict:
 def run_lab(preset: str, args, home: str) -> dict:
     """One ``python -m core train`` job in a fresh LAB_HOME, its stderr on a terminal
     (the CLI follows a run every 0.5 s there, every 5 s into a pipe)."""
-    from core import store as st
+    from core.store import RunStore
 
     sets = [f"train_size={args.train_size}", f"test_size={args.test_size}"]
     sets += [f"epochs={args.epochs}"] if args.epochs else []
@@ -112,7 +112,7 @@ def run_lab(preset: str, args, home: str) -> dict:
     os.close(slave)
     reader.join(timeout=5)
     os.close(master)
-    run = st.RunStore(home).list_runs(reap=False)[0]
+    run = RunStore(home).list_runs(reap=False)[0]
     r = run.results
     return {"whole": whole, "train": r["train_seconds"], "phases": r["phases"],
             "test_accuracy": r["test_accuracy"], "job": run.ended_at - run.created_at,

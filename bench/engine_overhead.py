@@ -24,10 +24,10 @@ def main() -> None:
 
     import keras
 
-    from core import store as st
     from core.config import preset
     from core.data import load_dataset
     from core.models import build_model, compile_model
+    from core.store import RUNNING, RunStore
     from core.training import Progress, make_store_callback
 
     ds = load_dataset()
@@ -37,8 +37,8 @@ def main() -> None:
     model = compile_model(build_model(cfg), cfg)
     steps = -(-len(x) // cfg.batch_size)
     tmp = Path(tempfile.mkdtemp(prefix="bench-engine-"))
-    store = st.RunStore(tmp / "lab")
-    run_id = store.create_run(cfg, status=st.RUNNING)
+    store = RunStore(tmp / "lab")
+    run_id = store.create_run(cfg, status=RUNNING)
 
     class Timed(keras.callbacks.Callback):
         """Forwards to the StoreCallback and adds up the time spent in it."""

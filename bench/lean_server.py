@@ -34,6 +34,7 @@ def one_job(store, warm_on: bool) -> dict:
     """Submit one job (cold or to a waiting warm worker) and wait for its end."""
     from core import jobs, warm
     from core.config import preset
+    from core.store import COMPLETED
 
     os.environ["LAB_WARM_WORKERS"] = "1" if warm_on else "0"
     if warm_on:
@@ -45,7 +46,7 @@ def one_job(store, warm_on: bool) -> dict:
                                        epochs=1))
     while (run := store.get(run_id)).active:
         time.sleep(0.05)
-    assert run.status == "completed", run.error
+    assert run.status == COMPLETED, run.error
     return {"run": run_id, "first": first_batch_s(store, run_id),
             "done": run.ended_at - run.created_at, "train": run.results.get("train_seconds")}
 

@@ -42,17 +42,17 @@ TINY = {"architecture": "lstm", "top_words": 100, "maxlen": 40, "embedding_dim":
 def run_jobs(n: int, label: str) -> dict:
     """Submit n tiny jobs to the lab configured in os.environ; wait; the store's timings."""
     from core import jobs
-    from core import store as st
     from core.config import load_config
+    from core.store import COMPLETED, RunStore
 
-    store = st.RunStore()
+    store = RunStore()
     t0 = time.time()
     ids = [jobs.submit(store, load_config({**TINY, "seed": i, "name": f"{label} {i}"}))
            for i in range(n)]
     while any(r.id in ids for r in jobs.refresh(store)):
         time.sleep(0.2)
     runs = [store.get(i) for i in ids]
-    bad = [(r.id, r.status, (r.error or "")[-300:]) for r in runs if r.status != st.COMPLETED]
+    bad = [(r.id, r.status, (r.error or "")[-300:]) for r in runs if r.status != COMPLETED]
     if bad:
         raise SystemExit(f"{label}: runs did not complete: {bad}")
     wall = max(r.ended_at for r in runs) - t0

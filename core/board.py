@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core import fairq, jobs
-from core import store as st
+from core.store import QUEUED, RUNNING, Run, RunStore
 
 POLL_S = 1.0  # the board re-reads the store at most this often
 FEED_IDLE_S = 600.0  # a run's metric feed nobody read for this long is dropped
@@ -44,25 +44,25 @@ class _Feed:
 class Board:
     """What every session of one web server sees of the jobs; safe across threads."""
 
-    def __init__(self, store: st.RunStore, period: float = POLL_S):
+    def __init__(self, store: RunStore, period: float = POLL_S):
         self.store, self.period = store, period
         self._lock = threading.Lock()
-        self._active: list[st.Run] = []
+        self._active: list[Run] = []
         self._waits: dict[str, float] = {}
         self._at = float("-inf")
         self._feeds: dict[str, _Feed] = {}
         self.polls = 0  # store polls so far (the load benchmark and tests read it)
 
-    def active(self) -> list[st.Run]:
+    def active(self) -> list[Run]:
         """Running runs first, then the queue in its fair order; at most ``period`` old."""
         with self._lock:
             if time.monotonic() - self._at >= self.period:
                 runs = jobs.refresh(self.store)
                 order = {run_id: i for i, run_id in enumerate(self.store.queue_order())}
                 self._active = sorted(runs, key=lambda r: (
-                    r.status != st.RUNNING, order.get(r.id, len(order)), r.seq))
-                running = [r for r in self._active if r.status == st.RUNNING]
-                queued = [r for r in self._active if r.status == st.QUEUED]
+                    r.status != RUNNING, order.get(r.id, len(order)), r.seq))
+                running = [r for r in self._active if r.status == RUNNING]
+                queued = [r for r in self._active if r.status == QUEUED]
                 self._waits = fairq.estimated_waits(queued, running, jobs.max_jobs(),
                                                     time.time())
                 self._at = time.monotonic()
@@ -79,7 +79,7 @@ class Board:
         with self._lock:
             self._at = float("-inf")
 
-    def run(self, run_id: str) -> st.Run:
+    def run(self, run_id: str) -> Run:
         """An active run from the snapshot; a finished one from the store (it no longer
         changes while watched). Raises RunNotFound."""
         for run in self.active():
@@ -89,7 +89,7 @@ class Board:
 
     def queue_position(self, run_id: str) -> int | None:
         """1 = next to start; None when the run is not queued."""
-        queued = [r.id for r in self.active() if r.status == st.QUEUED]
+        queued = [r.id for r in self.active() if r.status == QUEUED]
         return queued.index(run_id) + 1 if run_id in queued else None
 
     def metrics(self, run_id: str, phase: str, after_id: int = 0) -> list[dict[str, Any]]:

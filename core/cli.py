@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
 from collections.abc import Sequence
 
-from core import access, jobs
-from core import store as st
+from core import access, fmt, jobs
 from core.config import (
     PRESETS,
     REPORTED_ACCURACY,
@@ -29,6 +27,7 @@ from core.config import (
 from core.data import DataError, load_dataset
 from core.identity import IdentityError
 from core.predict import PredictError
+from core.store import COMPLETED, DIVERGED, QUEUED, Run, RunNotFound, RunStore
 
 POLL_S = 0.5  # how often `train` reads the store while following a run
 
@@ -38,14 +37,11 @@ class CliError(Exception):
 
 
 def _fmt_s(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "--"
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+    return fmt.seconds_compact(seconds)
 
 
 def _pct(x: float | None) -> str:
-    return "--" if x is None else f"{100 * x:.2f} %"
+    return fmt.pct(x, missing=fmt.CLI_MISSING)
 
 
 def build_config(preset_name: str | None, overrides: Sequence[str], config_file: str | None
@@ -62,7 +58,7 @@ def build_config(preset_name: str | None, overrides: Sequence[str], config_file:
     return load_config(values, base)
 
 
-def follow(store: st.RunStore, run_id: str, out=sys.stderr) -> st.Run:
+def follow(store: RunStore, run_id: str, out=sys.stderr) -> Run:
     """Print a live progress line until the run ends; Ctrl-C cancels it."""
     last_id, loss, acc = 0, None, None
     width = 28
@@ -77,7 +73,7 @@ def follow(store: st.RunStore, run_id: str, out=sys.stderr) -> st.Run:
                 elif row["name"] == "accuracy":
                     acc = row["value"]
             p = run.progress
-            if run.status == st.QUEUED:
+            if run.status == QUEUED:
                 pos = store.queue_position(run_id)
                 line = f"queued (position {pos})"
             elif p.get("stage") == "training" and p.get("total"):
@@ -113,7 +109,7 @@ def _data_sizes() -> tuple[int, int]:
     return len(ds.train), len(ds.test)
 
 
-def submit(store: st.RunStore, cfg: TrainConfig, probes: Sequence[str] = ()) -> str:
+def submit(store: RunStore, cfg: TrainConfig, probes: Sequence[str] = ()) -> str:
     n_train, n_test = _data_sizes()
     run_id = jobs.submit(store, cfg, probes, n_train=n_train, n_test=n_test,
                          actor=access.cli_actor(store))
@@ -121,8 +117,8 @@ def submit(store: st.RunStore, cfg: TrainConfig, probes: Sequence[str] = ()) -> 
     return run_id
 
 
-def train_and_follow(store: st.RunStore, cfg: TrainConfig, probes: Sequence[str] = (),
-                     quiet: bool = False) -> st.Run:
+def train_and_follow(store: RunStore, cfg: TrainConfig, probes: Sequence[str] = (),
+                     quiet: bool = False) -> Run:
     run_id = submit(store, cfg, probes)
     return follow(store, run_id, out=sys.stderr if not quiet else _Null())
 
@@ -138,7 +134,7 @@ class _Null:
         return False
 
 
-def cmd_train(args: argparse.Namespace, store: st.RunStore) -> int:
+def cmd_train(args: argparse.Namespace, store: RunStore) -> int:
     cfg = build_config(args.preset, args.set or [], args.config)
     if args.detach:
         print(submit(store, cfg, args.probe or []))
@@ -148,14 +144,14 @@ def cmd_train(args: argparse.Namespace, store: st.RunStore) -> int:
     print(f"run {run.id}: {run.status}; test accuracy {_pct(r.get('test_accuracy'))}; "
           f"AUC {r.get('auc', float('nan')):.4f}; training {_fmt_s(r.get('train_seconds'))} "
           f"(fast mode: {'on' if r.get('fast') else 'off'})")
-    if run.status == st.DIVERGED:
+    if run.status == DIVERGED:
         print(f"diverged at {r.get('diverged_at')}", file=sys.stderr)
     if run.error:
         print(run.error.strip().splitlines()[-1], file=sys.stderr)
-    return 0 if run.status == st.COMPLETED else 1
+    return 0 if run.status == COMPLETED else 1
 
 
-def _run_row(run: st.Run, queue: list[str]) -> dict:
+def _run_row(run: Run, queue: list[str]) -> dict:
     r = run.results
     return {"id": run.id, "name": run.name, "owner": run.owner, "architecture": run.architecture,
             "status": run.status,
@@ -168,8 +164,9 @@ def _run_row(run: st.Run, queue: list[str]) -> dict:
             "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created_at))}
 
 
-def cmd_runs(args: argparse.Namespace, store: st.RunStore) -> int:
-    runs = store.list_runs()
+def cmd_runs(args: argparse.Namespace, store: RunStore) -> int:
+    jobs.dispatch(store)  # reaps dead workers, and their slots go to the next queued runs
+    runs = store.list_runs(reap=False)
     queue = store.queue_order()
     rows = [_run_row(run, queue) for run in runs]
     if args.json:
@@ -188,7 +185,7 @@ def cmd_runs(args: argparse.Namespace, store: st.RunStore) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace, store: st.RunStore) -> int:
+def cmd_predict(args: argparse.Namespace, store: RunStore) -> int:
     from core.predict import Predictor
 
     pred = Predictor.load(store, args.run_id).predict_one(args.text)
@@ -205,7 +202,7 @@ def cmd_predict(args: argparse.Namespace, store: st.RunStore) -> int:
     return 0
 
 
-def cmd_data(args: argparse.Namespace, store: st.RunStore) -> int:
+def cmd_data(args: argparse.Namespace, store: RunStore) -> int:
     ds = load_dataset()
     s = ds.summary()
     if args.json:
@@ -224,34 +221,34 @@ def cmd_data(args: argparse.Namespace, store: st.RunStore) -> int:
     return 0
 
 
-def cmd_cancel(args: argparse.Namespace, store: st.RunStore) -> int:
+def cmd_cancel(args: argparse.Namespace, store: RunStore) -> int:
     print(f"run {args.run_id}: {jobs.cancel(store, args.run_id, access.cli_actor(store))}")
     return 0
 
 
-def cmd_rename(args: argparse.Namespace, store: st.RunStore) -> int:
+def cmd_rename(args: argparse.Namespace, store: RunStore) -> int:
     store.rename(args.run_id, args.name, access.cli_actor(store))
     print(f"run {args.run_id}: renamed to {args.name.strip()}")
     return 0
 
 
-def cmd_delete(args: argparse.Namespace, store: st.RunStore) -> int:
+def cmd_delete(args: argparse.Namespace, store: RunStore) -> int:
     store.delete(args.run_id, access.cli_actor(store))
     print(f"run {args.run_id}: deleted")
     return 0
 
 
-def reproduce_table(results: dict[str, list[st.Run]]) -> str:
+def reproduce_table(results: dict[str, list[Run]]) -> str:
     """Markdown table: mean and spread of test accuracy per preset, beside the tutorial."""
     lines = ["| model | runs | test acc mean | min – max | std | per-seed | tutorial | "
              "epoch time mean |",
              "|---|---|---|---|---|---|---|---|"]
     for name, runs in results.items():
         accs = [100 * r.results["test_accuracy"] for r in runs
-                if r.status == st.COMPLETED and r.results.get("test_accuracy") is not None]
+                if r.status == COMPLETED and r.results.get("test_accuracy") is not None]
         times = [t for r in runs for t in r.results.get("epoch_seconds", [])]
         per = ", ".join(f"s{r.config.seed}: " + (f"{100 * r.results['test_accuracy']:.2f}"
-                                                  if r.status == st.COMPLETED else r.status)
+                                                  if r.status == COMPLETED else r.status)
                         for r in runs)
         if accs:
             mean = statistics.mean(accs)
@@ -265,7 +262,7 @@ def reproduce_table(results: dict[str, list[st.Run]]) -> str:
     return "\n".join(lines)
 
 
-def epochs_table(store: st.RunStore, results: dict[str, list[st.Run]]) -> str:
+def epochs_table(store: RunStore, results: dict[str, list[Run]]) -> str:
     """Per run, accuracy after every epoch: a collapse in a later epoch shows here."""
     lines = ["| run | train accuracy by epoch | val accuracy by epoch | test acc | AUC |",
              "|---|---|---|---|---|"]
@@ -282,9 +279,9 @@ def epochs_table(store: st.RunStore, results: dict[str, list[st.Run]]) -> str:
     return "\n".join(lines)
 
 
-def cmd_reproduce(args: argparse.Namespace, store: st.RunStore) -> int:
+def cmd_reproduce(args: argparse.Namespace, store: RunStore) -> int:
     t0 = time.monotonic()
-    results: dict[str, list[st.Run]] = {}
+    results: dict[str, list[Run]] = {}
     overrides = parse_overrides(args.set or [])
     for name in args.presets or list(PRESETS):
         for k in range(args.seeds):
@@ -303,11 +300,11 @@ def cmd_reproduce(args: argparse.Namespace, store: st.RunStore) -> int:
     print("\n" + epochs_table(store, results))
     print(f"\nwall time: {_fmt_s(total)} ({total:.0f} s) for {sum(map(len, results.values()))} runs; "
           f"overrides: {overrides or 'none'}")
-    ok = all(r.status == st.COMPLETED for runs in results.values() for r in runs)
+    ok = all(r.status == COMPLETED for runs in results.values() for r in runs)
     return 0 if ok else 1
 
 
-def cmd_native(args: argparse.Namespace, store: st.RunStore) -> int:
+def cmd_native(args: argparse.Namespace, store: RunStore) -> int:
     """Build (first time) and load the native LSTM kernels; say which loops fast mode uses.
     Exit 0 either way: without them fast mode runs its XLA loops (slower, same results)."""
     from core import native
@@ -360,11 +357,11 @@ COMMANDS = {"train": cmd_train, "runs": cmd_runs, "predict": cmd_predict,
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        store = st.RunStore()
+        store = RunStore()
         return COMMANDS[args.command](args, store)
     except ConfigError as exc:
         print(f"error: invalid configuration: {'; '.join(exc.errors)}", file=sys.stderr)
-    except (CliError, DataError, PredictError, st.RunNotFound, IdentityError,
+    except (CliError, DataError, PredictError, RunNotFound, IdentityError,
             access.PermissionDenied) as exc:
         print(f"error: {exc}", file=sys.stderr)
     except ValueError as exc:  # a bad new name, deleting an active run

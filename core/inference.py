@@ -33,8 +33,8 @@ from typing import Any
 import psutil
 
 from core import paths
-from core import store as st
 from core.predict import PredictError, Predictor, WordAttribution
+from core.store import COMPLETED, RunNotFound, RunStore
 
 SERVICE_FILE = "inference.json"  # {"pid", "port", "key"} of the running process, mode 0600
 LOG_FILE = "inference.log"
@@ -53,13 +53,13 @@ class _Models:
     """The loaded runs, least recently used first; one call at a time (Keras models and
     the fast predictor's buffers are not shared between threads)."""
 
-    def __init__(self, store: st.RunStore):
+    def __init__(self, store: RunStore):
         self.store, self.lock = store, threading.Lock()
         self.loaded: OrderedDict[str, Predictor] = OrderedDict()
 
     def get(self, run_id: str) -> Predictor:
         run = self.store.get(run_id, reap=False)  # RunNotFound once deleted
-        if run.status != st.COMPLETED:
+        if run.status != COMPLETED:
             self.loaded.pop(run_id, None)
             raise PredictError(f"run {run_id} is {run.status}; only completed runs have a model")
         if run_id not in self.loaded:
@@ -86,7 +86,7 @@ def _answer(models: _Models, message: Any) -> tuple:
         if op not in OPS:
             raise PredictError(f"unknown request {op!r}")
         return ("ok", None if op == "ping" else models.call(op, run_id, arg))
-    except st.RunNotFound as exc:
+    except RunNotFound as exc:
         return ("error", "not-found", exc.run_id)
     except PredictError as exc:
         return ("error", "predict", str(exc))
@@ -96,7 +96,7 @@ def _answer(models: _Models, message: Any) -> tuple:
 
 class _Service:
     def __init__(self, home: Path):
-        self.models = _Models(st.RunStore(home))
+        self.models = _Models(RunStore(home))
         self.last_request = time.monotonic()
 
     def handle(self, conn: Connection) -> None:
@@ -220,7 +220,7 @@ def _unpack(reply: tuple) -> Any:
         return reply[1]
     _, kind, text = reply
     if kind == "not-found":
-        raise st.RunNotFound(text)
+        raise RunNotFound(text)
     raise PredictError(text)
 
 

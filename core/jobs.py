@@ -24,8 +24,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from core import access, classroom, paths, raylaunch, reuse, warm
-from core import store as st
 from core.config import ConfigError, TrainConfig, check
+from core.store import ACTIVE, FAILED, RUNNING, Run, RunStore
 from core.text import check_probes
 
 DEFAULT_MAX_JOBS = 1  # concurrent trainings; one per 2-core machine
@@ -40,7 +40,7 @@ def max_jobs() -> int:
         return DEFAULT_MAX_JOBS
 
 
-def submit(store: st.RunStore, cfg: TrainConfig, probes: Iterable[str] = (),
+def submit(store: RunStore, cfg: TrainConfig, probes: Iterable[str] = (),
            n_train: int | None = None, n_test: int | None = None, start: bool = True,
            actor: access.Actor | None = None) -> str:
     """Validate, queue and (if a slot is free) start a run owned by ``actor``; returns its
@@ -85,12 +85,12 @@ def spawn(home: Path, args: list[str], log_path: Path) -> int:
     return proc.pid
 
 
-def spawn_worker(store: st.RunStore, run_id: str) -> int:
+def spawn_worker(store: RunStore, run_id: str) -> int:
     """A fresh worker for one run; its output goes to the run's log."""
     return spawn(store.home, [run_id], store.run_dir(run_id) / "worker.log")
 
 
-def dispatch(store: st.RunStore) -> list[str]:
+def dispatch(store: RunStore) -> list[str]:
     """Start queued runs while slots are free; returns the ids started. Keeps one warm
     worker waiting for the next run when warm workers are on (on Ray: each run becomes a
     Ray task)."""
@@ -107,14 +107,14 @@ def dispatch(store: st.RunStore) -> list[str]:
             try:
                 raylaunch.launch(store, run.id)  # the task records its own pid and node
             except Exception as exc:  # noqa: BLE001 - unreachable cluster, refused task
-                store.finish(run.id, st.FAILED, error=f"could not start the Ray task: {exc}")
+                store.finish(run.id, FAILED, error=f"could not start the Ray task: {exc}")
                 continue
             started.append(run.id)
             continue
         try:
             pid = warm.hand_over(store.home, run.id) or spawn_worker(store, run.id)
         except OSError as exc:
-            store.finish(run.id, st.FAILED, error=f"could not start the worker process: {exc}")
+            store.finish(run.id, FAILED, error=f"could not start the worker process: {exc}")
             continue
         store.set_worker(run.id, pid)
         started.append(run.id)
@@ -127,18 +127,18 @@ def dispatch(store: st.RunStore) -> list[str]:
     return started
 
 
-def refresh(store: st.RunStore) -> list[st.Run]:
+def refresh(store: RunStore) -> list[Run]:
     """What a looker calls: reap dead workers, start queued runs, return active runs."""
     dispatch(store)
-    return store.list_runs(st.ACTIVE, reap=False)
+    return store.list_runs(ACTIVE, reap=False)
 
 
-def cancel(store: st.RunStore, run_id: str, actor: access.Actor | None = None) -> str:
+def cancel(store: RunStore, run_id: str, actor: access.Actor | None = None) -> str:
     """Ask a run to stop; returns its status after the request. Only its owner or the
     instructor may (core/access.py): PermissionDenied naming the owner otherwise."""
     access.check_manage(store, actor, store.owner(run_id), run_id, "stop")
     status = store.request_cancel(run_id)
-    if status == st.RUNNING and raylaunch.enabled():
+    if status == RUNNING and raylaunch.enabled():
         raylaunch.cancel(store, run_id)  # forced by Ray if the worker does not stop in time
     dispatch(store)
     return status

@@ -15,6 +15,7 @@ import altair as alt
 import pandas as pd
 
 from core.config import ARCHITECTURES, PRESETS, REPORTED_ACCURACY, preset_of
+from core.store import COMPLETED
 
 COLUMNS = ["group", "preset", "owner", "accuracy", "run_id"]
 
@@ -33,7 +34,7 @@ def best_frame(runs: Sequence[Any]) -> pd.DataFrame:
     rows = []
     for r in runs:
         acc = (r.results or {}).get("test_accuracy")
-        if r.status != "completed" or acc is None or not r.owner:
+        if r.status != COMPLETED or acc is None or not r.owner:
             continue
         group, pname = group_of(r)
         rows.append({"group": group, "preset": pname, "owner": r.owner,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import store as st
+from core.store import COMPLETED, ENCODER_FILE, MODEL_FILE, Run, RunStore
 from core.text import OOV, START, Encoder, check_text, tokenize
 
 ZIP_MAGIC = b"PK\x03\x04"  # a .keras file is a zip archive
@@ -51,14 +51,14 @@ def label_of(p: float) -> str:
     return "positive" if p >= 0.5 else "negative"
 
 
-def load_run_model(store: st.RunStore, run_id: str):
+def load_run_model(store: RunStore, run_id: str):
     """The Keras model of a completed run, loaded safely from the store only."""
     import keras
 
     run = store.get(run_id)
-    if run.status != st.COMPLETED:
+    if run.status != COMPLETED:
         raise PredictError(f"run {run_id} is {run.status}; only completed runs have a model")
-    path = store.artifact(run_id, st.MODEL_FILE)  # PostgreSQL: fetched from the database
+    path = store.artifact(run_id, MODEL_FILE)  # PostgreSQL: fetched from the database
     if path is None:
         raise PredictError(f"run {run_id} has no saved model file")
     with open(path, "rb") as fh:
@@ -79,20 +79,20 @@ def refuse_model_file(path: Path | str) -> str:
 class Predictor:
     """A loaded run: encoder + model (+ the exact fast path when it applies)."""
 
-    def __init__(self, model, encoder: Encoder, fast=None, run: st.Run | None = None):
+    def __init__(self, model, encoder: Encoder, fast=None, run: Run | None = None):
         """Around a model in memory; ``fast``: its FastPredictor, or None for model.predict.
         Runs are loaded with :meth:`load`."""
         self.model, self.encoder, self.fast, self.run = model, encoder, fast, run
         self.run_id = run.id if run is not None else ""
 
     @classmethod
-    def load(cls, store: st.RunStore, run_id: str) -> Predictor:
+    def load(cls, store: RunStore, run_id: str) -> Predictor:
         """A completed run's model and encoder, from the store only (safe mode)."""
         from core import fast
 
         run = store.get(run_id)
         model = load_run_model(store, run_id)
-        encoder = store.artifact(run_id, st.ENCODER_FILE)
+        encoder = store.artifact(run_id, ENCODER_FILE)
         if encoder is None:
             raise PredictError(f"run {run_id} has no saved encoder file")
         return cls(model, Encoder.load(encoder),

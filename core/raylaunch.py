@@ -31,7 +31,7 @@ import threading
 from typing import Any
 
 from core import paths
-from core import store as st
+from core.store import CANCELLED, INTERRUPTED, RUNNING, RunNotFound, RunStore
 
 NAMESPACE = "lstm-lab"
 CANCEL_GRACE_S = 10.0  # a running task that ignores the store's cancel flag this long is killed
@@ -150,12 +150,12 @@ class Launcher:
         return self.ray.get_runtime_context().get_node_id()
 
 
-def _name(store: st.RunStore) -> str:
+def _name(store: RunStore) -> str:
     ident = store.db_url or str(store.db_path.resolve())
     return "launcher-" + hashlib.sha1(ident.encode()).hexdigest()[:12]
 
 
-def launcher(store: st.RunStore):
+def launcher(store: RunStore):
     """The lab's launcher actor, started on the head node if it is not running yet."""
     ray = connect()
     cls = ray.remote(Launcher)
@@ -165,19 +165,19 @@ def launcher(store: st.RunStore):
         runtime_env={"env_vars": {"PYTHONPATH": str(paths.PROJECT_ROOT)}}).remote()
 
 
-def launch(store: st.RunStore, run_id: str) -> None:
+def launch(store: RunStore, run_id: str) -> None:
     ray = connect()
     ray.get(launcher(store).launch.remote(run_id, _worker_env(store.home), job_cpus()))
 
 
-def cancel(store: st.RunStore, run_id: str, grace_s: float | None = None) -> bool:
+def cancel(store: RunStore, run_id: str, grace_s: float | None = None) -> bool:
     if grace_s is None:
         grace_s = float(os.environ.get("LAB_CANCEL_GRACE_S", CANCEL_GRACE_S))
     ray = connect()
     return ray.get(launcher(store).cancel.remote(run_id, grace_s))
 
 
-def poll(store: st.RunStore) -> list[str]:
+def poll(store: RunStore) -> list[str]:
     """Apply Ray's view of the lab's tasks to the store; returns the runs it ended."""
     ray = connect()
     ended, live = ray.get(launcher(store).poll.remote())
@@ -185,9 +185,9 @@ def poll(store: st.RunStore) -> list[str]:
     for run_id, reason in ended:
         try:
             run = store.get(run_id, reap=False)
-        except st.RunNotFound:
+        except RunNotFound:
             continue
-        status = st.CANCELLED if run.cancel_requested else st.INTERRUPTED
+        status = CANCELLED if run.cancel_requested else INTERRUPTED
         if store.finish(run_id, status, error=f"The Ray task of this run ended without "
                         f"finishing it (its node died, its worker was killed, or a cancel "
                         f"was forced): {reason}"):
@@ -195,9 +195,9 @@ def poll(store: st.RunStore) -> list[str]:
     for run_id in live:  # held by Ray but not started by a worker yet: waiting, not dead
         try:
             run = store.get(run_id, reap=False)
-        except st.RunNotFound:
+        except RunNotFound:
             continue
-        if run.status == st.RUNNING and run.pid is None:
+        if run.status == RUNNING and run.pid is None:
             store.heartbeat(run_id)
     return finished
 

@@ -477,7 +477,12 @@ class RunStore:
 
     def reap(self) -> list[str]:
         """Mark running runs whose worker is gone as interrupted (cancelled when a cancel was
-        asked: a worker ended by force after it); drop partial model files."""
+        asked: a worker ended by force after it); drop partial model files. Returns their ids.
+
+        Reading never starts a worker: the freed slot goes to the next queued run when
+        someone dispatches (``jobs.dispatch`` reaps first; the web server's job board calls
+        ``jobs.refresh`` every second while a job is active, the CLI's ``follow`` and
+        ``runs`` dispatch too)."""
         rows = self._conn().execute(
             "SELECT id, pid, pid_started, host, heartbeat_at, cancel_requested FROM runs "
             "WHERE status = ?", (RUNNING,)).fetchall()
@@ -493,11 +498,6 @@ class RunStore:
                                      if cancelled else ".")):
                 reaped.append(run_id)
             (self.run_dir(run_id) / PARTIAL_MODEL_FILE).unlink(missing_ok=True)
-        if reaped:
-            # A dead worker's slot goes to the next queued run at once, whoever noticed.
-            from core import jobs  # deferred: jobs imports this module
-
-            jobs.dispatch(self)
         return reaped
 
     # -- classroom: settings, nicknames, archive, reuse ----------------------------------------

@@ -16,7 +16,6 @@ import io
 import json
 import math
 import re
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -24,8 +23,10 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from core import fmt
 from core.config import ARCHITECTURES, COMMON_FIELDS, FIELD_TYPES, TrainConfig
 from core.predict import ZIP_MAGIC, refuse_model_file
+from core.store import COMPLETED, QUEUED, RUNNING
 from core.text import (
     MAX_TEXT_CHARS,
     OOV,
@@ -45,25 +46,10 @@ NEGATIVE_RGB = (210, 45, 45)
 # -- formatting ------------------------------------------------------------------------------
 
 
-def fmt_seconds(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "—"
-    seconds = max(0.0, float(seconds))
-    if seconds < 1:
-        return "< 1 s"
-    if seconds < 60:
-        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
-    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
-
-
-def fmt_pct(x: float | None, digits: int = 2) -> str:
-    return "—" if x is None or not math.isfinite(x) else f"{100 * x:.{digits}f} %"
-
-
-def fmt_date(ts: float | None) -> str:
-    return "—" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+# (core/fmt.py, under the names the pages use)
+fmt_seconds = fmt.seconds
+fmt_pct = fmt.pct
+fmt_date = fmt.date
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$&])")
@@ -274,15 +260,15 @@ def progress_view(run: Any, queue_position: int | None = None,
     """(fraction 0..1, one line of text) for a run's progress bar."""
     p = run.progress or {}
     stage = p.get("stage") or run.status
-    if run.status == "queued":
+    if run.status == QUEUED:
         wait = f", starts in about {fmt_seconds(wait_s)}" if wait_s is not None else ""
         where = f" (position {queue_position} in the queue{wait})" if queue_position else ""
         return 0.0, f"Queued{where}: it starts when a training slot is free."
     total = p.get("total") or 0
     done = p.get("done") or 0
     frac = min(1.0, done / total) if total else 0.0
-    if run.status != "running":
-        return (1.0 if run.status == "completed" else frac), f"{run.status.capitalize()}."
+    if run.status != RUNNING:
+        return (1.0 if run.status == COMPLETED else frac), f"{run.status.capitalize()}."
     if stage == "training" and total:
         eta = p.get("eta_s")
         return frac, (f"Epoch {int(p.get('epoch', 0)) + 1}/{p.get('epochs', '?')} · batch "
@@ -546,6 +532,27 @@ def compact_sequence(padded: Sequence[int], keep: int = 60) -> str:
 
 # -- the Compare page ---------------------------------------------------------------------------
 
+# One colour per run, the same in every Compare chart: Vega's categorical "tableau10" (ten
+# distinct hues; Streamlit's chart theme gives two runs two shades of blue). Compare shows at
+# most 8 runs at once.
+RUN_PALETTE = ("#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2",
+               "#ff9da6", "#9d755d", "#bab0ac")
+
+
+def run_colors(runs: Sequence[Any]) -> dict[str, str]:
+    """Each run's colour by run id, in the order given (share it between charts)."""
+    return {r.id: RUN_PALETTE[i % len(RUN_PALETTE)] for i, r in enumerate(runs)}
+
+
+def _run_color(colors: Mapping[str, str] | None, title: str | None = None) -> alt.Color:
+    """The "run" field's colour: ``colors`` maps each label in the chart to its run's colour
+    (see run_colors); without it the labels take RUN_PALETTE in order."""
+    scale = (alt.Scale(domain=list(colors), range=list(colors.values())) if colors
+             else alt.Scale(range=list(RUN_PALETTE)))
+    return alt.Color("run:N", title=title, scale=scale,
+                     legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=500))
+
+
 RUN_COLUMNS = ["Name", "Owner", "Architecture", "Params", "Epochs", "Status", "Best val acc",
                "Test acc", "AUC", "Training time (s)", "Date", "Run id"]
 
@@ -606,12 +613,14 @@ def compare_epoch_frame(rows_by_run: Mapping[str, Iterable[Mapping[str, Any]]]) 
     return pd.concat(frames, ignore_index=True)
 
 
-def compare_epoch_chart(frame: pd.DataFrame, metric: str, height: int = 240) -> alt.Chart:
+def compare_epoch_chart(frame: pd.DataFrame, metric: str, height: int = 240,
+                        colors: Mapping[str, str] | None = None) -> alt.Chart:
+    """Every run's epoch curves, one colour per run (``colors``: label -> colour)."""
     d = frame[frame["metric"] == metric]
     chart = alt.Chart(d).mark_line(point=True).encode(
         x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
         y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
-        color=alt.Color("run:N", title="run", legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=500)),
+        color=_run_color(colors, "run"),
         strokeDash=alt.StrokeDash("phase:N", title=None,
                                   scale=alt.Scale(domain=["train", "validation"],
                                                   range=[[1, 0], [5, 3]]),
@@ -639,6 +648,8 @@ def config_diff(runs: Sequence[Any]) -> tuple[pd.DataFrame, list[str]]:
 
 
 def _fmt_value(v: Any) -> str:
+    if v is None:
+        return "—"
     if isinstance(v, float):
         return f"{v:g}"
     return str(v)
@@ -679,6 +690,12 @@ def confusion_chart(frame: pd.DataFrame, title: str = "", size: int = 170) -> al
         autosize=alt.AutoSizeParams(type="pad", contains="padding"))  # natural size
 
 
+def roc_label(run: Any) -> str:
+    """A run's name in the ROC chart: run_label with its AUC."""
+    auc = (run.results or {}).get("auc")
+    return f"{run_label(run)} (AUC {'—' if auc is None else f'{auc:.3f}'})"
+
+
 def roc_frame(runs: Sequence[Any]) -> pd.DataFrame:
     rows = []
     for r in runs:
@@ -686,19 +703,20 @@ def roc_frame(runs: Sequence[Any]) -> pd.DataFrame:
         roc = res.get("roc") or {}
         if not roc.get("fpr"):
             continue
-        auc = res.get("auc")
-        label = f"{run_label(r)} (AUC {'—' if auc is None else f'{auc:.3f}'})"
+        label = roc_label(r)
         rows += [{"run": label, "fpr": f, "tpr": t} for f, t in zip(roc["fpr"], roc["tpr"])]
     return pd.DataFrame(rows, columns=["run", "fpr", "tpr"])
 
 
-def roc_chart(frame: pd.DataFrame, height: int = 280) -> alt.LayerChart:
+def roc_chart(frame: pd.DataFrame, height: int = 280,
+              colors: Mapping[str, str] | None = None) -> alt.LayerChart:
+    """ROC curves, one colour per run (``colors``: roc_label -> colour)."""
     diag = alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]})).mark_line(
         strokeDash=[4, 4], color="#999").encode(x="x:Q", y="y:Q")
     curves = alt.Chart(frame).mark_line().encode(
         x=alt.X("fpr:Q", title="false-positive rate", scale=alt.Scale(domain=[0, 1])),
         y=alt.Y("tpr:Q", title="true-positive rate", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("run:N", title=None, legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=500)),
+        color=_run_color(colors),
         order="fpr:Q",
         tooltip=["run:N", alt.Tooltip("fpr:Q", format=".3f"), alt.Tooltip("tpr:Q", format=".3f")])
     return _fit(alt.layer(diag, curves).properties(title="ROC curves (test set)"), height)
@@ -714,13 +732,15 @@ def by_length_frame(runs: Sequence[Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run", "bucket", "reviews", "accuracy", "note"])
 
 
-def by_length_chart(frame: pd.DataFrame, height: int = 260) -> alt.Chart:
+def by_length_chart(frame: pd.DataFrame, height: int = 260,
+                    colors: Mapping[str, str] | None = None) -> alt.Chart:
+    """Test accuracy per length bucket, a bar per run (``colors``: run_label -> colour)."""
     order = list(dict.fromkeys(frame["bucket"]))
     chart = alt.Chart(frame.dropna(subset=["accuracy"])).mark_bar().encode(
         x=alt.X("bucket:N", sort=order, title="review length (words)"),
         xOffset=alt.XOffset("run:N"),
         y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
-        color=alt.Color("run:N", title=None, legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=500)),
+        color=_run_color(colors),
         tooltip=["run:N", "bucket:N", "reviews:Q", alt.Tooltip("accuracy:Q", format=".1%"),
                  "note:N"],
     ).properties(title="Test accuracy by review length")

@@ -16,9 +16,9 @@ import traceback
 import psutil
 
 from core import jobs, paths, warm
-from core import store as st
 from core.db import is_lost_connection, patience
 from core.guard import MEMORY_ADVICE
+from core.store import CANCELLED, COMPLETED, DIVERGED, FAILED, PARTIAL_MODEL_FILE, RUNNING, RunStore
 from core.training import RAY_NODE_ENV, Heartbeat, Progress, run_training, where
 
 # Address-space cap for one worker, as a share of physical memory (LAB_WORKER_MEMORY_GB
@@ -57,9 +57,9 @@ def describe_failure(trace: str, cap: int, exc: BaseException | None = None) -> 
 
 def main(run_id: str, limited: bool = False) -> int:
     cap = limit_memory() if not limited else resource.getrlimit(resource.RLIMIT_AS)[0]
-    store = st.RunStore()
+    store = RunStore()
     run = store.get(run_id, reap=False)
-    if run.status != st.RUNNING:
+    if run.status != RUNNING:
         return 0  # cancelled while queued or claimed by someone else: nothing to do
     if run.pid != os.getpid():
         store.set_worker(run_id, os.getpid())  # started by hand, a Ray task, not by dispatch
@@ -68,21 +68,21 @@ def main(run_id: str, limited: bool = False) -> int:
     progress = Progress()
     beat = Heartbeat(store, run_id, progress)
     beat.start()
-    status, error = st.FAILED, None
+    status, error = FAILED, None
     try:
         status = run_training(store, run_id, progress)
     except BaseException as exc:  # noqa: BLE001 - record every failure, then exit
         error = describe_failure(traceback.format_exc(), cap, exc)
         if isinstance(exc, KeyboardInterrupt):
-            status = st.CANCELLED
+            status = CANCELLED
     finally:
         with patience(FINAL_WRITE_S):  # the final status outwaits a store outage
             beat.stop()
             store.finish(run_id, status, error=error,
                          progress={**progress.snapshot(), "stage": status})
-        (store.run_dir(run_id) / st.PARTIAL_MODEL_FILE).unlink(missing_ok=True)
+        (store.run_dir(run_id) / PARTIAL_MODEL_FILE).unlink(missing_ok=True)
         jobs.dispatch(store)
-    return 0 if status in (st.COMPLETED, st.CANCELLED, st.DIVERGED) else 1
+    return 0 if status in (COMPLETED, CANCELLED, DIVERGED) else 1
 
 
 def preload() -> None:

@@ -17,7 +17,7 @@ fi
 # requirements change; without a C/C++ compiler fast mode uses its XLA loops and this says
 # why). A worker builds them itself if they are missing.
 NSTAMP=build/native/.setup.sha256
-NWANT=$(cat core/native/* requirements.txt | sha256sum | cut -d' ' -f1)
+NWANT=$(cat core/native/*.c core/native/*.cc core/native/*.py requirements.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$NSTAMP" 2>/dev/null)" != "$NWANT" ]; then
   .venv/bin/python -m core native
   mkdir -p build/native && echo "$NWANT" > "$NSTAMP"

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from core import inference, jobs, warm
-from core import store as st
 from core.config import load_config
 from core.paths import PROJECT_ROOT
+from core.store import COMPLETED, Run, RunStore
 from pgserver import PgServer, missing_reason
 
 # The real reviews, when the shared data folder sits beside the project.
@@ -41,12 +41,14 @@ def tiny_config(**overrides):
     return load_config({**TINY, **overrides})
 
 
-def wait_for(store: st.RunStore, run_id: str, timeout: float = RUN_TIMEOUT_S,
-             until=lambda run: not run.active) -> st.Run:
-    """Poll the store until ``until(run)`` holds; fails the test on timeout."""
+def wait_for(store: RunStore, run_id: str, timeout: float = RUN_TIMEOUT_S,
+             until=lambda run: not run.active) -> Run:
+    """Poll the store until ``until(run)`` holds; fails the test on timeout. Polls as the
+    CLI's follow does: dispatching, so a dead worker's slot goes to the next queued run."""
     deadline = time.monotonic() + timeout
     while True:
-        run = store.get(run_id)
+        jobs.dispatch(store)
+        run = store.get(run_id, reap=False)
         if until(run):
             return run
         if time.monotonic() > deadline:
@@ -62,18 +64,18 @@ def shared_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def lab(tmp_path, monkeypatch, shared_cache) -> st.RunStore:
+def lab(tmp_path, monkeypatch, shared_cache) -> RunStore:
     """A fresh run store in tmp_path, reading the demo data."""
     monkeypatch.setenv("LAB_HOME", str(tmp_path / "lab"))
     monkeypatch.setenv("LAB_CACHE", str(shared_cache))
     monkeypatch.setenv("IMDB_DATA", "demo")
     monkeypatch.setenv("LAB_MAX_JOBS", "1")
-    store = st.RunStore()
+    store = RunStore()
     yield store
     stop_workers(store)
 
 
-def stop_workers(store: st.RunStore) -> None:
+def stop_workers(store: RunStore) -> None:
     """Cancel every active run and kill its worker, the warm workers and the inference
     process: all are detached processes, and none may outlive its test."""
     warm.stop_all(store.home)
@@ -95,11 +97,11 @@ def trained_home(tmp_path_factory, shared_cache) -> Path:
     old = {k: os.environ.get(k) for k in ("LAB_HOME", "LAB_CACHE", "IMDB_DATA")}
     os.environ.update(LAB_HOME=str(home), LAB_CACHE=str(shared_cache), IMDB_DATA="demo")
     try:
-        store = st.RunStore()
+        store = RunStore()
         run_id = jobs.submit(store, tiny_config(epochs=2, name="tiny fixture run"),
                              probes=["a wonderful film", "a boring waste"])
         run = wait_for(store, run_id)
-        assert run.status == st.COMPLETED, run.error
+        assert run.status == COMPLETED, run.error
     finally:
         for k, v in old.items():
             if v is None:
@@ -110,12 +112,12 @@ def trained_home(tmp_path_factory, shared_cache) -> Path:
 
 
 @pytest.fixture
-def lab_with_run(lab, trained_home) -> tuple[st.RunStore, str]:
+def lab_with_run(lab, trained_home) -> tuple[RunStore, str]:
     """``lab`` plus a copy of the trained tiny run; returns (store, run_id)."""
     lab.close()
     shutil.rmtree(lab.home)
     shutil.copytree(trained_home, lab.home)
-    store = st.RunStore(lab.home)
+    store = RunStore(lab.home)
     run_id = store.list_runs()[0].id
     return store, run_id
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from conftest import stop_workers
-from core import store as st
 from core.paths import PROJECT_ROOT
+from core.store import COMPLETED, RunStore
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
@@ -117,7 +117,7 @@ def server(tmp_path):
             proc.wait(timeout=5)
         log.close()
         if (home / "runs.db").exists():
-            stop_workers(st.RunStore(home))
+            stop_workers(RunStore(home))
 
 
 @pytest.fixture
@@ -265,9 +265,9 @@ def walk(page, dialogs: list[str], base: str, home: Path, pid: int) -> None:
     page.get_by_text("each line is drawn from at most 300 points (bins of 8 batches)",
                      exact=False).first.wait_for()
     wait_idle(page)
-    store = st.RunStore(home)
+    store = RunStore(home)
     run = store.list_runs()[0]
-    assert run.status == st.COMPLETED and run.name == "browser tiny", run.error
+    assert run.status == COMPLETED and run.name == "browser tiny", run.error
     page.get_by_text("Epoch accuracy").first.wait_for()
     # Once the run is final nothing polls: the live view and the sidebar's job list stop.
     time.sleep(2.5)

@@ -25,7 +25,7 @@ from test_browser import (
 
 from conftest import tiny_config
 from core import access, jobs
-from core import store as st
+from core.store import CANCELLED, RunStore
 
 pytestmark = [
     pytest.mark.browser,
@@ -79,17 +79,17 @@ def test_two_students_and_the_instructor(class_env, server, browser):  # noqa: F
     assert "You: Ana" in sidebar(tab) and "Ben" not in sidebar(tab)
     tab.close()
 
-    store = st.RunStore(home)
+    store = RunStore(home)
     blocker = store.create_run(tiny_config(name="held"), owner="Cy")
     store.claim_next(1)
     store.set_worker(blocker, os.getpid())  # alive: the queue waits behind it
     try:
         walk(base, store, ana, ben, blocker)
     finally:  # before the server fixture kills the workers of active runs (this process)
-        store.finish(blocker, st.CANCELLED)
+        store.finish(blocker, CANCELLED)
 
 
-def walk(base: str, store: st.RunStore, ana, ben, blocker: str) -> None:
+def walk(base: str, store: RunStore, ana, ben, blocker: str) -> None:
     queued = store.create_run(tiny_config(name="ana waiting"), owner="Ana")
     done = store.create_run(tiny_config(name="ana done"), owner="Ana")
     store.request_cancel(done)  # a finished run of Ana's (cancelled: final)
@@ -128,6 +128,6 @@ def walk(base: str, store: st.RunStore, ana, ben, blocker: str) -> None:
     goto(ben, f"{base}/train?run={queued}", "Run: ana waiting")
     ben.get_by_role("button", name="Stop").click()
     ben.get_by_text("Stopped on request").wait_for()
-    assert store.get(queued).status == st.CANCELLED
+    assert store.get(queued).status == CANCELLED
     goto(ben, f"{base}/compare?runs={done}", "Manage and download")
     assert ben.get_by_role("button", name="Rename").count() == 1

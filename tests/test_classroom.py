@@ -10,8 +10,8 @@ import pytest
 
 from conftest import tiny_config
 from core import access, classroom, identity, jobs, reuse
-from core import store as st
 from core.config import ConfigError
+from core.store import _SCHEMA, ACTIVE, CANCELLED, COMPLETED, QUEUED, RUNNING, QueueFull, RunStore
 
 ANA, BEN = access.Actor("Ana"), access.Actor("Ben")
 TEACHER = access.Actor("Teacher", instructor=True)
@@ -76,9 +76,9 @@ def test_only_the_owner_or_the_instructor_may_stop_rename_or_delete(klass):
         for intruder in (BEN, access.ANONYMOUS, None):
             with pytest.raises(access.PermissionDenied, match="belongs to Ana"):
                 call(intruder)
-    assert klass.get(run_id).status == st.QUEUED and klass.get(run_id).name != "mine now"
+    assert klass.get(run_id).status == QUEUED and klass.get(run_id).name != "mine now"
     klass.rename(run_id, "Ana's run", ANA)
-    assert jobs.cancel(klass, run_id, ANA) == st.CANCELLED
+    assert jobs.cancel(klass, run_id, ANA) == CANCELLED
     klass.delete(run_id, TEACHER)
     assert not klass.exists(run_id)
 
@@ -104,12 +104,12 @@ def test_in_a_class_only_a_named_student_or_the_instructor_may_submit(klass):
 
 # -- the fair queue ---------------------------------------------------------------------------
 
-def _drain(store: st.RunStore) -> list[str]:
+def _drain(store: RunStore) -> list[str]:
     """Claim and finish runs one at a time (one slot); the names in start order."""
     names = []
     while (run := store.claim_next(max_running=1)) is not None:
         names.append(run.name)
-        store.finish(run.id, st.COMPLETED)
+        store.finish(run.id, COMPLETED)
     return names
 
 
@@ -126,7 +126,7 @@ def test_two_owners_start_alternately_whatever_order_they_submitted(lab, submitt
            for name in submitted}
     expected = ["A1", "B1", "A2", "B2", "A3", "B3"]
     assert [lab.queue_position(ids[n]) for n in expected] == [1, 2, 3, 4, 5, 6]
-    lab.finish(blocker, st.COMPLETED)
+    lab.finish(blocker, COMPLETED)
     assert _drain(lab) == expected
 
 
@@ -152,7 +152,7 @@ def test_an_owner_who_started_recently_waits_for_one_who_has_not(lab):
     lab.claim_next(1)
     lab.create_run(tiny_config(name="A2"), owner="Ann")
     lab.create_run(tiny_config(name="B1"), owner="Bo")
-    lab.finish(first, st.COMPLETED)
+    lab.finish(first, COMPLETED)
     assert _drain(lab) == ["B1", "A2"]
 
 
@@ -172,11 +172,11 @@ def test_the_fourth_queued_run_of_one_owner_is_refused(lab, monkeypatch):
     lab.claim_next(1)
     for _ in range(3):
         jobs.submit(lab, tiny_config(), actor=ANA, start=False)
-    with pytest.raises(st.QueueFull, match="Ana already has 3 runs waiting.*"
+    with pytest.raises(QueueFull, match="Ana already has 3 runs waiting.*"
                                           "LAB_MAX_QUEUED_PER_USER=3"):
         jobs.submit(lab, tiny_config(), actor=ANA, start=False)
     jobs.submit(lab, tiny_config(), actor=BEN, start=False)
-    assert len(lab.list_runs([st.QUEUED])) == 4 and lab.get(blocker).status == st.RUNNING
+    assert len(lab.list_runs([QUEUED])) == 4 and lab.get(blocker).status == RUNNING
     monkeypatch.setenv("LAB_MAX_QUEUED_PER_USER", "4")
     jobs.submit(lab, tiny_config(), actor=ANA, start=False)
 
@@ -209,14 +209,14 @@ def test_bad_class_settings_are_refused(lab):
 
 # -- run reuse --------------------------------------------------------------------------------
 
-def _completed(store: st.RunStore, cfg, owner: str) -> str:
+def _completed(store: RunStore, cfg, owner: str) -> str:
     """A run as a worker leaves it: completed, with results, a metric and a model file."""
     run_id = store.create_run(cfg, owner=owner, reuse_key=reuse.reuse_key(cfg))
     store.claim_next(1)
     store.update_results(run_id, test_accuracy=0.75)
     store.add_metrics(run_id, [(1, 0, "train", "accuracy", 0.7, 0.0)])
     store.model_path(run_id).write_bytes(b"model")
-    store.finish(run_id, st.COMPLETED)
+    store.finish(run_id, COMPLETED)
     return run_id
 
 
@@ -228,19 +228,19 @@ def test_an_identical_submission_is_answered_at_once_and_a_changed_one_trains(la
     classroom.save(lab, classroom.ClassSettings(reuse=True))
     copy_id = jobs.submit(lab, tiny_config(name="Ben's"), actor=BEN)
     copy = lab.get(copy_id)
-    assert copy.status == st.COMPLETED and copy.reused_from == original
+    assert copy.status == COMPLETED and copy.reused_from == original
     assert copy.owner == "Ben" and copy.name == "Ben's"
     assert copy.results["test_accuracy"] == 0.75 and copy.results["reused_from"] == original
-    assert copy.pid is None and lab.list_runs(st.ACTIVE) == []  # no worker started
+    assert copy.pid is None and lab.list_runs(ACTIVE) == []  # no worker started
     assert lab.model_path(copy_id).read_bytes() == b"model"
     assert len(lab.metrics(copy_id, "train")) == 1
     changed = jobs.submit(lab, tiny_config(seed=2), actor=BEN, start=False)
-    assert lab.get(changed).status == st.QUEUED and lab.get(changed).reused_from is None
+    assert lab.get(changed).status == QUEUED and lab.get(changed).reused_from is None
 
 
 def test_reuse_off_trains_again(lab):
     _completed(lab, tiny_config(), "Ana")
-    assert lab.get(jobs.submit(lab, tiny_config(), actor=BEN, start=False)).status == st.QUEUED
+    assert lab.get(jobs.submit(lab, tiny_config(), actor=BEN, start=False)).status == QUEUED
 
 
 # -- archive and migration --------------------------------------------------------------------
@@ -251,7 +251,7 @@ def test_archiving_hides_runs_and_frees_nicknames(lab):
     waiting = lab.create_run(tiny_config(), owner="Ana")
     assert lab.archive_class() == 2
     assert lab.list_runs(archived=False) == [] and lab.get(done).archived
-    assert lab.get(waiting).status == st.CANCELLED
+    assert lab.get(waiting).status == CANCELLED
     assert identity.lookup(lab, token) is None  # a new class: pick a nickname again
     identity.register(lab, "Ana")
 
@@ -259,12 +259,12 @@ def test_archiving_hides_runs_and_frees_nicknames(lab):
 def test_a_store_made_before_classroom_mode_gets_owner_columns(tmp_path):
     """Old runs keep working: owner NULL (shown '—'), not archived."""
     db = sqlite3.connect(tmp_path / "runs.db")
-    db.executescript(st._SCHEMA.split("CREATE TABLE IF NOT EXISTS users")[0])
+    db.executescript(_SCHEMA.split("CREATE TABLE IF NOT EXISTS users")[0])
     db.execute("INSERT INTO runs (id, seq, name, architecture, config, status, created_at) "
                "VALUES ('20200101-000000-aaaaaa', 1, 'old', 'lstm', ?, 'completed', 0)",
                (tiny_config().to_json(),))
     db.commit()
     db.close()
-    store = st.RunStore(tmp_path)
+    store = RunStore(tmp_path)
     run = store.get("20200101-000000-aaaaaa")
     assert run.owner is None and not run.archived and access.owner_label(run.owner) == "—"

@@ -9,7 +9,7 @@ from test_pages import assert_clean, fill_form, open_page, texts
 
 from conftest import TINY, tiny_config
 from core import access, classroom, identity
-from core import store as st
+from core.store import COMPLETED, RunStore
 
 
 @pytest.fixture
@@ -31,10 +31,10 @@ def as_user(at, lab, name: str, instructor: bool = False):
     return at
 
 
-def completed(lab: st.RunStore, owner: str | None, acc: float, **cfg) -> str:
+def completed(lab: RunStore, owner: str | None, acc: float, **cfg) -> str:
     run_id = lab.create_run(tiny_config(**cfg), owner=owner)
     lab.update_results(run_id, test_accuracy=acc)
-    lab.finish(run_id, st.COMPLETED)
+    lab.finish(run_id, COMPLETED)
     return run_id
 
 

@@ -85,7 +85,7 @@ def test_detach_owners_queue_positions_and_permissions(lab, monkeypatch):
     instructor's succeeds. A run held by this (live) process keeps the queue waiting, so
     nothing trains here."""
     from core import access
-    from core import store as st
+    from core.store import CANCELLED, QUEUED, RUNNING
 
     blocker = lab.create_run(load_config(TINY), owner="Cy")
     lab.claim_next(1)
@@ -99,9 +99,9 @@ def test_detach_owners_queue_positions_and_permissions(lab, monkeypatch):
         run_id = out.stdout.strip()
         monkeypatch.delenv(access.KEY_ENV)
         rows = {r["id"]: r for r in json.loads(cli("runs", "--json").stdout)}
-        assert rows[run_id]["owner"] == "Ana" and rows[run_id]["status"] == st.QUEUED
+        assert rows[run_id]["owner"] == "Ana" and rows[run_id]["status"] == QUEUED
         assert rows[run_id]["queue_position"] == 1 and rows[run_id]["started_at"] is None
-        assert rows[blocker]["status"] == st.RUNNING and rows[blocker]["started_at"] > 0
+        assert rows[blocker]["status"] == RUNNING and rows[blocker]["started_at"] > 0
 
         monkeypatch.setenv("LAB_USER", "Ben")
         for args in (("cancel", run_id), ("rename", run_id, "x"), ("delete", run_id)):
@@ -116,4 +116,4 @@ def test_detach_owners_queue_positions_and_permissions(lab, monkeypatch):
         bad = cli("cancel", blocker)
         assert bad.returncode == 2 and "HTML or markdown" in bad.stderr
     finally:  # before the lab fixture kills the workers of active runs (this process)
-        lab.finish(blocker, st.CANCELLED)
+        lab.finish(blocker, CANCELLED)

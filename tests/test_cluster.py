@@ -15,7 +15,7 @@ import pytest
 
 from conftest import RUN_TIMEOUT_S, tiny_config
 from core import inference, jobs, raylaunch
-from core import store as st
+from core.store import CANCELLED, COMPLETED, INTERRUPTED, MODEL_FILE, RUNNING, Run, RunStore
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ def cluster(pg_server, shared_cache, tmp_path_factory):
         mp.setenv("LAB_MAX_JOBS", "2")
         mp.setenv("LAB_DB_URL", pg_server.new_database("cluster"))
         mp.setenv("LAB_RAY_ADDRESS", c.address)
-        store = st.RunStore()
+        store = RunStore()
         try:
             yield store, c, worker_node
         finally:
@@ -46,8 +46,8 @@ def cluster(pg_server, shared_cache, tmp_path_factory):
             c.shutdown()
 
 
-def drain(store: st.RunStore, ids: list[str], timeout: float = 3 * RUN_TIMEOUT_S,
-          until=lambda runs: all(not r.active for r in runs)) -> list[st.Run]:
+def drain(store: RunStore, ids: list[str], timeout: float = 3 * RUN_TIMEOUT_S,
+          until=lambda runs: all(not r.active for r in runs)) -> list[Run]:
     """Poll as the web server's board does (jobs.refresh: Ray's view, reaping, dispatch)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -65,7 +65,7 @@ def test_four_jobs_run_on_both_nodes_and_the_web_side_predicts(cluster, tmp_path
     ids = [jobs.submit(store, tiny_config(seed=i, name=f"ray {i}"),
                        probes=["a wonderful film"]) for i in range(4)]
     runs = drain(store, ids)
-    assert [r.status for r in runs] == [st.COMPLETED] * 4, [r.error for r in runs]
+    assert [r.status for r in runs] == [COMPLETED] * 4, [r.error for r in runs]
     nodes = {r.env.get("ray_node") for r in runs}
     assert None not in nodes and len(nodes) == 2  # both nodes trained
     steps = math.ceil(192 / 32)
@@ -85,7 +85,7 @@ def test_four_jobs_run_on_both_nodes_and_the_web_side_predicts(cluster, tmp_path
             assert p == pytest.approx(last_probe, abs=1e-5)
     finally:
         inference.stop(web)
-    assert (web / "runs" / runs[0].id / st.MODEL_FILE).is_file()  # fetched, then cached
+    assert (web / "runs" / runs[0].id / MODEL_FILE).is_file()  # fetched, then cached
 
 
 def test_cancel_stops_a_deaf_worker_by_force_through_ray(cluster, monkeypatch):
@@ -97,10 +97,10 @@ def test_cancel_stops_a_deaf_worker_by_force_through_ray(cluster, monkeypatch):
     run_id = jobs.submit(store, tiny_config(epochs=200, name="deaf"))
     drain(store, [run_id], until=lambda runs: runs[0].progress.get("done", 0) >= 2)
     monkeypatch.delenv("LAB_FAULT")
-    assert jobs.cancel(store, run_id) == st.RUNNING
+    assert jobs.cancel(store, run_id) == RUNNING
     (run,) = drain(store, [run_id])
-    assert run.status == st.CANCELLED and "force" in run.error, run.error
-    assert run.progress.get("stage") != st.CANCELLED  # the worker never got to record it
+    assert run.status == CANCELLED and "force" in run.error, run.error
+    assert run.progress.get("stage") != CANCELLED  # the worker never got to record it
 
 
 def test_a_node_killed_mid_run_interrupts_its_run_and_the_queue_goes_on(cluster):
@@ -116,7 +116,7 @@ def test_a_node_killed_mid_run_interrupts_its_run_and_the_queue_goes_on(cluster)
     victim = next(r.id for r in runs if r.env.get("ray_node") == worker_node.node_id)
     c.remove_node(worker_node, allow_graceful=False)
     runs = {r.id: r for r in drain(store, ids)}
-    assert runs[victim].status == st.INTERRUPTED
-    assert all(runs[i].status == st.COMPLETED for i in ids if i != victim), \
+    assert runs[victim].status == INTERRUPTED
+    assert all(runs[i].status == COMPLETED for i in ids if i != victim), \
         [(r.status, r.error) for r in runs.values()]
     assert not raylaunch.poll(store)  # nothing left for Ray to report

@@ -9,16 +9,16 @@ import pytest
 
 from conftest import tiny_config, wait_for
 from core import jobs
-from core import store as st
 from core.config import ConfigError
 from core.predict import Predictor
+from core.store import CANCELLED, COMPLETED, DIVERGED, FAILED, PARTIAL_MODEL_FILE
 
 
 def test_tiny_run_through_the_worker_streams_every_metric(lab):
     cfg = tiny_config(epochs=2)
     run_id = jobs.submit(lab, cfg, probes=["a wonderful film", "boring"], n_train=2000, n_test=2000)
     run = wait_for(lab, run_id)
-    assert run.status == st.COMPLETED, run.error
+    assert run.status == COMPLETED, run.error
     steps = math.ceil(192 / 32)  # 256 reviews, 25 % held out for validation
     for name in ("loss", "accuracy"):
         batch = [r for r in lab.metrics(run_id, "batch") if r["name"] == name]
@@ -40,9 +40,9 @@ def test_tiny_run_through_the_worker_streams_every_metric(lab):
                             "first batch", "training", "evaluation", "saving"]
     assert all(s >= 0 for s in phases.values()) and phases["start"] > 0
     assert run.env["keras"].startswith("3.") and run.env["data"]["source"] == "demo"
-    assert run.progress["stage"] == st.COMPLETED and run.progress["done"] == steps * 2
+    assert run.progress["stage"] == COMPLETED and run.progress["done"] == steps * 2
     assert lab.model_path(run_id).exists()
-    assert not (lab.run_dir(run_id) / st.PARTIAL_MODEL_FILE).exists()
+    assert not (lab.run_dir(run_id) / PARTIAL_MODEL_FILE).exists()
     # The saved model and encoder predict exactly as the model evaluated at the end.
     pred = Predictor.load(lab, run_id)
     p = pred.predict_one("a wonderful film")
@@ -65,7 +65,7 @@ def test_a_failing_run_keeps_its_traceback(lab, monkeypatch, tmp_path):
     monkeypatch.setenv("IMDB_DATA", str(gone))
     run_id = jobs.submit(lab, tiny_config())
     run = wait_for(lab, run_id)
-    assert run.status == st.FAILED
+    assert run.status == FAILED
     assert "Traceback" in run.error and "DataError" in run.error and "does not exist" in run.error
 
 
@@ -73,7 +73,7 @@ def test_non_finite_loss_ends_diverged_at_that_batch(lab, monkeypatch):
     monkeypatch.setenv("LAB_FAULT", "nan-label")
     run_id = jobs.submit(lab, tiny_config(epochs=3))
     run = wait_for(lab, run_id)
-    assert run.status == st.DIVERGED, run.error
+    assert run.status == DIVERGED, run.error
     at = run.results["diverged_at"]
     losses = [r for r in lab.metrics(run_id, "batch") if r["name"] == "loss"]
     # SQLite stores NaN as NULL: the last batch row is the non-finite one, and the only one.
@@ -87,7 +87,7 @@ def test_cancel_stops_a_running_job(lab):
     wait_for(lab, run_id, until=lambda r: r.progress.get("done", 0) >= 2)
     jobs.cancel(lab, run_id)
     run = wait_for(lab, run_id)
-    assert run.status == st.CANCELLED
+    assert run.status == CANCELLED
     done = run.progress["done"]
     steps = [r["step"] for r in lab.metrics(run_id, "batch") if r["name"] == "loss"]
     assert steps[-1] == done and done < 50 * 32
@@ -97,7 +97,7 @@ def test_same_seed_same_losses(lab):
     ids = [jobs.submit(lab, tiny_config(epochs=2, seed=5)) for _ in range(2)]
     losses = []
     for run_id in ids:
-        assert wait_for(lab, run_id).status == st.COMPLETED
+        assert wait_for(lab, run_id).status == COMPLETED
         losses.append(np.array([r["value"] for r in lab.metrics(run_id, "train")
                                 if r["name"] == "loss"]))
     assert np.max(np.abs(losses[0] - losses[1])) == 0.0

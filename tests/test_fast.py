@@ -1,4 +1,4 @@
-"""Exact fast mode (core/fast.py): same outputs and gradients as the padded model.
+"""Exact fast mode (core/fast/): same outputs and gradients as the padded model.
 
 The small models, hostile weights and batches are core/fast_check.py's (bench/exactness.py
 reports the same differences); test_padding_prefix_matters_in_these_checks guards them.
@@ -121,7 +121,7 @@ def test_gradients_match_when_the_batch_runs_in_a_smaller_window(monkeypatch, ba
     batch's steps; the XLA loops: e.g. the last 128 of 500 steps); here windows of 16 steps
     make a short batch run in a window shorter than the row, so the cut (and the
     convolution's halo at the window's left edge) is checked."""
-    monkeypatch.setattr(fast, "WINDOW_MIN", 8)
+    monkeypatch.setattr(fast.plan, "WINDOW_MIN", 8)  # read by Plan.windows
     cfg = small_config(arch, **overrides)
     model = random_model(cfg)
     plan = fast.make_plan(model, cfg.maxlen)
@@ -367,12 +367,12 @@ def test_predictor_is_none_for_bilstm_and_checks_shapes():
 
 def test_engine_trains_in_fast_mode_through_the_store(lab):
     """core.training.run_training with fast=true: recorded as fast, metrics streamed."""
-    from core import store as st
+    from core.store import COMPLETED, RUNNING
     from core.training import Progress, run_training
 
     cfg = tiny_config(epochs=2, fast=True)
-    run_id = lab.create_run(cfg, probes=["a wonderful film"], status=st.RUNNING)
-    assert run_training(lab, run_id, Progress()) == st.COMPLETED
+    run_id = lab.create_run(cfg, probes=["a wonderful film"], status=RUNNING)
+    assert run_training(lab, run_id, Progress()) == COMPLETED
     run = lab.get(run_id, reap=False)
     assert run.results["fast"] is True and run.results["epochs_done"] == cfg.epochs
     # The record says which loops trained it (tiny_config is an LSTM).
@@ -397,14 +397,14 @@ def test_engine_trains_in_fast_mode_through_the_store(lab):
 
 def test_plain_run_evaluates_with_model_predict(lab, monkeypatch):
     """fast=false: the test set goes through model.predict as before, no kernels phase."""
-    from core import store as st
     from core import training
+    from core.store import COMPLETED, RUNNING
 
     calls = []
     monkeypatch.setattr(fast, "predict", lambda *a, **k: calls.append(a))
     cfg = tiny_config(fast=False)
-    run_id = lab.create_run(cfg, status=st.RUNNING)
-    assert training.run_training(lab, run_id, training.Progress()) == st.COMPLETED
+    run_id = lab.create_run(cfg, status=RUNNING)
+    assert training.run_training(lab, run_id, training.Progress()) == COMPLETED
     r = lab.get(run_id, reap=False).results
     assert not calls and r["fast"] is False and r["test_reviews"] == cfg.test_size
     assert "kernels" not in r["phases"] and {"first batch", "evaluation"} <= set(r["phases"])

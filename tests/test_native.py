@@ -1,4 +1,4 @@
-"""core/native.py: the LSTM kernels build here, match the XLA loops at awkward sizes, and
+"""core/native/: the LSTM kernels build here, match the XLA loops at awkward sizes, and
 a machine without a compiler gets a reason instead of an error."""
 
 from __future__ import annotations

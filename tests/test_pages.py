@@ -15,10 +15,10 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import RUN_TIMEOUT_S, TINY, tiny_config
 from core import jobs
-from core import store as st
 from core.board import POLL_S
 from core.config import ARCHITECTURES, COMMON_FIELDS
 from core.predict import Predictor
+from core.store import ACTIVE, CANCELLED, COMPLETED, QUEUED
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 TIMEOUT_S = 120  # one script run; the first one imports TensorFlow on a busy 2-core machine
@@ -211,7 +211,7 @@ def test_launching_a_tiny_job_shows_progress_and_ends_completed(lab):
         assert_clean(at)
         stages.add(at.main.progress[0].text)
     run = lab.get(run_id)
-    assert run.status == st.COMPLETED, run.error
+    assert run.status == COMPLETED, run.error
     time.sleep(POLL_S)  # the server's one job board shows the store at most one poll late
     at.run()
     assert_clean(at)
@@ -249,7 +249,7 @@ def test_a_queued_job_shows_its_place_and_stop_cancels_it(lab):
                         n_test=2000)
     queued = jobs.submit(lab, tiny_config(name="waiting job"), n_train=2000, n_test=2000)
     try:
-        assert lab.get(queued).status == st.QUEUED  # one training slot (LAB_MAX_JOBS=1)
+        assert lab.get(queued).status == QUEUED  # one training slot (LAB_MAX_JOBS=1)
         at = open_page("train", {"run": queued})
         assert "waiting job" in texts(at.subheader)
         # its place in the fair queue and the wait estimated from the job ahead of it
@@ -257,11 +257,11 @@ def test_a_queued_job_shows_its_place_and_stop_cancels_it(lab):
                                                    "in about")
         at.button(key="train_stop").click().run()
         assert_clean(at)
-        assert lab.get(queued).status == st.CANCELLED
+        assert lab.get(queued).status == CANCELLED
         at.run()
         assert "Stopped on request" in texts(at.warning)
         assert "train_stop" not in keys(at.button)
-        assert lab.get(first).status in st.ACTIVE  # the other job is untouched
+        assert lab.get(first).status in ACTIVE  # the other job is untouched
     finally:
         jobs.cancel(lab, first)
 

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import tiny_config, wait_for
 from core import jobs
-from core import store as st
+from core.store import COMPLETED, FAILED, RunStore
 from pgserver import PgServer, missing_reason
 
 pytestmark = pytest.mark.slow
@@ -33,7 +33,7 @@ def pg():
 @pytest.fixture
 def pg_lab(lab, pg, monkeypatch):
     monkeypatch.setenv("LAB_DB_URL", pg.new_database("outage"))
-    store = st.RunStore(lab.home)
+    store = RunStore(lab.home)
     yield store
     store.close()
 
@@ -55,7 +55,7 @@ def test_worker_rides_out_a_short_outage(pg, pg_lab):
     run_id = jobs.submit(pg_lab, tiny_config(**LONG))
     _outage(pg, pg_lab, run_id, 3)
     run = wait_for(pg_lab, run_id)
-    assert run.status == st.COMPLETED, run.error
+    assert run.status == COMPLETED, run.error
     steps = _steps(pg_lab, run_id)
     assert steps == list(range(1, run.progress["done"] + 1))  # every batch, once, in order
     assert pg_lab.integrity_ok()
@@ -66,8 +66,8 @@ def test_an_outage_past_the_retry_window_fails_the_run_with_the_reason(pg, pg_la
     run_id = jobs.submit(pg_lab, tiny_config(**LONG))
     _outage(pg, pg_lab, run_id, 6)
     run = wait_for(pg_lab, run_id)
-    assert run.status == st.FAILED
+    assert run.status == FAILED
     assert run.error.startswith("the run store's PostgreSQL server could not be reached")
     steps = _steps(pg_lab, run_id)
     assert steps == list(range(1, len(steps) + 1))  # what was written is whole
-    assert pg_lab.integrity_ok() and pg_lab.get(run_id).status == st.FAILED
+    assert pg_lab.integrity_ok() and pg_lab.get(run_id).status == FAILED

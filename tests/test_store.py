@@ -13,8 +13,19 @@ import time
 import pytest
 
 from conftest import tiny_config
-from core import store as st
 from core.paths import PROJECT_ROOT
+from core.store import (
+    CANCELLED,
+    COMPLETED,
+    ENCODER_FILE,
+    INTERRUPTED,
+    MODEL_FILE,
+    PARTIAL_MODEL_FILE,
+    RUNNING,
+    RunNotFound,
+    RunStore,
+    worker_alive,
+)
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -32,8 +43,8 @@ print("ok")
 
 
 def test_concurrent_writers_keep_every_row(tmp_path, figures):
-    store = st.RunStore(tmp_path)
-    run_id = store.create_run(tiny_config(), status=st.RUNNING)
+    store = RunStore(tmp_path)
+    run_id = store.create_run(tiny_config(), status=RUNNING)
     n_proc, rows = 4, 300
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), run_id, str(w),
                                str(rows)], cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
@@ -53,11 +64,11 @@ def test_concurrent_writers_keep_every_row(tmp_path, figures):
 
 
 def test_claim_respects_slots_and_queue_order(tmp_path):
-    store = st.RunStore(tmp_path)
+    store = RunStore(tmp_path)
     ids = [store.create_run(tiny_config(name=f"r{i}")) for i in range(3)]
     assert [store.queue_position(i) for i in ids] == [1, 2, 3]  # in submission order
     first = store.claim_next(max_running=1)
-    assert first.id == ids[0] and first.status == st.RUNNING
+    assert first.id == ids[0] and first.status == RUNNING
     store.set_worker(first.id, os.getpid())  # alive: this test process
     assert store.claim_next(max_running=1) is None  # the slot is taken
     assert store.claim_next(max_running=2).id == ids[1]
@@ -67,33 +78,33 @@ def test_claim_respects_slots_and_queue_order(tmp_path):
 
 
 def test_dead_worker_is_marked_interrupted_when_someone_looks(tmp_path):
-    store = st.RunStore(tmp_path)
+    store = RunStore(tmp_path)
     run_id = store.create_run(tiny_config())
     store.claim_next(1)
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     store.set_worker(run_id, proc.pid)
-    (store.run_dir(run_id) / st.PARTIAL_MODEL_FILE).write_bytes(b"half a model")
-    assert store.get(run_id).status == st.RUNNING
+    (store.run_dir(run_id) / PARTIAL_MODEL_FILE).write_bytes(b"half a model")
+    assert store.get(run_id).status == RUNNING
     proc.kill()
     proc.wait()
     run = store.get(run_id)
-    assert run.status == st.INTERRUPTED and "worker process stopped" in run.error
-    assert not (store.run_dir(run_id) / st.PARTIAL_MODEL_FILE).exists()
+    assert run.status == INTERRUPTED and "worker process stopped" in run.error
+    assert not (store.run_dir(run_id) / PARTIAL_MODEL_FILE).exists()
 
 
 def test_a_worker_gone_after_a_cancel_request_ends_cancelled(tmp_path):
     """A launcher that kills a worker which ignored the cancel flag (Ray's forced cancel)
     leaves a run the user asked to stop: it is cancelled, not interrupted."""
-    store = st.RunStore(tmp_path)
+    store = RunStore(tmp_path)
     run_id = store.create_run(tiny_config())
     store.claim_next(1)
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     store.set_worker(run_id, proc.pid)
-    assert store.request_cancel(run_id) == st.RUNNING
+    assert store.request_cancel(run_id) == RUNNING
     proc.kill()
     proc.wait()
     run = store.get(run_id)
-    assert run.status == st.CANCELLED and "by force" in run.error
+    assert run.status == CANCELLED and "by force" in run.error
 
 
 def test_a_recycled_pid_does_not_count_as_alive():
@@ -102,23 +113,23 @@ def test_a_recycled_pid_does_not_count_as_alive():
 
     started = psutil.Process(me).create_time()
     host = __import__("socket").gethostname()
-    assert st.worker_alive(me, started, host, None)
-    assert not st.worker_alive(me, started - 1000, host, None)  # same pid, other process
+    assert worker_alive(me, started, host, None)
+    assert not worker_alive(me, started - 1000, host, None)  # same pid, other process
     # Another host: only the heartbeat can tell.
-    assert st.worker_alive(me, started, "elsewhere", time.time())
-    assert not st.worker_alive(me, started, "elsewhere", time.time() - 3600)
+    assert worker_alive(me, started, "elsewhere", time.time())
+    assert not worker_alive(me, started, "elsewhere", time.time() - 3600)
 
 
 def test_cancel_queued_is_immediate_and_final_status_is_first_wins(tmp_path):
-    store = st.RunStore(tmp_path)
+    store = RunStore(tmp_path)
     run_id = store.create_run(tiny_config())
-    assert store.request_cancel(run_id) == st.CANCELLED
-    assert not store.finish(run_id, st.COMPLETED)  # already final
-    assert store.get(run_id).status == st.CANCELLED
+    assert store.request_cancel(run_id) == CANCELLED
+    assert not store.finish(run_id, COMPLETED)  # already final
+    assert store.get(run_id).status == CANCELLED
 
 
 def test_rename_delete_and_missing_runs(tmp_path):
-    store = st.RunStore(tmp_path)
+    store = RunStore(tmp_path)
     run_id = store.create_run(tiny_config())
     with pytest.raises(ValueError, match="stop it"):
         store.delete(run_id)
@@ -129,17 +140,17 @@ def test_rename_delete_and_missing_runs(tmp_path):
     store.request_cancel(run_id)
     store.delete(run_id)
     assert not store.exists(run_id) and not store.run_dir(run_id).exists()
-    with pytest.raises(st.RunNotFound):
+    with pytest.raises(RunNotFound):
         store.get(run_id)
-    with pytest.raises(st.RunNotFound):
+    with pytest.raises(RunNotFound):
         store.run_dir("../etc")
 
 
 def test_nan_metrics_are_stored_as_null(tmp_path):
     """A diverged run's last loss is NaN; readers treat NULL as "not finite" on both back
     ends (PostgreSQL would otherwise keep NaN, and charts would differ by back end)."""
-    store = st.RunStore(tmp_path)
-    run_id = store.create_run(tiny_config(), status=st.RUNNING)
+    store = RunStore(tmp_path)
+    run_id = store.create_run(tiny_config(), status=RUNNING)
     store.add_metrics(run_id, [(1, 0, "batch", "loss", float("nan"), time.time()),
                                (2, 0, "batch", "loss", 0.5, time.time())])
     assert [r["value"] for r in store.metrics(run_id, "batch")] == [None, 0.5]
@@ -148,7 +159,7 @@ def test_nan_metrics_are_stored_as_null(tmp_path):
 def test_claims_race_hands_each_run_to_one_claimer(tmp_path):
     """Four processes claim at once from three queued runs with two slots: exactly two
     claims succeed and no run is claimed twice (the claim is one serialized transaction)."""
-    store = st.RunStore(tmp_path)
+    store = RunStore(tmp_path)
     for i in range(3):
         store.create_run(tiny_config(name=f"r{i}"))
     claimer = ("import sys; from core.store import RunStore; "
@@ -160,7 +171,7 @@ def test_claims_race_hands_each_run_to_one_claimer(tmp_path):
     claimed = [out.strip() for out, _ in outs if out.strip() != "-"]
     assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
     assert len(claimed) == 2 and len(set(claimed)) == 2
-    assert len(store.list_runs([st.RUNNING], reap=False)) == 2
+    assert len(store.list_runs([RUNNING], reap=False)) == 2
 
 
 def test_artifacts_reach_a_machine_without_the_run_folder(tmp_path, backend, monkeypatch):
@@ -168,21 +179,21 @@ def test_artifacts_reach_a_machine_without_the_run_folder(tmp_path, backend, mon
     database on PostgreSQL, from the shared LAB_ARTIFACTS folder on SQLite."""
     if backend == "sqlite":
         monkeypatch.setenv("LAB_ARTIFACTS", str(tmp_path / "shared-runs"))
-    worker = st.RunStore(tmp_path / "node-a")
+    worker = RunStore(tmp_path / "node-a")
     run_id = worker.create_run(tiny_config())
     worker.encoder_path(run_id).write_text('{"words": 1}')
     worker.model_path(run_id).write_bytes(b"PK\x03\x04 a model")
     worker.publish(run_id)
-    web = st.RunStore(tmp_path / "web")
-    assert web.artifact(run_id, st.MODEL_FILE).read_bytes() == b"PK\x03\x04 a model"
-    assert web.artifact(run_id, st.ENCODER_FILE).read_text() == '{"words": 1}'
+    web = RunStore(tmp_path / "web")
+    assert web.artifact(run_id, MODEL_FILE).read_bytes() == b"PK\x03\x04 a model"
+    assert web.artifact(run_id, ENCODER_FILE).read_text() == '{"words": 1}'
     assert web.artifact(run_id, "nothing.bin") is None
 
 
 def test_sqlite_only_statements_a_later_change_may_add_run_on_both(tmp_path, backend):
     """Statements another change to the store is likely to add (a settings table filled with
     INSERT OR IGNORE, a column added by ALTER TABLE) are translated, not duplicated."""
-    db = st.RunStore(tmp_path)._conn()
+    db = RunStore(tmp_path)._conn()
     db.execute("CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v REAL)")
     for value in (1.0, 2.0):
         db.execute("INSERT OR IGNORE INTO kv (k, v) VALUES (?, ?)", ("a", value))

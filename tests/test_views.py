@@ -205,6 +205,31 @@ def test_runs_frame_and_config_diff():
     assert "#fff3bf" in styled
 
 
+def test_compare_charts_give_each_run_its_own_colour_in_every_chart():
+    """Two runs get two distinct categorical colours (not two shades of one), the same run
+    the same colour in the curves, ROC and by-length charts."""
+    roc = {"fpr": [0.0, 1.0], "tpr": [0.0, 1.0]}
+    by_length = [{"bucket": "1-100", "reviews": 3, "accuracy": 0.5}]
+    a = _run("20260101-000000-aaaaaa", "first", auc=0.9, roc=roc, by_length=by_length)
+    b = _run("20260101-000001-bbbbbb", "second", auc=None, roc=roc, by_length=by_length)
+    colors = views.run_colors([a, b])
+    assert len(set(colors.values())) == 2 and set(colors.values()) <= set(views.RUN_PALETTE)
+    rows = [{"epoch": 0, "phase": "train", "name": "loss", "value": 0.5}]
+    curves = views.compare_epoch_chart(
+        views.compare_epoch_frame({views.run_label(a): rows, views.run_label(b): rows}),
+        "loss", colors={views.run_label(r): colors[r.id] for r in (a, b)}).to_dict()
+    roc_chart = views.roc_chart(views.roc_frame([a, b]), colors={
+        views.roc_label(r): colors[r.id] for r in (a, b)}).to_dict()
+    bars = views.by_length_chart(views.by_length_frame([a, b]), colors={
+        views.run_label(r): colors[r.id] for r in (a, b)}).to_dict()
+    scales = [curves["encoding"]["color"]["scale"], roc_chart["layer"][1]["encoding"]["color"]
+              ["scale"], bars["encoding"]["color"]["scale"]]
+    for scale in scales:
+        assert scale["range"] == [colors[a.id], colors[b.id]]
+    assert scales[1]["domain"] == [views.roc_label(a), views.roc_label(b)]
+    assert views.roc_label(b).endswith("(AUC —)")
+
+
 def test_fmt_helpers_and_md_escape():
     assert views.fmt_seconds(None) == "—" and views.fmt_seconds(0.2) == "< 1 s"
     assert views.fmt_seconds(75) == "1 min 15 s" and views.fmt_seconds(7322) == "2 h 02 min"

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import RUN_TIMEOUT_S, tiny_config, wait_for
 from core import jobs, warm
-from core import store as st
+from core.store import COMPLETED
 
 
 def wait_ready(home, timeout: float = RUN_TIMEOUT_S) -> int:
@@ -33,7 +33,7 @@ def test_a_run_goes_to_the_waiting_worker_and_a_new_one_waits(warm_lab):
     waiting = wait_ready(lab.home)
     run_id = jobs.submit(lab, tiny_config(name="warm run"))
     run = wait_for(lab, run_id)
-    assert run.status == st.COMPLETED, run.error
+    assert run.status == COMPLETED, run.error
     assert run.pid == waiting  # the loaded worker ran it
     assert lab.metric_count(run_id, "batch") > 0
     replacement = wait_ready(lab.home)
@@ -58,5 +58,5 @@ def test_an_idle_warm_worker_leaves(warm_lab, monkeypatch):
 
 def test_off_means_a_fresh_worker_per_run(lab):
     run_id = jobs.submit(lab, tiny_config())
-    assert wait_for(lab, run_id).status == st.COMPLETED
+    assert wait_for(lab, run_id).status == COMPLETED
     assert not warm._entries(lab.home, "ready") and not warm._entries(lab.home, "starting")

@@ -1,14 +1,14 @@
 """Native LSTM kernels for fast exact training, built on this machine (issue 4).
 
-core/native/lstm_kernels.c runs a whole LSTM layer's forward or backward pass in one call
-(see its header for why), core/native/lstm_op.cc wraps it as two TensorFlow ops. They are
+lstm_kernels.c (beside this file) runs a whole LSTM layer's forward or backward pass in
+one call (see its header for why), lstm_op.cc wraps it as two TensorFlow ops. They are
 compiled here with the system's C/C++ compiler against the installed TensorFlow's headers
 and ``-march=native``, once per source/TensorFlow/CPU combination (~15 s), into
 ``build/native/`` (or ``$LAB_NATIVE_DIR``). Concurrent workers wait on a file lock rather
 than building twice.
 
 When they cannot be built or loaded (no compiler, another platform, ``LAB_NATIVE=0``),
-:func:`ops` says why and core/fast.py runs its XLA-compiled loops instead: same results,
+:func:`ops` says why and core/fast runs its XLA-compiled loops instead: same results,
 slower.
 """
 
@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-SOURCE_DIR = Path(__file__).resolve().parent / "native"
+SOURCE_DIR = Path(__file__).resolve().parent  # core/native/: the C sources beside this file
 SOURCES = ("lstm_kernels.c", "lstm_op.cc")
 DEFAULT_BUILD_DIR = SOURCE_DIR.parent.parent / "build" / "native"
 # Set to 0 to use the XLA loops (for comparisons and the fallback's tests).

@@ -1,0 +1,22 @@
+"""core/fmt.py: the one home of plain formatting (pages, command line, cost guard)."""
+
+from __future__ import annotations
+
+import math
+
+from core import cli, fmt, guard, views
+
+
+def test_dashboard_and_terminal_formats():
+    assert views.fmt_seconds is fmt.seconds and views.fmt_pct is fmt.pct
+    assert fmt.seconds(None) == fmt.seconds(math.nan) == "—" and fmt.seconds(4.25) == "4.2 s"
+    assert fmt.seconds_compact(42.4) == "42s" and fmt.seconds_compact(185) == "3m05s"
+    assert fmt.seconds_compact(None) == "--" and cli._fmt_s(None) == "--"
+    assert fmt.pct(None) == "—" and cli._pct(None) == "--" and cli._pct(0.5) == "50.00 %"
+    assert fmt.pct(0.8748, 1) == "87.5 %" and fmt.date(None) == "—"
+
+
+def test_rough_estimates_match_the_guard():
+    """guard._fmt_time (core/guard.py, edited elsewhere) is to become fmt.seconds_rough."""
+    for s in (0.0, 12.3, 89.9, 90, 600, 5399, 5400, 86_400 * 3):
+        assert fmt.seconds_rough(s) == guard._fmt_time(s), s
