@@ -18,7 +18,16 @@ import psutil
 from core import jobs, paths, warm
 from core.db import is_lost_connection, patience
 from core.guard import MEMORY_ADVICE
-from core.store import CANCELLED, COMPLETED, DIVERGED, FAILED, PARTIAL_MODEL_FILE, RUNNING, RunStore
+from core.store import (
+    CANCELLED,
+    COMPLETED,
+    DIVERGED,
+    FAILED,
+    PARTIAL_MODEL_FILE,
+    RUNNING,
+    RunNotFound,
+    RunStore,
+)
 from core.training import RAY_NODE_ENV, Heartbeat, Progress, run_training, where
 
 # Address-space cap for one worker, as a share of physical memory (LAB_WORKER_MEMORY_GB
@@ -94,16 +103,16 @@ def preload() -> None:
     native.enabled()  # builds (first time) and loads the kernels unless switched off
 
 
-def wait_until_started(store: st.RunStore, run_id: str, timeout: float = START_WAIT_S) -> None:
+def wait_until_started(store: RunStore, run_id: str, timeout: float = START_WAIT_S) -> None:
     """Until ``run_id`` (the run whose start made this warm worker) has its first batch or
     has ended: a warm worker loading TensorFlow meanwhile would delay that batch."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             run = store.get(run_id, reap=False)
-        except st.RunNotFound:
+        except RunNotFound:
             return
-        if run.status != st.RUNNING or store.metric_count(run_id, "batch"):
+        if run.status != RUNNING or store.metric_count(run_id, "batch"):
             return
         time.sleep(0.2)
 
@@ -111,7 +120,7 @@ def wait_until_started(store: st.RunStore, run_id: str, timeout: float = START_W
 def warm_main(after: str | None = None) -> int:
     limit_memory()
     if after:
-        wait_until_started(st.RunStore(), after)
+        wait_until_started(RunStore(), after)
     preload()
     run_id = warm.wait_for_run(paths.lab_home())
     return 0 if run_id is None else main(run_id, limited=True)
