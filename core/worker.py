@@ -64,8 +64,28 @@ def describe_failure(trace: str, cap: int, exc: BaseException | None = None) -> 
     return trace
 
 
+def job_threads() -> int:
+    """TensorFlow threads for one job: ``LAB_JOB_THREADS``, else the cores shared out among
+    the ``LAB_MAX_JOBS`` jobs that may run at once (bench/max_jobs.py compares the splits)."""
+    try:
+        return max(1, int(os.environ["LAB_JOB_THREADS"]))
+    except (KeyError, ValueError):
+        return max(1, (os.cpu_count() or 1) // jobs.max_jobs())
+
+
+def set_threads() -> None:
+    """Before TensorFlow runs its first op: its thread pools are sized once, at that op."""
+    import tensorflow as tf
+
+    n = job_threads()
+    tf.config.threading.set_intra_op_parallelism_threads(n)
+    tf.config.threading.set_inter_op_parallelism_threads(n)
+
+
 def main(run_id: str, limited: bool = False) -> int:
     cap = limit_memory() if not limited else resource.getrlimit(resource.RLIMIT_AS)[0]
+    if not limited:  # a warm worker did both before loading; a Ray task's threads are Ray's
+        set_threads()
     store = RunStore()
     run = store.get(run_id, reap=False)
     if run.status != RUNNING:
@@ -121,6 +141,7 @@ def warm_main(after: str | None = None) -> int:
     limit_memory()
     if after:
         wait_until_started(RunStore(), after)
+    set_threads()
     preload()
     run_id = warm.wait_for_run(paths.lab_home())
     return 0 if run_id is None else main(run_id, limited=True)
