@@ -15,6 +15,7 @@ import re
 
 import common
 
+SEEDS = ("seed-lstm", "seed-lstm-dropout", "seed-cnn-lstm")
 START, END = "<!-- bench:targets start -->", "<!-- bench:targets end -->"
 
 
@@ -110,12 +111,13 @@ def row_estimates(text: str) -> list[str] | None:
     if not body:
         return None
     rows = tables(body)[0]
-    errors = [f"{r['job']} {r['error']} per epoch" for r in rows if r["job"].startswith("seed")]
-    within = re.search(r"within \+-30 % on both: (\d+) of (\d+)", body)
+    errors = [f"{r['job']} {r['error']}" for r in rows if r["job"] in SEEDS]
+    within = re.search(r"within \+-30 % on both \(training and job\): (\d+) of (\d+)", body)
     met = within is not None and within.group(1) == within.group(2)
     return ["12", "time estimate vs the job, seed presets (subset)", "within +-30 %",
-            "; ".join(errors) + (f"; {within.group(1)} of {within.group(2)} within on epoch "
-                                 "and job" if within else "") + f" (12, {date(body)})",
+            "job time " + "; ".join(errors) + (
+                f"; {within.group(1)} of {within.group(2)} within on training and job"
+                if within else "") + f" (12, {date(body)})",
             "yes" if met else "no"]
 
 
