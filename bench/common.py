@@ -135,9 +135,12 @@ def kernels() -> str:
     hash of source and flags, so a file name stops existing when the kernels change."""
     from core import native
 
-    line = re.sub(r" \(lab_lstm_\w+\.so\)", "", native.status())
-    if "native" not in line or "XLA" in line:
-        return line
+    line = native.status()
+    found = re.fullmatch(r"native LSTM kernels \(lab_lstm_\w+\.so(.*)\)", line)
+    if not found:
+        return line  # the XLA loops, and why
+    variant = found.group(1)  # ", no AVX-512" or nothing
+    line = "native LSTM kernels"
     try:
         commit = subprocess.run(["git", "log", "-1", "--format=%h", "--", "core/native",
                                  "core/native.py"], cwd=ROOT, capture_output=True, text=True,
@@ -147,7 +150,8 @@ def kernels() -> str:
                                check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return line
-    return f"{line} (core/native at commit {commit}{', with uncommitted changes' if dirty else ''})"
+    return (f"{line} (core/native at commit {commit}{variant}"
+            f"{', with uncommitted changes' if dirty else ''})")
 
 
 def now() -> str:

@@ -36,8 +36,9 @@ def _fig(f: dict, key: str, render) -> str:
 
 def case_01(d):
     return (f"interrupted {d['detected_after_s']} s after the kill (limit: 2 heartbeats = "
-            f"{2 * d['heartbeat_s']:g} s); {d['rows_kept']} of {d['rows_before_kill']}+ batch rows "
-            f"written before the kill kept, steps contiguous; integrity `{d['integrity']}`; no "
+            f"{2 * d['heartbeat_s']:g} s); {d['rows_kept']} batch rows kept, steps contiguous "
+            f"({d['rows_before_kill']} seen written before the kill); integrity "
+            f"`{d['integrity']}`; no "
             f"`model.partial.keras`; the queued job then `{d['next_job']}`")
 
 
