@@ -326,8 +326,12 @@ def _before_launch(cfg: TrainConfig, errors: list[str], probe_errors: list[str],
     m1, m2 = st.columns(2)
     m1.metric("Parameters", f"{shapes.count_params(cfg):,}")
     m2.metric("Estimated time", views.fmt_seconds(estimate.seconds),
-              help="At plain Keras speed, calibrated on the 2-core build machine; "
-                   "other jobs on the server make it slower.")
+              help=(f"At {estimate.speed} speed"
+                    + (" (the native kernels run each review's own "
+                       f"~{estimate.steps_per_review:.0f} steps)" if estimate.fast
+                       else " (every padded step)")
+                    + ", calibrated on the 2-core build machine under load; "
+                      "other jobs on the server make it slower, a quiet server faster."))
     st.caption(f"Trains on {n - n_val:,} reviews, validates on {n_val:,}, tests on "
                f"{cfg.test_size or n_test:,}; {estimate.describe()}.")
     use_fast, reason = fast.applies(cfg)

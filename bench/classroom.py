@@ -461,7 +461,7 @@ def markdown(result: dict) -> str:
               "train s, 0 / N watching", "worker + inference cores while watching",
               "timer reruns served"]
     return (f"Job per tab: seed LSTM preset with {json.dumps(result['job'])}; data "
-            f"`{result['data']}`; app `{result.get('app', '.')}`.\n\n"
+            f"`{common.project_relative(result['data'])}`; app `{result.get('app', '.')}`.\n\n"
             + common.table(header, rows)
             + f"\n\nMachine: {result['machine']}; {result['load']}.  \n"
             f"Command: `{result['command']}`  \nDate: {result['date']}\n")

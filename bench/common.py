@@ -108,11 +108,50 @@ def load_line() -> str:
         return ""
 
 
+def project_relative(value: str) -> str:
+    """A path beside or inside the project (the shared data folder, say) as a path relative
+    to the project root, which is where the commands run: ``../shared/data/...``; any other
+    value as it is."""
+    path = Path(value)
+    if not path.is_absolute():
+        return value
+    try:
+        path.resolve().relative_to(ROOT.parent)
+    except ValueError:
+        return value
+    return os.path.relpath(path.resolve(), ROOT)
+
+
 def command_line() -> str:
-    env = " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in ("IMDB_DATA", "LAB_HOME")
-                   if os.environ.get(k))
+    env = " ".join(f"{k}={shlex.quote(project_relative(os.environ[k]))}"
+                   for k in ("IMDB_DATA", "LAB_HOME") if os.environ.get(k))
     cmd = " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv])
     return f"{env} {cmd}".strip()
+
+
+def kernels() -> str:
+    """Which loops fast mode uses (core.native.status), the kernels named by the commit of
+    their source (core/native) rather than by the build's file name: builds are cached by a
+    hash of source and flags, so a file name stops existing when the kernels change."""
+    from core import native
+
+    line = native.status()
+    found = re.fullmatch(r"native LSTM kernels \(lab_lstm_\w+\.so(.*)\)", line)
+    if not found:
+        return line  # the XLA loops, and why
+    variant = found.group(1)  # ", no AVX-512" or nothing
+    line = "native LSTM kernels"
+    try:
+        commit = subprocess.run(["git", "log", "-1", "--format=%h", "--", "core/native",
+                                 "core/native.py"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "core/native",
+                                "core/native.py"], cwd=ROOT, capture_output=True, text=True,
+                               check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return line
+    return (f"{line} (core/native at commit {commit}{variant}"
+            f"{', with uncommitted changes' if dirty else ''})")
 
 
 def now() -> str:

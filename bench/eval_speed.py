@@ -34,7 +34,6 @@ def main() -> None:
                         markdown=0)
     import keras
 
-    from core import native
     from core.config import preset
     from core.data import load_dataset
     from core.models import build_model, compile_model
@@ -52,7 +51,7 @@ def main() -> None:
         rows.append([name, f"{warm:.1f}", f"{seconds:.1f}", f"{diff:.1e}"])
         print(rows[-1], flush=True)
     body = (f"{args.preset}, the first {len(x):,} test reviews padded to {cfg.maxlen}; "
-            f"initial weights. Fast mode's loops: {native.status()}. 'warm-up' is a first "
+            f"initial weights. Fast mode's loops: {common.kernels()}. 'warm-up' is a first "
             "call on 600 rows (tracing); 'seconds' the whole test set after it.\n\n"
             + common.table(["variant", "warm-up s", "seconds", "max abs diff vs predict"], rows))
     if args.markdown:

@@ -72,7 +72,7 @@ def main() -> None:
             + common.table(["architecture", "native kernels: outputs / gradients",
                             "XLA loops: outputs / gradients", "largest gradient",
                             "FastPredictor vs predict"], rows)
-            + f"\n\nNative kernels on this machine: {native.status()}."
+            + f"\n\nNative kernels on this machine: {common.kernels()}."
             + "\n\n" + "\n".join(f"- {n}" for n in off))
     common.write_section("exactness", "0. Exactness: fast vs padded model", body)
 

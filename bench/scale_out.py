@@ -148,7 +148,7 @@ so the launchers compare like for like). Ray cluster start-up (two nodes, on thi
 
 **Projection on paper**: {args.students} students x 3 seed presets on the full data = {len(jobs_all)}
 jobs, each costing its whole-run time on one 2-core machine (seed LSTM {PRESET_SECONDS['seed-lstm']:.0f} s, LSTM +
-Dropout {PRESET_SECONDS['seed-lstm-dropout']:.0f} s, CNN + LSTM {PRESET_SECONDS['seed-cnn-lstm']:.0f} s; BENCHMARKS.md section 6) plus Ray's
+Dropout {PRESET_SECONDS['seed-lstm-dropout']:.0f} s, CNN + LSTM {PRESET_SECONDS['seed-cnn-lstm']:.0f} s; BENCHMARKS.md section 6: a note, hand-run 2026-11-29) plus Ray's
 {ray_extra:.1f} s per job, one job per machine at a time, longest first, plus the cluster's
 start-up once. It ignores the store's load (90 jobs write ~2 metric batches a second each:
 far below what one PostgreSQL server takes) and the data cache's first fill on each machine.

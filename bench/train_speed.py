@@ -121,10 +121,15 @@ def bench_preset(name: str, args, ds, peak: float, full_train) -> tuple[list[lis
     need = plan.steps_needed(x)
     x_all = full_train(cfg.top_words, cfg.maxlen)
     full = dict(zip(("plain", "fast"), epoch_flops(cfg, plan, x_all)))
+    # fit()'s own setup and teardown per call: the whole call less the epoch inside it.
+    outside = {v: [c - t for c, t in zip(calls[v], times[v])] for v in calls}
     note = (f"{name}: per-epoch wall-time ratios plain/fast (epochs 2+): "
             f"{', '.join(f'{r:.2f}' for r in pairs)}; whole fit() calls (setup and teardown "
             f"included) took plain {' '.join(f'{t:.1f}' for t in calls['plain'])} s, fast "
-            f"{' '.join(f'{t:.1f}' for t in calls['fast'])} s; {len(x)} training reviews; "
+            f"{' '.join(f'{t:.1f}' for t in calls['fast'])} s, of which outside the epoch "
+            f"(setup and teardown) plain {min(outside['plain']):.1f}-"
+            f"{max(outside['plain']):.1f} s, fast {min(outside['fast']):.1f}-"
+            f"{max(outside['fast']):.1f} s; {len(x)} training reviews; "
             f"on average "
             f"{need.mean():.0f} of "
             f"{plan.steps} recurrent steps per review read review tokens "
@@ -141,7 +146,6 @@ def bench_preset(name: str, args, ds, peak: float, full_train) -> tuple[list[lis
 def main() -> None:
     args = common.flags(__doc__, train_size=5000, test_size=5000, epochs=4,
                          presets="seed-lstm,seed-cnn-lstm")
-    from core import native
     from core.data import load_dataset
 
     ds = load_dataset()
@@ -160,11 +164,11 @@ def main() -> None:
             f"{args.test_size} test reviews, {args.epochs} epochs, batch 64, maxlen 500, "
             "same initial weights for both variants; epochs alternate plain/fast in one "
             "process. Epoch times run from on_epoch_begin to on_epoch_end, as Keras reports "
-            "them (each variant is called once per epoch here, and plain fit()'s own setup "
-            "and teardown per call, 1-4 s on this machine, would otherwise count against it; "
-            "the whole calls are in the notes). 'later epochs' lists epochs 2+ (epoch 1 "
+            "them (each variant is called once per epoch here, and fit()'s own setup and "
+            "teardown per call would otherwise count against it; the whole calls, and the "
+            "seconds each spent outside its epoch, are in the notes). 'later epochs' lists epochs 2+ (epoch 1 "
             "includes tracing and compilation for both). Fast mode's LSTM loops: "
-            f"{native.status()}. Speed-up = plain / fast wall time per later epoch: ratio of the medians, "
+            f"{common.kernels()}. Speed-up = plain / fast wall time per later epoch: ratio of the medians, "
             "and of the best (fastest) epochs, the least disturbed by other jobs on the "
             "shared CPU; CPU s = process CPU time, all threads (it also counts threads "
             "spinning while the other core is taken). FLOPs: "

@@ -29,7 +29,21 @@ FLUSH_EVERY_S = 0.5  # batch metrics are buffered and written at most twice a se
 PREDICT_BATCH = 512  # batch size for test-set prediction
 RAY_NODE_ENV = "LAB_RAY_NODE_ID"  # set by core.raylaunch in a Ray task
 FAULT_ENV = "LAB_FAULT"  # tests only: "nan-label" injects a non-finite loss, "deaf" a worker
-# that ignores the cancel flag (the launcher must then stop it by force)
+# that ignores the cancel flag (the launcher must then stop it by force), "slow-batch:0.05"
+# sleeps 0.05 s after every training batch (a job that stays mid-epoch long enough to be
+# killed, cancelled or watched, however fast the kernels get)
+SLOW_BATCH_FAULT = "slow-batch:"
+
+
+def slow_batch_seconds() -> float:
+    """The sleep per batch that LAB_FAULT=slow-batch:SECONDS asks for (0 otherwise)."""
+    fault = os.environ.get(FAULT_ENV, "")
+    if not fault.startswith(SLOW_BATCH_FAULT):
+        return 0.0
+    try:
+        return max(0.0, float(fault[len(SLOW_BATCH_FAULT):]))
+    except ValueError:
+        return 0.0
 
 
 class Progress:
@@ -94,6 +108,7 @@ def make_store_callback(store: st.RunStore, run_id: str, progress: Progress,
             self.diverged_at: dict[str, int] | None = None
             self.epoch_times: list[float] = []
             self.first_batch_at: float | None = None  # monotonic, for the run's phases
+            self.slow_s = slow_batch_seconds()  # fault injection (tests): 0 normally
 
         def flush(self) -> None:
             store.add_metrics(run_id, self.buffer)
@@ -114,6 +129,8 @@ def make_store_callback(store: st.RunStore, run_id: str, progress: Progress,
         def on_train_batch_end(self, batch, logs=None):
             if self.first_batch_at is None:
                 self.first_batch_at = time.monotonic()
+            if self.slow_s:
+                time.sleep(self.slow_s)
             logs = logs or {}
             now = time.time()
             step = self.epoch * steps_per_epoch + batch + 1

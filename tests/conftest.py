@@ -37,6 +37,20 @@ os.environ.setdefault("LAB_WARM_WORKERS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+# LAB_FAULT=slow-batch:S (core/training.py): the worker sleeps S seconds after every training
+# batch, so a job stays mid-epoch as long as a test needs, however fast the kernels get.
+SLOW_BATCH_S = 0.05
+SLOW_FAULT = f"slow-batch:{SLOW_BATCH_S}"
+
+
+@pytest.fixture
+def slow_batches(monkeypatch) -> float:
+    """Workers started from this test sleep SLOW_BATCH_S after each batch (they inherit the
+    environment); returns the sleep."""
+    monkeypatch.setenv("LAB_FAULT", SLOW_FAULT)
+    return SLOW_BATCH_S
+
+
 def tiny_config(**overrides):
     return load_config({**TINY, **overrides})
 

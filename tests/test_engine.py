@@ -82,7 +82,8 @@ def test_non_finite_loss_ends_diverged_at_that_batch(lab, monkeypatch):
     assert at["epoch"] == 1 and not lab.model_path(run_id).exists()
 
 
-def test_cancel_stops_a_running_job(lab):
+def test_cancel_stops_a_running_job(lab, slow_batches):
+    # 50 epochs x 32 batches, each at least slow_batches s: >= 80 s, cancelled after 2.
     run_id = jobs.submit(lab, tiny_config(epochs=50, train_size=1000, validation_split=0.0))
     wait_for(lab, run_id, until=lambda r: r.progress.get("done", 0) >= 2)
     jobs.cancel(lab, run_id)

@@ -1,0 +1,167 @@
+"""BENCHMARKS.md's "Targets at a glance" table, generated from the sections' own figures.
+
+Reads each script-written section of BENCHMARKS.md (between its marker comments), takes
+the figures a target is judged on from the section's tables, and rewrites the table
+between ``<!-- bench:targets start -->`` and ``<!-- bench:targets end -->``: every figure
+in it is a section's figure, with the section's date. Sections written by hand (6) are
+named as notes, not summarised. Run it after any benchmark:
+
+    .venv/bin/python bench/targets.py
+"""
+
+from __future__ import annotations
+
+import re
+
+import common
+
+SEEDS = ("seed-lstm", "seed-lstm-dropout", "seed-cnn-lstm")
+START, END = "<!-- bench:targets start -->", "<!-- bench:targets end -->"
+
+
+def section(text: str, key: str) -> str:
+    found = re.search(rf"<!-- bench:{re.escape(key)} start -->(.*?)<!-- bench:{re.escape(key)}"
+                      r" end -->", text, re.S)
+    return found.group(1) if found else ""
+
+
+def tables(body: str) -> list[list[dict[str, str]]]:
+    """The section's Markdown tables, each as rows of {header: cell}."""
+    out, block = [], []
+    for line in body.splitlines() + [""]:
+        if line.startswith("|"):
+            block.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif block:
+            header, rows = block[0], block[2:]
+            out.append([dict(zip(header, r)) for r in rows])
+            block = []
+    return out
+
+
+def date(body: str) -> str:
+    found = re.search(r"Date: (\S+ \S+)", body)
+    return found.group(1) if found else "?"
+
+
+def num(cell: str) -> float:
+    return float(re.search(r"-?[\d.]+", cell.replace(",", "")).group(0))
+
+
+def row_train_speed(text: str) -> list[str]:
+    body = section(text, "train_speed")
+    rows = [r for r in tables(body)[0] if r["variant"] == "fast"]
+    pairs = [float(v) for v in re.findall(r"\(epochs 2\+\): ([\d., ]+);", body)
+             for v in v.split(", ")] if body else []
+    measured = "; ".join(f"{r['preset']} {r['speed-up (median)']} median, "
+                         f"{r['speed-up (best)']} best" for r in rows)
+    met = bool(pairs) and min(pairs) >= 3.0
+    return ["1", "training speed, fast exact vs plain `fit`, per epoch", ">= 3x",
+            f"{measured}; per epoch pair {min(pairs):.2f}-{max(pairs):.2f}x "
+            f"(section 1, {date(body)})", "yes" if met else "no"]
+
+
+def row_accuracy(text: str) -> list[str]:
+    body = section(text, "accuracy_seeds")
+    rows = tables(body)[1]
+    by = {(r["preset"], r["variant"]): r for r in rows}
+    parts, met = [], True
+    for name in dict.fromkeys(r["preset"] for r in rows):
+        p, f = by[(name, "plain")], by[(name, "fast")]
+        diff = num(f["mean acc %"]) - num(p["mean acc %"])
+        met &= abs(diff) <= max(num(p["std (n-1)"]), num(f["std (n-1)"]))
+        parts.append(f"{name} fast {f['mean acc %']} +- {f['std (n-1)']} vs plain "
+                     f"{p['mean acc %']} +- {p['std (n-1)']} % ({diff:+.2f} points)")
+    return ["1b", "accuracy, fast vs plain, 3 seeds", "same within noise (difference of "
+            "the means within one std)", "; ".join(parts) + f" (1b, {date(body)})",
+            "yes" if met else "no"]
+
+
+def row_overhead(text: str) -> list[str]:
+    body = section(text, "engine_overhead")
+    row = tables(body)[0][1]
+    share = re.search(r"\(([\d.]+) %\)", row["time inside callback"])
+    met = share is not None and float(share.group(1)) <= 5.0
+    return ["2", "engine overhead, live streaming vs plain `fit`", "<= 5 %",
+            f"{share.group(1) if share else '?'} % of the time inside the callback; end to end "
+            f"{row['ratio (median of rounds)']} (2, {date(body)})", "yes" if met else "no"]
+
+
+def row_latency(text: str, key: str, n: str, what: str, column: str, target: float,
+                unit: str, label: str) -> list[str]:
+    body = section(text, key)
+    rows = [r for r in tables(body)[0] if r["path"] == "FastPredictor"]
+    values = [num(r[column]) for r in rows]
+    parts = ", ".join(f"{r['preset']} {r[column]} {unit}" for r in rows)
+    return [n, what, f"{label} <= {target:g} {unit}", f"{column}: {parts} ({n}, {date(body)})",
+            "yes" if values and max(values) <= target else "no"]
+
+
+def row_data(text: str) -> list[str]:
+    body = section(text, "data_load")
+    rows = tables(body)[0]
+    cached = next(r for r in rows if r["load"].startswith("cached"))
+    first = next(r for r in rows if r["load"].startswith("first"))
+    return ["5", "data load, cached", "<= 2 s", f"{cached['seconds']} s (first load "
+            f"{first['seconds']} s) (5, {date(body)})",
+            "yes" if num(cached["seconds"]) <= 2 else "no"]
+
+
+def row_estimates(text: str) -> list[str] | None:
+    body = section(text, "estimates")
+    if not body:
+        return None
+    rows = tables(body)[0]
+    errors = [f"{r['job']} {r['error']}" for r in rows if r["job"] in SEEDS]
+    within = re.search(r"within \+-30 % on both \(training and job\): (\d+) of (\d+)", body)
+    met = within is not None and within.group(1) == within.group(2)
+    return ["12", "time estimate vs the job, seed presets (subset)", "within +-30 %",
+            "job time " + "; ".join(errors) + (
+                f"; {within.group(1)} of {within.group(2)} within on training and job"
+                if within else "") + f" (12, {date(body)})",
+            "yes" if met else "no"]
+
+
+def exactness_line(text: str) -> str:
+    body = section(text, "exactness")
+    rows = tables(body)[0]
+    diffs = []
+    for r in rows:
+        for key in ("native kernels: outputs / gradients", "XLA loops: outputs / gradients"):
+            diffs += [float(v) for v in re.findall(r"\d\.\de[-+]\d+", r.get(key, ""))]
+    return (f"Exactness (0, {date(body)}): outputs and gradients of every weight within "
+            f"{max(diffs):.1e} of the padded model ({len(rows)} configurations), with the native "
+            "LSTM kernels and with the XLA loops alike.")
+
+
+def build(text: str) -> str:
+    rows = [row_train_speed(text), row_accuracy(text), row_overhead(text),
+            row_latency(text, "predict_latency", "3", "typed-review latency, fast path",
+                        "p50 ms", 5, "ms", "p50"),
+            row_latency(text, "attribution_latency", "4", "attribution, 200-word review",
+                        "median ms", 250, "ms", "median"),
+            row_data(text),
+            ["6", "`python -m core reproduce`, plain vs fast", "reported",
+             "hand-run, full data: see section 6's dated notes (not generated by a script)",
+             "reported"]]
+    est = row_estimates(text)
+    if est:
+        rows.append(est)
+    return (f"{START}\n## Targets at a glance (issue 4)\n\nGenerated by `bench/targets.py` "
+            "from the sections below (each figure is a section's, with its date); rerun it "
+            "after any benchmark.\n\n" + common.table(
+                ["#", "measurement", "target", "measured (section, date)", "met"], rows)
+            + "\n\n" + exactness_line(text) + f"\n{END}")
+
+
+def main() -> None:
+    text = common.BENCHMARKS_MD.read_text()
+    block = build(text)
+    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"BENCHMARKS.md has no {START} ... {END} block")
+    common.BENCHMARKS_MD.write_text(pattern.sub(lambda _: block, text))
+    print(block)
+
+
+if __name__ == "__main__":
+    main()
