@@ -142,8 +142,16 @@ class Predictor:
         base = enc.padded
         offset = maxlen - (len(enc.codes) - n_cut)
         variants, positions = [], []
+        if self.encoder.ngrams == "set":  # distinct sorted ids: no word is cut as such
+            n_cut = 0
         for j in range(1, len(enc.codes)):
             if j < n_cut or enc.codes[j] == OOV or len(variants) >= ATTRIBUTION_MAX_WORDS:
+                continue
+            if self.encoder.ngrams:  # the word's bigrams go too: encode the review again
+                tokens = list(words)
+                tokens[j - 1] = ""  # never a token: read as OOV
+                variants.append(self.encoder.encode_tokens(tokens).padded)
+                positions.append(j)
                 continue
             row = base.copy()
             row[offset + j - n_cut] = OOV
@@ -166,7 +174,10 @@ class Predictor:
                 "n_pad": max(0, self.encoder.maxlen - len(enc.codes)),
                 "n_truncated": enc.n_truncated, "n_oov": enc.n_oov,
                 "start_kept": bool(START in enc.padded.tolist()), "maxlen": self.encoder.maxlen,
-                "vocab_size": self.encoder.vocab_size, "words": len(tokenize(text))}
+                "vocab_size": self.encoder.vocab_size, "words": len(tokenize(text)),
+                "ngrams": self.encoder.ngrams, "features": len(enc.features),
+                "bigrams": [[int(i), self.encoder.bigram_text(i)] for i in enc.features
+                            if i >= self.encoder.top_words]}
 
     # -- looking inside (core.explain) -----------------------------------------------------
     def _encoded_columns(self, text: str):
@@ -184,6 +195,10 @@ class Predictor:
         from core.explain import ExplainError, IntegratedGradients
 
         enc, cols = self._encoded_columns(text)
+        if self.encoder.ngrams:
+            raise PredictError("integrated gradients follow each word's position in the "
+                               "input; this model's inputs are words and bigrams "
+                               f"({self.encoder.ngrams!r} features): see occlusion above")
         try:
             if getattr(self, "_ig", None) is None:
                 self._ig = IntegratedGradients(self.model)
