@@ -362,8 +362,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 # PRESETS, which are the tutorial's (reproduce, reference accuracies).
 BEYOND_PRESETS: dict[str, dict[str, Any]] = {
     "bigram-fasttext": {"architecture": "bigram-fasttext", "top_words": 20000, "maxlen": 400,
-                        "embedding_dim": 50, "bigrams": 200000, "batch_size": 32,
-                        "epochs": 5, "name": "fastText uni+bigrams"},
+                        "embedding_dim": 20, "bigrams": 100000, "learning_rate": 0.003,
+                        "batch_size": 32, "epochs": 3, "name": "fastText uni+bigrams"},
     "nbsvm-bigram": {"architecture": "nbsvm-bigram", "top_words": 20000, "maxlen": 1000,
                      "bigrams": 400000, "batch_size": 32, "epochs": 3,
                      "name": "NBSVM uni+bigrams"},

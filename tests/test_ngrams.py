@@ -124,3 +124,31 @@ def test_typed_reviews_are_scored_occluded_and_inspected_with_their_bigrams(mode
     assert info["ngrams"] == mode and [b for _, b in info["bigrams"]].count("good film") == 1
     with pytest.raises(PredictError, match="bigrams"):
         pred.integrated_gradients(text)
+
+
+@pytest.mark.parametrize("arch", ["nbsvm-bigram", "bigram-fasttext"])
+def test_a_tiny_ngram_run_through_the_worker(lab, arch):
+    from conftest import tiny_config, wait_for
+    from core import jobs
+    from core import store as st
+    from core.data import load_dataset
+    from core.predict import Predictor
+
+    cfg = tiny_config(architecture=arch, maxlen=80, bigrams=300, epochs=2)
+    run_id = jobs.submit(lab, cfg, probes=["a wonderful film"])
+    run = wait_for(lab, run_id)
+    assert run.status == st.COMPLETED, run.error
+    assert run.results["fast"] is False and "plain Keras fit" in run.results["fast_reason"]
+    enc = Encoder.load(lab.encoder_path(run_id))
+    ds = load_dataset()
+    flat, offsets = ds.ragged("train", cfg.top_words, cfg.train_size)
+    n_fit = 192  # 256 reviews, 25 % held out: the bigrams are counted on the 192 only
+    assert enc.ngrams and enc.bigrams == learn_bigrams(
+        flat[:offsets[n_fit]], offsets[:n_fit + 1], cfg.top_words, 300)
+    assert 0 < len(enc.bigrams) <= 300
+    texts = ds.texts("test")[:5]
+    pred = Predictor.load(lab, run_id)
+    got = [p.probability for p in pred.predict(texts)]
+    want = pred.model.predict(enc.encode_ragged(*ds.ragged("test", cfg.top_words, 5)),
+                              verbose=0).ravel()
+    np.testing.assert_allclose(got, want, atol=1e-6)  # typed text = the training rows
