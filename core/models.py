@@ -96,7 +96,8 @@ def ngram_input_dim(cfg: TrainConfig) -> int:
 
 def build_bigram_fasttext(cfg: TrainConfig) -> keras.Model:
     inputs = _inputs(cfg)
-    x = layers.Embedding(ngram_input_dim(cfg), cfg.embedding_dim, name="embedding")(inputs)
+    x = layers.Embedding(ngram_input_dim(cfg), cfg.embedding_dim, mask_zero=True,
+                         name="embedding")(inputs)  # the average skips the padding
     x = layers.GlobalAveragePooling1D(name="average")(x)
     return keras.Model(inputs, _head(x), name="bigram_fasttext")
 

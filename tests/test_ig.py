@@ -20,10 +20,12 @@ TEXT = "w1 w5 nope w9 w2 w40 w3"
 def float64():
     import keras
 
-    old = keras.config.floatx()
+    old, policy = keras.config.floatx(), keras.config.dtype_policy()
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")  # the global policy is cached at first use
     yield
     keras.config.set_floatx(old)
+    keras.config.set_dtype_policy(policy)
 
 
 def tiny(arch: str, seed: int = 0, **sizes):
@@ -50,6 +52,7 @@ def after_embedding(model, z):
 @pytest.mark.parametrize("arch", ["lstm", "gru", "stacked-lstm"])  # smooth: no ReLU or max-pool kinks
 def test_integrated_gradients_equal_a_finite_difference_path_integral(float64, arch):
     cfg, model = tiny(arch)
+    assert model.get_layer("embedding").embeddings.dtype == "float64"
     ig = IntegratedGradients(model, steps=32)
     row = Encoder(WORDS, cfg.top_words, cfg.maxlen).encode(TEXT).padded
     res = ig(row)
