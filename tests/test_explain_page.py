@@ -18,3 +18,16 @@ def test_predict_shows_integrated_gradients_and_inside_the_lstm(lab_with_run):
     assert not at.exception
     at.slider(key="predict_inside_units").set_value(2).run()
     assert not at.exception
+
+
+def test_an_ngram_model_shows_its_bigrams_and_no_integrated_gradients(lab):
+    from conftest import tiny_config, wait_for
+    from core import jobs
+    from core import store as st
+
+    run_id = jobs.submit(lab, tiny_config(architecture="nbsvm-bigram", maxlen=80, bigrams=300))
+    assert wait_for(lab, run_id).status == st.COMPLETED
+    at = score(open_page("predict"), "a wonderful film, a wonderful cast")
+    assert "This model also reads word pairs" in texts(at.caption)
+    assert "Integrated gradients are not available" in texts(at.info)
+    assert "this model is nbsvm-bigram" in texts(at.info)  # no 'inside the LSTM' either
