@@ -152,3 +152,19 @@ def test_a_tiny_ngram_run_through_the_worker(lab, arch):
     want = pred.model.predict(enc.encode_ragged(*ds.ragged("test", cfg.top_words, 5)),
                               verbose=0).ravel()
     np.testing.assert_allclose(got, want, atol=1e-6)  # typed text = the training rows
+
+
+def test_reuse_keys_of_earlier_configs_are_unchanged(monkeypatch):
+    import hashlib
+    import json
+
+    from core import reuse
+
+    monkeypatch.setattr(reuse, "data_fingerprint", lambda: "data")
+    cfg = preset("seed-lstm")
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("name", "bigrams")}
+    ident = {"config": old, "data": "data", "engine": reuse.engine_version()}
+    assert reuse.reuse_key(cfg) == hashlib.sha256(
+        json.dumps(ident, sort_keys=True).encode()).hexdigest()
+    assert reuse.reuse_key(preset("nbsvm-bigram")) != reuse.reuse_key(
+        preset("nbsvm-bigram", bigrams=1))
