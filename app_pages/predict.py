@@ -8,6 +8,7 @@ import time
 import streamlit as st
 
 from app_pages.common import inference, me, run_store, visible_runs
+from app_pages.explain import inside_section, integrated_gradients_section, ngram_inspector
 from core import paths, views
 from core.predict import PredictError
 from core.store import COMPLETED, RunNotFound
@@ -66,6 +67,8 @@ def _explain(home: str, text: str, scored: list[str], labels: dict[str, str]) ->
     if not pushes.empty:
         st.dataframe(pushes, hide_index=True, column_config={
             "effect on P(positive)": st.column_config.NumberColumn(format="%+.4f")})
+    integrated_gradients_section(home, target, text)
+    inside_section(home, target, text, run_store(home).get(target).config.architecture)
 
     with st.expander("Tokenization inspector: the exact index sequence"):
         st.caption(f"maxlen {info['maxlen']}, vocabulary {info['vocab_size']:,} words. "
@@ -75,6 +78,7 @@ def _explain(home: str, text: str, scored: list[str], labels: dict[str, str]) ->
                    "zeros at the front. A word of frequency rank r is r + 3.")
         st.code(views.compact_sequence(info["padded"]), language=None, wrap_lines=True)
         st.dataframe(views.inspector_frame(info), hide_index=True, height=320)
+        ngram_inspector(info)
 
 
 def render() -> None:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from core import access, fmt, jobs
 from core.config import (
+    ALL_PRESETS,
     PRESETS,
     REPORTED_ACCURACY,
     ConfigError,
@@ -319,7 +320,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core", description="LSTM Sentiment Lab engine")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a model in the foreground (Ctrl-C cancels)")
-    t.add_argument("--preset", choices=list(PRESETS))
+    t.add_argument("--preset", choices=list(ALL_PRESETS))
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting")
     t.add_argument("--config", help="JSON file of settings")
     t.add_argument("--probe", action="append", help="a sentence re-scored every epoch")

@@ -54,6 +54,24 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "help": "Two LSTM layers, the second reading the first's output sequence.",
         "uses": ("embedding_dim", "units"),
     },
+    # Beyond the tutorial: bag-of-n-grams baselines. Their bigrams are extra vocabulary ids
+    # (core.text, learned from the training reviews and saved with the run's encoder).
+    "bigram-fasttext": {
+        "label": "fastText (uni + bigrams)",
+        "help": "Averaged embeddings of the words and the review's most frequent bigrams → "
+        "sigmoid (Keras's imdb_fasttext example): no recurrence, word order only through "
+        "bigrams.",
+        "uses": ("embedding_dim", "bigrams"),
+        "ngrams": "append",
+    },
+    "nbsvm-bigram": {
+        "label": "NBSVM (uni + bigrams)",
+        "help": "Binary word and bigram features scaled by their naive-Bayes log-count "
+        "ratios (from the training reviews) → one sigmoid unit (Wang & Manning's NBSVM, "
+        "trained as logistic regression).",
+        "uses": ("bigrams",),
+        "ngrams": "set",
+    },
 }
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd", "adagrad", "nadam")
@@ -73,6 +91,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "conv_filters": (1, 1_024),
     "kernel_size": (1, 64),
     "pool_size": (1, 64),
+    "bigrams": (0, 5_000_000),
     "batch_size": (1, 8_192),
     "epochs": (1, 200),
     "train_size": (0, 10_000_000),
@@ -104,6 +123,7 @@ class TrainConfig:
     conv_filters: int = 32
     kernel_size: int = 3
     pool_size: int = 2
+    bigrams: int = 0  # n-gram architectures: most frequent training bigrams kept as ids
     optimizer: str = "adam"
     learning_rate: float = 0.001
     clipnorm: float = 0.0  # 0 = no gradient clipping
@@ -337,6 +357,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     "seed-cnn-lstm": {"architecture": "cnn-lstm", "epochs": 3, "name": "seed CNN + LSTM"},
 }
 
+# Beyond the tutorial: n-gram baselines, their hyperparameters chosen on a validation split
+# of the training reviews (bench/ngram_presets.py; measured results in README). Not among
+# PRESETS, which are the tutorial's (reproduce, reference accuracies).
+BEYOND_PRESETS: dict[str, dict[str, Any]] = {
+    "bigram-fasttext": {"architecture": "bigram-fasttext", "top_words": 20000, "maxlen": 800,
+                        "embedding_dim": 20, "bigrams": 200000, "learning_rate": 0.003,
+                        "batch_size": 32, "epochs": 3, "name": "fastText uni+bigrams"},
+    "nbsvm-bigram": {"architecture": "nbsvm-bigram", "top_words": 20000, "maxlen": 1000,
+                     "bigrams": 400000, "batch_size": 32, "epochs": 3,
+                     "name": "NBSVM uni+bigrams"},
+}
+ALL_PRESETS: dict[str, dict[str, Any]] = {**PRESETS, **BEYOND_PRESETS}
+
 # Test accuracy the tutorial reported for each preset, in percent.
 REPORTED_ACCURACY: dict[str, float] = {
     "seed-lstm": 87.48,
@@ -347,9 +380,9 @@ REPORTED_ACCURACY: dict[str, float] = {
 
 def preset(name: str, **overrides: Any) -> TrainConfig:
     """A preset's config; unknown names raise ConfigError listing the known ones."""
-    if name not in PRESETS:
-        raise ConfigError([f"preset: unknown value {name!r} (allowed: {', '.join(PRESETS)})"])
-    return load_config({**PRESETS[name], **overrides})
+    if name not in ALL_PRESETS:
+        raise ConfigError([f"preset: unknown value {name!r} (allowed: {', '.join(ALL_PRESETS)})"])
+    return load_config({**ALL_PRESETS[name], **overrides})
 
 
 def preset_of(cfg: TrainConfig) -> str | None:

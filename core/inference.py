@@ -41,7 +41,7 @@ LOG_FILE = "inference.log"
 LRU_MODELS = 8  # loaded models kept; the least recently used is dropped beyond this
 IDLE_EXIT_S = 1800.0  # the process exits after this long without a request
 START_TIMEOUT_S = 180.0  # TensorFlow's import on a busy 2-core machine
-OPS = ("predict", "attribution", "inspect", "ping")
+OPS = ("predict", "attribution", "inspect", "integrated_gradients", "inside", "ping")
 
 
 class InferenceError(PredictError):
@@ -76,6 +76,10 @@ class _Models:
                 return [p.as_dict() for p in predictor.predict(list(arg))]
             if op == "attribution":
                 return predictor.attribution(arg)
+            if op == "integrated_gradients":
+                return predictor.integrated_gradients(arg)
+            if op == "inside":
+                return predictor.inside(arg)
             return predictor.inspect(arg)
 
 
@@ -169,6 +173,12 @@ class InferenceClient:
 
     def inspect(self, run_id: str, text: str) -> dict:
         return self._call("inspect", run_id, text)
+
+    def integrated_gradients(self, run_id: str, text: str) -> dict:
+        return self._call("integrated_gradients", run_id, text)
+
+    def inside(self, run_id: str, text: str) -> dict:
+        return self._call("inside", run_id, text)
 
     def ping(self) -> None:
         self._call("ping", "", None)

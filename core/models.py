@@ -89,6 +89,57 @@ def build_stacked_lstm(cfg: TrainConfig) -> keras.Model:
     return keras.Model(inputs, _head(x), name="stacked_lstm")
 
 
+def ngram_input_dim(cfg: TrainConfig) -> int:
+    """Word codes below top_words, then one id per kept bigram (core.text)."""
+    return cfg.top_words + cfg.bigrams
+
+
+def build_bigram_fasttext(cfg: TrainConfig) -> keras.Model:
+    inputs = _inputs(cfg)
+    x = layers.Embedding(ngram_input_dim(cfg), cfg.embedding_dim, mask_zero=True,
+                         name="embedding")(inputs)  # the average skips the padding
+    x = layers.GlobalAveragePooling1D(name="average")(x)
+    return keras.Model(inputs, _head(x), name="bigram_fasttext")
+
+
+def build_nbsvm_bigram(cfg: TrainConfig) -> keras.Model:
+    """w . (r * x) + b through a sigmoid, x the review's binary features (distinct ids,
+    padding 0 has r = 0): r, the naive-Bayes ratios, are fixed by :func:`prepare_model`."""
+    inputs = _inputs(cfg)
+    dim = ngram_input_dim(cfg)
+    ratios = layers.Embedding(dim, 1, embeddings_initializer="zeros", trainable=False,
+                              name="nb_ratios")(inputs)
+    weights = layers.Embedding(dim, 1, embeddings_initializer="zeros", name="weights")(inputs)
+    x = layers.Dot(axes=1, name="score")([ratios, weights])
+    x = layers.Flatten(name="flatten")(x)
+    out = layers.Dense(1, activation=OUTPUT_ACTIVATION, kernel_initializer="ones",
+                       name="output")(x)
+    return keras.Model(inputs, out, name="nbsvm_bigram")
+
+
+NB_ALPHA = 1.0  # NBSVM's smoothing count
+
+
+def nb_ratios(x, y, dim: int, alpha: float = NB_ALPHA):
+    """Log-count ratios r = log((p / |p|1) / (q / |q|1)), p = alpha + feature counts over the
+    positive reviews, q over the negative ones (binary rows of distinct ids; 0 = padding)."""
+    import numpy as np
+
+    x, y = np.asarray(x), np.asarray(y).ravel() > 0.5
+    p = alpha + np.bincount(x[y].ravel(), minlength=dim)[:dim].astype(np.float64)
+    q = alpha + np.bincount(x[~y].ravel(), minlength=dim)[:dim].astype(np.float64)
+    r = np.log((p / p.sum()) / (q / q.sum()))
+    r[0] = 0.0
+    return r.astype(np.float32)
+
+
+def prepare_model(model: keras.Model, cfg: TrainConfig, x_train, y_train) -> None:
+    """What a model takes from its training data before fit: NBSVM's ratios."""
+    if cfg.architecture == "nbsvm-bigram":
+        model.get_layer("nb_ratios").set_weights(
+            [nb_ratios(x_train, y_train, ngram_input_dim(cfg))[:, None]])
+
+
 BUILDERS: dict[str, Callable[[TrainConfig], keras.Model]] = {
     "lstm": build_lstm,
     "lstm-dropout": build_lstm_dropout,
@@ -97,6 +148,8 @@ BUILDERS: dict[str, Callable[[TrainConfig], keras.Model]] = {
     "bilstm": build_bilstm,
     "gru": build_gru,
     "stacked-lstm": build_stacked_lstm,
+    "bigram-fasttext": build_bigram_fasttext,
+    "nbsvm-bigram": build_nbsvm_bigram,
 }
 assert set(BUILDERS) == set(ARCHITECTURES), "every architecture needs a builder"
 

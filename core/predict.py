@@ -7,6 +7,7 @@ into codes exactly as in training.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,8 +142,16 @@ class Predictor:
         base = enc.padded
         offset = maxlen - (len(enc.codes) - n_cut)
         variants, positions = [], []
+        if self.encoder.ngrams == "set":  # distinct sorted ids: no word is cut as such
+            n_cut = 0
         for j in range(1, len(enc.codes)):
             if j < n_cut or enc.codes[j] == OOV or len(variants) >= ATTRIBUTION_MAX_WORDS:
+                continue
+            if self.encoder.ngrams:  # the word's bigrams go too: encode the review again
+                tokens = list(words)
+                tokens[j - 1] = ""  # never a token: read as OOV
+                variants.append(self.encoder.encode_tokens(tokens).padded)
+                positions.append(j)
                 continue
             row = base.copy()
             row[offset + j - n_cut] = OOV
@@ -165,4 +174,64 @@ class Predictor:
                 "n_pad": max(0, self.encoder.maxlen - len(enc.codes)),
                 "n_truncated": enc.n_truncated, "n_oov": enc.n_oov,
                 "start_kept": bool(START in enc.padded.tolist()), "maxlen": self.encoder.maxlen,
-                "vocab_size": self.encoder.vocab_size, "words": len(tokenize(text))}
+                "vocab_size": self.encoder.vocab_size, "words": len(tokenize(text)),
+                "ngrams": self.encoder.ngrams, "features": len(enc.features),
+                "bigrams": [[int(i), self.encoder.bigram_text(i)] for i in enc.features
+                            if i >= self.encoder.top_words]}
+
+    # -- looking inside (core.explain) -----------------------------------------------------
+    def _encoded_columns(self, text: str):
+        error, _ = check_text(text, self.encoder)
+        if error:
+            raise PredictError(error)
+        from core.explain import columns
+
+        enc = self.encoder.encode(text)
+        return enc, columns(len(enc.codes), enc.n_truncated, self.encoder.maxlen)
+
+    def integrated_gradients(self, text: str) -> dict:
+        """Integrated gradients from the all-padding input to the review (core.explain):
+        one attribution per word (the start token's apart), with the completeness check."""
+        from core.explain import ExplainError, IntegratedGradients
+
+        enc, cols = self._encoded_columns(text)
+        if self.encoder.ngrams:
+            raise PredictError("integrated gradients follow each word's position in the "
+                               "input; this model's inputs are words and bigrams "
+                               f"({self.encoder.ngrams!r} features): see occlusion above")
+        try:
+            if getattr(self, "_ig", None) is None:
+                self._ig = IntegratedGradients(self.model)
+            res = self._ig(enc.padded)
+        except ExplainError as exc:
+            raise PredictError(str(exc)) from exc
+        words = []
+        for j in range(1, len(enc.codes)):
+            col, code = cols[j], enc.codes[j]
+            status = "truncated" if col is None else ("oov" if code == OOV else "known")
+            words.append(WordAttribution(enc.tokens[j - 1], code,
+                                         0.0 if col is None else float(res.attributions[col]),
+                                         status))
+        start = 0.0 if cols[0] is None else float(res.attributions[cols[0]])
+        return {"p": res.p, "p_baseline": res.p_baseline, "total": res.total, "gap": res.gap,
+                "start": start, "words": words, "steps": res.steps, "seconds": res.seconds}
+
+    def inside(self, text: str) -> dict:
+        """The LSTM's running sentiment, hidden states and gates over the review's own
+        tokens (start token first; padding columns left out), from core.explain."""
+        from core.explain import ExplainError, inside_lstm
+
+        enc, cols = self._encoded_columns(text)
+        arch = self.run.config.architecture if self.run is not None else "lstm"
+        t0 = time.perf_counter()
+        try:
+            seq = inside_lstm(self.model, arch, enc.padded)
+        except ExplainError as exc:
+            raise PredictError(str(exc)) from exc
+        kept = [c for c in cols if c is not None]
+        tokens = ["<start>", *enc.tokens][len(cols) - len(kept):]
+        out = {k: seq[k][kept].astype(np.float32) for k in ("i", "f", "o", "g", "c", "h")}
+        out.update(tokens=tokens, running=seq["running"][kept].tolist(), layer=seq["layer"],
+                   n_pad=int(kept[0]) if kept else 0, n_truncated=enc.n_truncated,
+                   p=float(seq["running"][-1]), seconds=time.perf_counter() - t0)
+        return out

@@ -20,6 +20,8 @@ import core
 from core.config import TrainConfig
 from core.data import DataError, fingerprint, resolve_source
 
+ADDED_FIELDS = {"bigrams": 0}  # TrainConfig fields newer than the first reuse keys
+
 
 @lru_cache(maxsize=1)
 def engine_version() -> str:
@@ -41,5 +43,9 @@ def data_fingerprint() -> str:
 
 def reuse_key(cfg: TrainConfig) -> str:
     training = {k: v for k, v in cfg.to_dict().items() if k != "name"}
+    # Fields added later hash as before at their default, so earlier runs stay reusable.
+    for name, default in ADDED_FIELDS.items():
+        if training.get(name) == default:
+            training.pop(name)
     ident = {"config": training, "data": data_fingerprint(), "engine": engine_version()}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()

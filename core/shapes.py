@@ -21,6 +21,7 @@ class LayerRow:
     kind: str  # the Keras class name
     shape: tuple  # output shape, batch dimension None
     params: int
+    trainable: bool = True
 
 
 def _lstm(n_in: int, units: int) -> int:
@@ -103,6 +104,25 @@ def _stacked(cfg: TrainConfig) -> list[LayerRow]:
     return _head(rows)
 
 
+def _bigram_fasttext(cfg: TrainConfig) -> list[LayerRow]:
+    dim = cfg.top_words + cfg.bigrams  # core.models.ngram_input_dim
+    rows = [LayerRow("codes", "InputLayer", (None, cfg.maxlen), 0),
+            LayerRow("embedding", "Embedding", (None, cfg.maxlen, cfg.embedding_dim),
+                     dim * cfg.embedding_dim),
+            LayerRow("average", "GlobalAveragePooling1D", (None, cfg.embedding_dim), 0)]
+    return _head(rows)
+
+
+def _nbsvm_bigram(cfg: TrainConfig) -> list[LayerRow]:
+    dim = cfg.top_words + cfg.bigrams
+    return [LayerRow("codes", "InputLayer", (None, cfg.maxlen), 0),
+            LayerRow("nb_ratios", "Embedding", (None, cfg.maxlen, 1), dim, trainable=False),
+            LayerRow("weights", "Embedding", (None, cfg.maxlen, 1), dim),
+            LayerRow("score", "Dot", (None, 1, 1), 0),
+            LayerRow("flatten", "Flatten", (None, 1), 0),
+            LayerRow("output", "Dense", (None, 1), 2)]
+
+
 # name -> (Keras model name, layer rows); one entry per builder in core.models.
 LAYERS: dict[str, tuple[str, Callable[[TrainConfig], list[LayerRow]]]] = {
     "lstm": ("lstm", _single("LSTM")),
@@ -112,6 +132,8 @@ LAYERS: dict[str, tuple[str, Callable[[TrainConfig], list[LayerRow]]]] = {
     "bilstm": ("bilstm", _bilstm),
     "gru": ("gru", _single("GRU")),
     "stacked-lstm": ("stacked_lstm", _stacked),
+    "bigram-fasttext": ("bigram_fasttext", _bigram_fasttext),
+    "nbsvm-bigram": ("nbsvm_bigram", _nbsvm_bigram),
 }
 assert set(LAYERS) == set(ARCHITECTURES), "every architecture needs its layer table"
 
@@ -129,7 +151,8 @@ def summary(cfg: TrainConfig) -> str:
     """Equal to ``core.models.summary_text(build_model(cfg))``, without building it."""
     rows = layers_of(cfg)
     total = sum(row.params for row in rows)
-    return format_summary(LAYERS[cfg.architecture][0], rows, total, total)
+    trainable = sum(row.params for row in rows if row.trainable)
+    return format_summary(LAYERS[cfg.architecture][0], rows, total, trainable)
 
 
 def format_summary(model_name: str, rows: list[LayerRow], total: int, trainable: int) -> str:

@@ -105,6 +105,38 @@ class Encoded:
     n_oov: int  # words outside the vocabulary
     n_truncated: int  # codes cut off at the front by 'pre' truncation
     n_known: int  # words inside the vocabulary
+    features: list[int] = field(default_factory=list)  # codes + n-gram ids, before padding
+
+
+# N-gram modes of an encoder: "" (words only); "append": the ids of the review's known
+# bigrams follow its word codes, in order (Keras's imdb_fasttext.py); "set": the review's
+# distinct word codes and bigram ids, sorted (binary features, NBSVM). Bigram k (by training
+# frequency) has id top_words + k.
+NGRAM_MODES = ("", "append", "set")
+
+
+def bigram_keys(flat: np.ndarray, offsets: np.ndarray, top_words: int) -> np.ndarray:
+    """``a * top_words + b`` for each pair of consecutive codes (a, b) within a review, in
+    order; -1 where a pair would straddle two reviews (vectorised over a ragged split)."""
+    flat = np.asarray(flat, dtype=np.int64)
+    keys = flat[:-1] * top_words + flat[1:]
+    ends = np.asarray(offsets[1:-1], dtype=np.int64) - 1  # last code of each review but one
+    keys[ends[(ends >= 0) & (ends < len(keys))]] = -1
+    return keys
+
+
+def learn_bigrams(flat: np.ndarray, offsets: np.ndarray, top_words: int, n: int,
+                  min_count: int = 2) -> list[list[int]]:
+    """The ``n`` most frequent bigrams of codes (below ``top_words``) seen at least
+    ``min_count`` times in the given (training) reviews, as [a, b] pairs; ties by codes."""
+    if n <= 0 or len(flat) < 2:
+        return []
+    keys = bigram_keys(np.where(np.asarray(flat) >= top_words, OOV, flat), offsets, top_words)
+    uniq, counts = np.unique(keys[keys >= 0], return_counts=True)
+    keep = counts >= min_count
+    uniq, counts = uniq[keep], counts[keep]
+    order = np.lexsort((uniq, -counts))[:n]
+    return [[int(k // top_words), int(k % top_words)] for k in uniq[order]]
 
 
 @dataclass
@@ -115,16 +147,69 @@ class Encoder:
     top_words: int = 5000
     maxlen: int = 500
     source: str = ""
+    ngrams: str = ""  # one of NGRAM_MODES
+    bigrams: list[list[int]] = field(default_factory=list)  # [a, b] code pairs, by frequency
     _index: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         # Only words whose code is below top_words are kept, as load_data(num_words=...) does.
         n_keep = max(0, min(len(self.words), self.top_words - INDEX_FROM - 1))
         self._index = {w: i + 1 + INDEX_FROM for i, w in enumerate(self.words[:n_keep])}
+        keys = np.array([a * self.top_words + b for a, b in self.bigrams], dtype=np.int64)
+        self._order = np.argsort(keys, kind="stable")
+        self._sorted_keys = keys[self._order]
 
     @property
     def vocab_size(self) -> int:
         return len(self._index)
+
+    @property
+    def input_dim(self) -> int:
+        """Distinct input ids: the word codes below top_words, then one per bigram."""
+        return self.top_words + len(self.bigrams)
+
+    def _bigram_ids(self, keys: np.ndarray) -> np.ndarray:
+        """The id of each bigram key, -1 for bigrams not kept (and for keys of -1)."""
+        if not len(self._sorted_keys):
+            return np.full(len(keys), -1, dtype=np.int64)
+        at = np.clip(np.searchsorted(self._sorted_keys, keys), 0, len(self._sorted_keys) - 1)
+        found = (self._sorted_keys[at] == keys) & (keys >= 0)
+        return np.where(found, self.top_words + self._order[at], -1)
+
+    def features(self, codes: Sequence[int]) -> list[int]:
+        """What the model reads before padding: the codes, plus their bigrams' ids in the
+        encoder's n-gram mode."""
+        if not self.ngrams:
+            return list(codes)
+        arr = np.asarray(codes, dtype=np.int64)
+        ids = self._bigram_ids(bigram_keys(arr, np.array([0, len(arr)]), self.top_words))
+        ids = ids[ids >= 0]
+        if self.ngrams == "append":
+            return [*map(int, arr), *map(int, ids)]
+        return [int(c) for c in np.unique(np.concatenate([arr, ids]))]
+
+    def encode_ragged(self, flat: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Padded feature rows of a ragged split of codes (already cut to top_words), as
+        :meth:`features` + 'pre' padding would give row by row (vectorised)."""
+        flat = np.asarray(flat, dtype=np.int64)
+        offsets = np.asarray(offsets, dtype=np.int64)
+        if not self.ngrams:
+            return pad_flat(flat, offsets, self.maxlen)
+        n = len(offsets) - 1
+        review = np.repeat(np.arange(n), np.diff(offsets))
+        ids = self._bigram_ids(bigram_keys(flat, offsets, self.top_words))
+        keep = ids >= 0
+        values = np.concatenate([flat, ids[keep]])
+        owner = np.concatenate([review, review[:-1][keep]])
+        if self.ngrams == "append":  # words first, then bigrams, each in review order
+            part = np.r_[np.zeros(len(flat), np.int8), np.ones(int(keep.sum()), np.int8)]
+            order = np.lexsort((np.arange(len(values)), part, owner))
+            values, owner = values[order], owner[order]
+        else:  # distinct, sorted
+            key = np.unique(owner * self.input_dim + values)
+            owner, values = key // self.input_dim, key % self.input_dim
+        new_offsets = np.r_[0, np.cumsum(np.bincount(owner, minlength=n))]
+        return pad_flat(values.astype(np.int32), new_offsets, self.maxlen)
 
     def code(self, word: str) -> int:
         return self._index.get(word, OOV)
@@ -145,26 +230,46 @@ class Encoder:
         return [START] + [get(t, OOV) for t in tokens]
 
     def encode(self, text: str) -> Encoded:
-        tokens = tokenize(text[:MAX_TEXT_CHARS])
+        return self.encode_tokens(tokenize(text[:MAX_TEXT_CHARS]))
+
+    def encode_tokens(self, tokens: list[str]) -> Encoded:
         codes = self.codes(tokens)
-        padded = pad_pre([codes], self.maxlen)[0]
+        feats = self.features(codes)
+        padded = pad_pre([feats], self.maxlen)[0]
         n_oov = sum(1 for c in codes[1:] if c == OOV)
+        # 'pre' truncation cuts the front of the features: for words only and "append", the
+        # first words (start token first); n-gram ids are counted in ``features``.
         return Encoded(tokens=tokens, codes=codes, padded=padded, n_oov=n_oov,
-                       n_truncated=max(0, len(codes) - self.maxlen),
-                       n_known=len(tokens) - n_oov)
+                       n_truncated=min(len(codes), max(0, len(feats) - self.maxlen)),
+                       n_known=len(tokens) - n_oov, features=feats)
 
     def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
-        return pad_pre([self.codes(tokenize(t[:MAX_TEXT_CHARS])) for t in texts], self.maxlen)
+        return pad_pre([self.features(self.codes(tokenize(t[:MAX_TEXT_CHARS])))
+                        for t in texts], self.maxlen)
 
     def with_settings(self, top_words: int, maxlen: int) -> Encoder:
-        return Encoder(words=self.words, top_words=top_words, maxlen=maxlen, source=self.source)
+        return Encoder(words=self.words, top_words=top_words, maxlen=maxlen, source=self.source,
+                       ngrams=self.ngrams if top_words == self.top_words else "",
+                       bigrams=self.bigrams if top_words == self.top_words else [])
+
+    def with_bigrams(self, mode: str, bigrams: list[list[int]]) -> Encoder:
+        if mode not in NGRAM_MODES:
+            raise ValueError(f"n-gram mode {mode!r} (allowed: {NGRAM_MODES})")
+        return Encoder(words=self.words, top_words=self.top_words, maxlen=self.maxlen,
+                       source=self.source, ngrams=mode, bigrams=[list(b) for b in bigrams])
+
+    def bigram_text(self, bigram_id: int) -> str:
+        a, b = self.bigrams[bigram_id - self.top_words]
+        return f"{self.word(a)} {self.word(b)}"
 
     # -- persistence -------------------------------------------------------------------
     def to_dict(self) -> dict:
         n_keep = max(0, min(len(self.words), self.top_words - INDEX_FROM - 1))
-        return {"top_words": self.top_words, "maxlen": self.maxlen, "source": self.source,
-                "index_from": INDEX_FROM, "filters": KERAS_FILTERS,
-                "words": self.words[:n_keep]}
+        d = {"top_words": self.top_words, "maxlen": self.maxlen, "source": self.source,
+             "index_from": INDEX_FROM, "filters": KERAS_FILTERS, "words": self.words[:n_keep]}
+        if self.ngrams:
+            d.update(ngrams=self.ngrams, bigrams=self.bigrams)
+        return d
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict()), encoding="utf-8")
@@ -173,7 +278,8 @@ class Encoder:
     def load(cls, path: Path) -> Encoder:
         d = json.loads(path.read_text(encoding="utf-8"))
         return cls(words=d["words"], top_words=d["top_words"], maxlen=d["maxlen"],
-                   source=d.get("source", ""))
+                   source=d.get("source", ""), ngrams=d.get("ngrams", ""),
+                   bigrams=d.get("bigrams", []))
 
 
 # Probe sentences: re-scored after every epoch of a run.

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from core import store as st
-from core.config import check
+from core.config import ARCHITECTURES, check
 from core.data import load_dataset
 from core.evaluate import evaluate
-from core.text import Encoder
+from core.text import Encoder, learn_bigrams
 
 FLUSH_EVERY_S = 0.5  # batch metrics are buffered and written at most twice a second
 PREDICT_BATCH = 512  # batch size for test-set prediction
@@ -282,12 +282,18 @@ def load_job_data(store: st.RunStore, run_id: str, cfg) -> JobData:
     env = environment()
     env["data"] = {"source": ds.source.kind, "label": ds.source.label(), "path": ds.source.path}
     store.set_env(run_id, env)
+    encoder = ds.encoder(cfg.top_words, cfg.maxlen)
     x_all, y_all = ds.arrays("train", cfg.top_words, cfg.maxlen, cfg.train_size)
-    x_test, y_test = ds.arrays("test", cfg.top_words, cfg.maxlen, cfg.test_size)
-    lengths_all = ds.train.head(cfg.train_size).lengths() + 1  # codes incl. start token
     n_val = int(round(len(x_all) * cfg.validation_split))
     # Keras's validation_split convention: the last fraction, taken before shuffling.
     n_fit = len(x_all) - n_val
+    if ARCHITECTURES[cfg.architecture].get("ngrams"):  # bigrams from the fit reviews only
+        encoder, x_all = ngram_arrays(ds, cfg, n_fit)
+        x_test = encoder.encode_ragged(*ds.ragged("test", cfg.top_words, cfg.test_size))
+        y_test = ds.test.head(cfg.test_size).labels.astype(np.float32)
+    else:
+        x_test, y_test = ds.arrays("test", cfg.top_words, cfg.maxlen, cfg.test_size)
+    lengths_all = ds.train.head(cfg.train_size).lengths() + 1  # codes incl. start token
     y_train = y_all[:n_fit]
     if os.environ.get(FAULT_ENV) == "nan-label":
         # Fault injection for reliability tests: one NaN label makes that batch's loss NaN.
@@ -295,7 +301,18 @@ def load_job_data(store: st.RunStore, run_id: str, cfg) -> JobData:
         y_train[len(y_train) // 2] = np.nan
     return JobData(x_all[:n_fit], y_train, lengths_all[:n_fit],
                    (x_all[n_fit:], y_all[n_fit:]) if n_val else None, x_test, y_test,
-                   ds.test.head(cfg.test_size).lengths(), ds.encoder(cfg.top_words, cfg.maxlen))
+                   ds.test.head(cfg.test_size).lengths(), encoder)
+
+
+def ngram_arrays(ds, cfg, n_fit: int) -> tuple[Encoder, np.ndarray]:
+    """An n-gram architecture's encoder (its bigrams counted on the first ``n_fit`` training
+    reviews: never the validation or test reviews) and the padded training rows."""
+    flat, offsets = ds.ragged("train", cfg.top_words, cfg.train_size)
+    bigrams = learn_bigrams(flat[:offsets[n_fit]], offsets[:n_fit + 1], cfg.top_words,
+                            cfg.bigrams)
+    encoder = ds.encoder(cfg.top_words, cfg.maxlen).with_bigrams(
+        ARCHITECTURES[cfg.architecture]["ngrams"], bigrams)
+    return encoder, encoder.encode_ragged(flat, offsets)
 
 
 def predict_test_set(model, cfg, x_test: np.ndarray, use_fast: bool) -> np.ndarray:
@@ -313,9 +330,10 @@ def build_job_model(store: st.RunStore, run_id: str, cfg, data: JobData, phases:
     """Build and compile the model, load fast mode's loops; records what was built.
     Returns (model, fast mode used)."""
     from core import fast
-    from core.models import build_model, compile_model, summary_text
+    from core.models import build_model, compile_model, prepare_model, summary_text
 
     model = compile_model(build_model(cfg), cfg)
+    prepare_model(model, cfg, data.x_train, data.y_train)
     phases.mark("model")
     use_fast, fast_reason = fast.applies(cfg)
     if use_fast:

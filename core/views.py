@@ -73,7 +73,8 @@ def short(text: str, n: int = 60) -> str:
 
 # -- the Train page's form --------------------------------------------------------------------
 
-MODEL_FIELDS = ("embedding_dim", "units", "dropout", "conv_filters", "kernel_size", "pool_size")
+MODEL_FIELDS = ("embedding_dim", "units", "dropout", "conv_filters", "kernel_size", "pool_size",
+                "bigrams")
 DATA_FIELDS = ("top_words", "maxlen", "train_size", "test_size", "validation_split")
 TRAINING_FIELDS = ("optimizer", "learning_rate", "clipnorm", "batch_size", "epochs", "seed",
                    "fast")
@@ -83,7 +84,7 @@ MODEL_SHAPE_FIELDS = ("architecture", "top_words", "maxlen") + MODEL_FIELDS
 FIELD_LABELS = {
     "embedding_dim": "Embedding size", "units": "Recurrent units", "dropout": "Dropout rate",
     "conv_filters": "Conv filters", "kernel_size": "Kernel size", "pool_size": "Pool size",
-    "top_words": "Vocabulary (top words)", "maxlen": "Max review length (maxlen)",
+    "bigrams": "Bigrams kept", "top_words": "Vocabulary (top words)", "maxlen": "Max review length (maxlen)",
     "train_size": "Training reviews (0 = all)", "test_size": "Test reviews (0 = all)",
     "validation_split": "Validation split", "optimizer": "Optimizer",
     "learning_rate": "Learning rate", "clipnorm": "Gradient clip norm (0 = off)",
@@ -97,6 +98,8 @@ FIELD_HELP = {
     "conv_filters": "Number of n-gram detectors in the 1-D convolution.",
     "kernel_size": "Words each convolution filter looks at.",
     "pool_size": "Max-pooling window: the sequence gets this many times shorter.",
+    "bigrams": "The most frequent word pairs of the training reviews (seen twice or more) get "
+               "their own index after the top words; others are ignored.",
     "top_words": "Only the most frequent words keep their own index; the rest become 2 (OOV).",
     "maxlen": "Reviews are cut (at the front) or padded with 0 to this many tokens, "
               "the start token included.",

@@ -39,9 +39,9 @@ def test_clipnorm_reaches_the_optimizer():
 GRID = [
     {"top_words": 5000, "maxlen": 500, "embedding_dim": 32, "units": 100},
     {"top_words": 123, "maxlen": 7, "embedding_dim": 3, "units": 1, "conv_filters": 5,
-     "kernel_size": 5, "pool_size": 3},
+     "kernel_size": 5, "pool_size": 3, "bigrams": 7},
     {"top_words": 20000, "maxlen": 33, "embedding_dim": 17, "units": 9, "conv_filters": 2,
-     "kernel_size": 2, "pool_size": 4},
+     "kernel_size": 2, "pool_size": 4, "bigrams": 100_000},
     {"top_words": 60, "maxlen": 2, "embedding_dim": 1, "units": 7, "conv_filters": 1,
      "kernel_size": 1, "pool_size": 2},
 ]
