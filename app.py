@@ -19,8 +19,9 @@ import os
 
 import streamlit as st
 
+from app_pages import views
 from app_pages.common import board, me, remember, run_store, write_cookie
-from core import access, identity, paths, views
+from core import access, identity, paths
 from core.data import DataError, SourceInfo, resolve_source
 from core.store import QUEUED, RUNNING
 

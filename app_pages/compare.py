@@ -9,8 +9,9 @@ import hashlib
 
 import streamlit as st
 
+from app_pages import views
 from app_pages.common import me, run_store, visible_runs
-from core import access, paths, views
+from core import access, paths
 from core.store import COMPLETED, MODEL_FILE, RunNotFound, RunStore
 
 K = "compare_"  # every session_state key of this page starts with it

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app_pages import views
 from app_pages.common import data_key
-from core import views
 from core.data import DataError, Dataset, load_dataset
 from core.text import readable
 

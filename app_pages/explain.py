@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app_pages import inside_views, views
 from app_pages.common import inference
-from core import inside_views, views
 from core.explain import INSIDE_ARCHITECTURES
 from core.predict import PredictError
 from core.store import RunNotFound

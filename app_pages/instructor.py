@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app_pages import views
 from app_pages.common import board, me, run_store, unlock_instructor
-from core import access, classroom, jobs, paths, views
+from core import access, classroom, jobs, paths
 from core.config import ARCHITECTURES, INT_RANGES
 from core.store import RunNotFound, RunStore
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app_pages import views
 from app_pages.common import me, run_store, visible_runs
-from core import classroom, leaderboard, paths, views
+from core import classroom, leaderboard, paths
 from core.store import COMPLETED
 
 

@@ -7,9 +7,10 @@ import time
 
 import streamlit as st
 
+from app_pages import views
 from app_pages.common import inference, me, run_store, visible_runs
 from app_pages.explain import inside_section, integrated_gradients_section, ngram_inspector
-from core import paths, views
+from core import paths
 from core.predict import PredictError
 from core.store import COMPLETED, RunNotFound
 

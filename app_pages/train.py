@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app_pages import views
 from app_pages.common import board, data_key, me, run_store
-from core import access, classroom, fast, jobs, paths, shapes, views
+from core import access, classroom, fast, jobs, paths, shapes
 from core.config import (
     ARCHITECTURES,
     OPTIMIZERS,

@@ -44,9 +44,9 @@ import common  # noqa: F401 - puts the project root on sys.path
 import psutil
 from stclient import ProtocolError, Tab
 
+from app_pages.views import FIELD_LABELS
 from core import inference, warm
 from core.store import CANCELLED, COMPLETED, DIVERGED, RunStore
-from core.views import FIELD_LABELS
 
 # What the harness looks for on the pages (labels, never widget ids).
 PRESET_LABEL = "seed LSTM"  # the tutorial's LSTM preset button on Train

@@ -1,5 +1,5 @@
 """Plain formatting of durations, percentages and dates: one home for the dashboard
-(core/views.py), the command line (core/cli.py) and the cost guard (core/guard.py).
+(app_pages/views.py), the command line (core/cli.py) and the cost guard (core/guard.py).
 Missing values print as "—" on the pages and "--" in the terminal."""
 
 from __future__ import annotations

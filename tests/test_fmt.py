@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from core import cli, fmt, guard, views
+from app_pages import views
+from core import cli, fmt, guard
 
 
 def test_dashboard_and_terminal_formats():

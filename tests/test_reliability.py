@@ -389,7 +389,7 @@ def test_12_same_config_and_seed_give_the_same_losses(lab, figures):
 
 
 def test_11_model_files_offered_as_uploads_are_refused(tmp_path, figures):
-    from core.views import UPLOAD_MAX_BYTES, UPLOAD_MAX_ROWS, parse_reviews_upload
+    from app_pages.views import UPLOAD_MAX_BYTES, UPLOAD_MAX_ROWS, parse_reviews_upload
 
     marker = tmp_path / "marker.txt"
     evil = tmp_path / "evil.keras"

@@ -1,4 +1,4 @@
-"""core/views.py: the data shaping behind the pages (no Streamlit, no TensorFlow)."""
+"""app_pages/views.py: the data shaping behind the pages (no Streamlit, no TensorFlow)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import views
+from app_pages import views
 from core.config import ARCHITECTURES, COMMON_FIELDS, TrainConfig, preset
 from core.predict import WordAttribution
 from core.text import tokenize
