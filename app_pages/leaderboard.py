@@ -18,7 +18,7 @@ def _group(name: str, frame) -> None:
     st.caption(f"{stats['students']} student{'s' if stats['students'] != 1 else ''} · class "
                f"mean {stats['mean']:.2f} % ± {stats['std']:.2f}"
                + (f" · the tutorial reported {ref:.2f} %" if ref is not None else ""))
-    st.altair_chart(leaderboard.strip_chart(frame, stats), width="stretch")
+    st.altair_chart(views.leaderboard_chart(frame, stats), width="stretch")
     table = frame[["owner", "accuracy", "run_id"]].rename(columns={
         "owner": "Student", "accuracy": "Best test acc (%)", "run_id": "Run id"})
     st.dataframe(table, hide_index=True,

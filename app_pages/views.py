@@ -921,3 +921,27 @@ def predictions_frame(reviews: Sequence[str], results: Mapping[str, Sequence[Map
         df[f"note · {label}"] = ["; ".join(([p["error"]] if p["error"] else [])
                                            + list(p["warnings"])) for p in preds]
     return df
+
+
+# -- the Leaderboard page ---------------------------------------------------------------
+
+def leaderboard_chart(frame: pd.DataFrame, stats: dict[str, Any], height: int = 110
+                ) -> alt.LayerChart:
+    """Each student's best as a point; the class mean ± std as a band and a rule; the
+    tutorial's accuracy as a dashed red rule."""
+    points = alt.Chart(frame).mark_circle(size=90, opacity=0.8).encode(
+        x=alt.X("accuracy:Q", title="best test accuracy (%)", scale=alt.Scale(zero=False)),
+        y=alt.value(height / 2), yOffset=alt.YOffset("owner:N"),
+        tooltip=["owner:N", alt.Tooltip("accuracy:Q", format=".2f"), "run_id:N"])
+    band = pd.DataFrame([{"lo": stats["mean"] - stats["std"], "hi": stats["mean"] + stats["std"],
+                          "mean": stats["mean"]}])
+    layers = [alt.Chart(band).mark_rect(opacity=0.15, color="#3b6fd8").encode(
+                  x="lo:Q", x2="hi:Q"),
+              alt.Chart(band).mark_rule(color="#3b6fd8").encode(
+                  x="mean:Q", tooltip=[alt.Tooltip("mean:Q", title="class mean", format=".2f")]),
+              points]
+    if stats["reference"] is not None:
+        ref = pd.DataFrame([{"tutorial": stats["reference"]}])
+        layers.append(alt.Chart(ref).mark_rule(color="#d23", strokeDash=[6, 4]).encode(
+            x="tutorial:Q", tooltip=[alt.Tooltip("tutorial:Q", title="tutorial reported")]))
+    return alt.layer(*layers).properties(height=height)
