@@ -1,5 +1,5 @@
 """The class leaderboard: each student's best test accuracy per model, the class's spread,
-and the tutorial's number beside it (plain pandas + Altair, for app_pages/leaderboard.py).
+and the tutorial's number beside it (plain pandas; app_pages/views.py draws it).
 
 Runs are grouped by the tutorial preset they equal (``config.preset_of``: same settings but
 name and seed), else by architecture ("LSTM, own settings"). Runs without an owner are not
