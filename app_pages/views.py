@@ -23,7 +23,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from core import fmt
+from core import fields, fmt
 from core.config import ARCHITECTURES, COMMON_FIELDS, FIELD_TYPES, TrainConfig
 from core.predict import ZIP_MAGIC, refuse_model_file
 from core.store import COMPLETED, QUEUED, RUNNING
@@ -73,56 +73,16 @@ def short(text: str, n: int = 60) -> str:
 
 # -- the Train page's form --------------------------------------------------------------------
 
-MODEL_FIELDS = ("embedding_dim", "units", "dropout", "conv_filters", "kernel_size", "pool_size",
-                "bigrams")
-DATA_FIELDS = ("top_words", "maxlen", "train_size", "test_size", "validation_split")
-TRAINING_FIELDS = ("optimizer", "learning_rate", "clipnorm", "batch_size", "epochs", "seed",
-                   "fast")
+# The form's sections, labels, help and float steps: core/fields.py, the one field table.
+MODEL_FIELDS = fields.in_section(fields.MODEL)
+DATA_FIELDS = fields.in_section(fields.DATA)
+TRAINING_FIELDS = fields.in_section(fields.TRAINING)
 # What changes the model's weights and shapes (the model-summary cache key).
 MODEL_SHAPE_FIELDS = ("architecture", "top_words", "maxlen") + MODEL_FIELDS
-
-FIELD_LABELS = {
-    "embedding_dim": "Embedding size", "units": "Recurrent units", "dropout": "Dropout rate",
-    "conv_filters": "Conv filters", "kernel_size": "Kernel size", "pool_size": "Pool size",
-    "bigrams": "Bigrams kept", "top_words": "Vocabulary (top words)", "maxlen": "Max review length (maxlen)",
-    "train_size": "Training reviews (0 = all)", "test_size": "Test reviews (0 = all)",
-    "validation_split": "Validation split", "optimizer": "Optimizer",
-    "learning_rate": "Learning rate", "clipnorm": "Gradient clip norm (0 = off)",
-    "batch_size": "Batch size", "epochs": "Epochs", "seed": "Random seed",
-    "fast": "Fast mode", "name": "Run name",
-}
-FIELD_HELP = {
-    "embedding_dim": "Length of the vector learned for each word.",
-    "units": "Size of the LSTM/GRU state: more units, more capacity and more time.",
-    "dropout": "Fraction of values zeroed during training, against overfitting (0 to <1).",
-    "conv_filters": "Number of n-gram detectors in the 1-D convolution.",
-    "kernel_size": "Words each convolution filter looks at.",
-    "pool_size": "Max-pooling window: the sequence gets this many times shorter.",
-    "bigrams": "The most frequent word pairs of the training reviews (seen twice or more) get "
-               "their own index after the top words; others are ignored.",
-    "top_words": "Only the most frequent words keep their own index; the rest become 2 (OOV).",
-    "maxlen": "Reviews are cut (at the front) or padded with 0 to this many tokens, "
-              "the start token included.",
-    "train_size": "Train on the first N training reviews; 0 uses them all.",
-    "test_size": "Evaluate on the first N test reviews; 0 uses them all.",
-    "validation_split": "Fraction of the training reviews held out to validate after each "
-                        "epoch (0 = no validation curve).",
-    "optimizer": "The update rule; the tutorial uses Adam.",
-    "learning_rate": "Step size of the optimizer (Adam's default is 0.001).",
-    "clipnorm": "Rescale gradients whose norm exceeds this; 0 disables clipping.",
-    "batch_size": "Reviews per gradient step.",
-    "epochs": "Passes over the training reviews.",
-    "seed": "Fixes weight initialisation and shuffling, for repeatable runs.",
-    "fast": "Skip the shared padding exactly where the architecture allows it; "
-            "otherwise Keras trains on padded arrays.",
-    "name": "Shown in tables and charts; defaults to architecture, epochs and batch size.",
-}
-FLOAT_INPUTS = {  # field -> (step, display format)
-    "dropout": (0.05, "%.2f"),
-    "learning_rate": (0.0001, "%.4f"),
-    "clipnorm": (0.1, "%.2f"),
-    "validation_split": (0.05, "%.2f"),
-}
+FIELD_LABELS = {name: f.label for name, f in fields.FIELDS.items() if name != "architecture"}
+FIELD_HELP = {name: f"{f.help} {fields.allowed(f)}".strip()
+              for name, f in fields.FIELDS.items() if name != "architecture"}
+FLOAT_INPUTS = {name: (f.step, f.fmt) for name, f in fields.FIELDS.items() if f.step}
 assert set(DATA_FIELDS + TRAINING_FIELDS) == set(COMMON_FIELDS), "form must show every field"
 assert {f for a in ARCHITECTURES.values() for f in a["uses"]} <= set(MODEL_FIELDS)
 

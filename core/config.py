@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.fields import FIELDS
+
 # Architecture names -> the hyperparameters each one reads (besides the common ones).
 # Kept here rather than in models.py so validation needs no TensorFlow import.
 ARCHITECTURES: dict[str, dict[str, Any]] = {
@@ -82,22 +84,6 @@ COMMON_FIELDS = (
     "validation_split", "train_size", "test_size", "seed", "fast",
 )
 
-# Integer bounds, inclusive: (low, high).
-INT_RANGES: dict[str, tuple[int, int]] = {
-    "top_words": (4, 200_000),
-    "maxlen": (1, 5_000),
-    "embedding_dim": (1, 1_024),
-    "units": (1, 1_024),
-    "conv_filters": (1, 1_024),
-    "kernel_size": (1, 64),
-    "pool_size": (1, 64),
-    "bigrams": (0, 5_000_000),
-    "batch_size": (1, 8_192),
-    "epochs": (1, 200),
-    "train_size": (0, 10_000_000),
-    "test_size": (0, 10_000_000),
-    "seed": (0, 2**31 - 1),
-}
 NAME_MAX_CHARS = 80
 
 
@@ -162,6 +148,11 @@ FIELD_TYPES: dict[str, type] = {
     for f in dataclasses.fields(TrainConfig)
     if f.name != "extra"
 }
+assert set(FIELDS) == set(FIELD_TYPES), "every setting needs its row in core/fields.py"
+# Integer bounds, inclusive: (low, high), from the one field table.
+INT_RANGES: dict[str, tuple[int, int]] = {
+    name: (int(f.low), int(f.high)) for name, f in FIELDS.items()
+    if FIELD_TYPES[name] is int and f.low is not None}
 
 
 class ConfigError(ValueError):
@@ -276,10 +267,9 @@ def validate(cfg: TrainConfig, n_train: int | None = None, n_test: int | None = 
         if (value <= low if low_open else value < low) or (value >= high if high_open else value > high):
             errors.append(f"{name}: {value:g} is out of range ({allowed})")
 
-    check_float("dropout", 0.0, 1.0, False, True)
-    check_float("learning_rate", 0.0, 1000.0, True, False)
-    check_float("clipnorm", 0.0, 1000.0, False, False)
-    check_float("validation_split", 0.0, 0.5, False, True)
+    for name, f in FIELDS.items():
+        if FIELD_TYPES[name] is float and f.low is not None:
+            check_float(name, f.low, f.high, f.open_low, f.open_high)
 
     if not isinstance(cfg.fast, bool):
         errors.append(f"fast: must be true or false, got {cfg.fast!r}")

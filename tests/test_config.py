@@ -6,6 +6,7 @@ import pytest
 
 from core.config import (
     ARCHITECTURES,
+    FIELD_TYPES,
     PRESETS,
     ConfigError,
     TrainConfig,
@@ -16,6 +17,7 @@ from core.config import (
     preset_of,
     validate,
 )
+from core.fields import FIELDS
 
 # (overrides, field that must be named, data sizes (n_train, n_test) or None)
 INVALID = [
@@ -176,3 +178,17 @@ def test_estimate_is_at_the_speed_the_run_trains():
     assert 100 <= cnn.steps_per_review <= 106  # 200 steps, pooled by 2
     default = mean_steps(preset("seed-lstm"), np.array([]))
     assert 0.8 * DEFAULT_MEAN_WORDS < default < 1.05 * DEFAULT_MEAN_WORDS
+
+
+@pytest.mark.parametrize("name", [n for n, f in FIELDS.items() if f.low is not None])
+def test_the_field_table_bounds_every_value(name):
+    """core/fields.py is the one place a field's range is written: validation refuses just
+    outside it, and the form's help states it."""
+    from app_pages.views import FIELD_HELP
+
+    f = FIELDS[name]
+    above = f.high + 1 if FIELD_TYPES[name] is int else f.high * 1.5
+    below = f.low - 1 if FIELD_TYPES[name] is int else f.low - 0.5
+    for value in (above, below):
+        assert any(e.startswith(f"{name}:") for e in validate(load_config({name: value})))
+    assert "Allowed:" in FIELD_HELP[name]
