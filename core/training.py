@@ -19,10 +19,17 @@ from typing import Any
 
 import numpy as np
 
-from core import store as st
 from core.config import ARCHITECTURES, check
 from core.data import load_dataset
 from core.evaluate import evaluate
+from core.store import (
+    CANCELLED,
+    COMPLETED,
+    DIVERGED,
+    HEARTBEAT_S,
+    PARTIAL_MODEL_FILE,
+    RunStore,
+)
 from core.text import Encoder, learn_bigrams
 
 FLUSH_EVERY_S = 0.5  # batch metrics are buffered and written at most twice a second
@@ -65,13 +72,13 @@ class Progress:
 class Heartbeat(threading.Thread):
     """Writes heartbeat + progress every HEARTBEAT_S while the worker lives."""
 
-    def __init__(self, store: st.RunStore, run_id: str, progress: Progress):
+    def __init__(self, store: RunStore, run_id: str, progress: Progress):
         super().__init__(daemon=True, name="heartbeat")
         self.store, self.run_id, self.progress = store, run_id, progress
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        while not self.stopped.wait(st.HEARTBEAT_S):
+        while not self.stopped.wait(HEARTBEAT_S):
             try:
                 self.store.heartbeat(self.run_id, self.progress.snapshot())
             except Exception:  # noqa: BLE001 - a missed beat must never kill training
@@ -89,7 +96,7 @@ def _keras_callback_base():
     return keras.callbacks.Callback
 
 
-def make_store_callback(store: st.RunStore, run_id: str, progress: Progress,
+def make_store_callback(store: RunStore, run_id: str, progress: Progress,
                         steps_per_epoch: int, epochs: int, batch_size: int, n_train: int):
     """The live-metrics callback. Keras 3 passes epoch-running means in batch ``logs``;
     the batch's own loss/accuracy is recovered exactly from consecutive means."""
@@ -104,7 +111,7 @@ def make_store_callback(store: st.RunStore, run_id: str, progress: Progress,
             self.t_epoch = 0.0
             self.epoch = 0
             self.prev_mean: dict[str, float] = {}
-            self.outcome: str | None = None  # "cancelled" | "diverged"
+            self.outcome: str | None = None  # CANCELLED | DIVERGED
             self.diverged_at: dict[str, int] | None = None
             self.epoch_times: list[float] = []
             self.first_batch_at: float | None = None  # monotonic, for the run's phases
@@ -152,13 +159,13 @@ def make_store_callback(store: st.RunStore, run_id: str, progress: Progress,
                             eta_s=elapsed / done * (total - done))
             loss = logs.get("loss")
             if loss is not None and not math.isfinite(float(loss)):
-                self.outcome = "diverged"
+                self.outcome = DIVERGED
                 self.diverged_at = {"epoch": self.epoch + 1, "batch": batch + 1, "step": step}
                 self.model.stop_training = True
                 self.flush()
                 return
             if store.cancel_requested(run_id) and os.environ.get(FAULT_ENV) != "deaf":
-                self.outcome = "cancelled"
+                self.outcome = CANCELLED
                 self.model.stop_training = True
                 self.flush()
                 return
@@ -184,7 +191,7 @@ def make_store_callback(store: st.RunStore, run_id: str, progress: Progress,
     return StoreCallback()
 
 
-def make_probe_callback(store: st.RunStore, run_id: str, probes_x: np.ndarray,
+def make_probe_callback(store: RunStore, run_id: str, probes_x: np.ndarray,
                         steps_per_epoch: int):
     """Re-scores the user's probe sentences at every epoch end (and before training)."""
     Callback = _keras_callback_base()
@@ -275,7 +282,7 @@ class JobData:
     encoder: Encoder
 
 
-def load_job_data(store: st.RunStore, run_id: str, cfg) -> JobData:
+def load_job_data(store: RunStore, run_id: str, cfg) -> JobData:
     """Load and pad the run's data (recording the source in the run's environment)."""
     ds = load_dataset()
     check(cfg, len(ds.train), len(ds.test))
@@ -326,7 +333,7 @@ def predict_test_set(model, cfg, x_test: np.ndarray, use_fast: bool) -> np.ndarr
     return np.asarray(model.predict(x_test, batch_size=PREDICT_BATCH, verbose=0)).ravel()
 
 
-def build_job_model(store: st.RunStore, run_id: str, cfg, data: JobData, phases: Phases):
+def build_job_model(store: RunStore, run_id: str, cfg, data: JobData, phases: Phases):
     """Build and compile the model, load fast mode's loops; records what was built.
     Returns (model, fast mode used)."""
     from core import fast
@@ -357,7 +364,7 @@ def train_model(cfg, model, use_fast: bool, data: JobData, callbacks: list) -> N
                   validation_data=data.val, callbacks=callbacks, verbose=0, shuffle=True)
 
 
-def make_callbacks(store: st.RunStore, run, progress: Progress, data: JobData) -> list:
+def make_callbacks(store: RunStore, run, progress: Progress, data: JobData) -> list:
     """The live-metrics callback first, then the probe scorer if the run has probes."""
     cfg, n_fit = run.config, len(data.x_train)
     steps = math.ceil(n_fit / cfg.batch_size)
@@ -369,7 +376,7 @@ def make_callbacks(store: st.RunStore, run, progress: Progress, data: JobData) -
     return callbacks
 
 
-def run_training(store: st.RunStore, run_id: str, progress: Progress) -> str:
+def run_training(store: RunStore, run_id: str, progress: Progress) -> str:
     """Train, evaluate and save one run; returns its final status. Raises on failure
     (the worker records the traceback)."""
     run = store.get(run_id, reap=False)
@@ -389,7 +396,7 @@ def run_training(store: st.RunStore, run_id: str, progress: Progress) -> str:
     callbacks = make_callbacks(store, run, progress, data)
     cb = callbacks[0]
     if store.cancel_requested(run_id):
-        return st.CANCELLED
+        return CANCELLED
 
     t0 = time.monotonic()
     train_model(cfg, model, use_fast, data, callbacks)
@@ -399,11 +406,11 @@ def run_training(store: st.RunStore, run_id: str, progress: Progress) -> str:
     phases.mark("training")
     store.update_results(run_id, train_seconds=train_seconds, epoch_seconds=cb.epoch_times,
                          phases=phases.seconds)
-    if cb.outcome == "diverged":
+    if cb.outcome == DIVERGED:
         store.update_results(run_id, diverged_at=cb.diverged_at)
-        return st.DIVERGED
-    if cb.outcome == "cancelled":
-        return st.CANCELLED
+        return DIVERGED
+    if cb.outcome == CANCELLED:
+        return CANCELLED
     return finish_run(store, run_id, cfg, model, use_fast, data, cb, progress, phases)
 
 
@@ -419,7 +426,7 @@ def finish_run(store, run_id, cfg, model, use_fast: bool, data: JobData, cb,
     phases.mark("evaluation")
 
     progress.update(stage="saving model")
-    partial = store.run_dir(run_id) / st.PARTIAL_MODEL_FILE
+    partial = store.run_dir(run_id) / PARTIAL_MODEL_FILE
     model.save(partial)
     os.replace(partial, store.model_path(run_id))
     results["model_bytes"] = store.model_path(run_id).stat().st_size
@@ -427,8 +434,8 @@ def finish_run(store, run_id, cfg, model, use_fast: bool, data: JobData, cb,
     phases.mark("saving")
     store.update_results(run_id, phases=phases.seconds, **results)
     progress.update(stage="done", eta_s=0)
-    return st.COMPLETED
+    return COMPLETED
 
 
-def load_encoder(store: st.RunStore, run_id: str) -> Encoder:
+def load_encoder(store: RunStore, run_id: str) -> Encoder:
     return Encoder.load(store.encoder_path(run_id))

@@ -23,10 +23,10 @@ def test_predict_shows_integrated_gradients_and_inside_the_lstm(lab_with_run):
 def test_an_ngram_model_shows_its_bigrams_and_no_integrated_gradients(lab):
     from conftest import tiny_config, wait_for
     from core import jobs
-    from core import store as st
+    from core.store import COMPLETED
 
     run_id = jobs.submit(lab, tiny_config(architecture="nbsvm-bigram", maxlen=80, bigrams=300))
-    assert wait_for(lab, run_id).status == st.COMPLETED
+    assert wait_for(lab, run_id).status == COMPLETED
     at = score(open_page("predict"), "a wonderful film, a wonderful cast")
     assert "This model also reads word pairs" in texts(at.caption)
     assert "Integrated gradients are not available" in texts(at.info)

@@ -130,14 +130,14 @@ def test_typed_reviews_are_scored_occluded_and_inspected_with_their_bigrams(mode
 def test_a_tiny_ngram_run_through_the_worker(lab, arch):
     from conftest import tiny_config, wait_for
     from core import jobs
-    from core import store as st
     from core.data import load_dataset
     from core.predict import Predictor
+    from core.store import COMPLETED
 
     cfg = tiny_config(architecture=arch, maxlen=80, bigrams=300, epochs=2)
     run_id = jobs.submit(lab, cfg, probes=["a wonderful film"])
     run = wait_for(lab, run_id)
-    assert run.status == st.COMPLETED, run.error
+    assert run.status == COMPLETED, run.error
     assert run.results["fast"] is False and "plain Keras fit" in run.results["fast_reason"]
     enc = Encoder.load(lab.encoder_path(run_id))
     ds = load_dataset()

@@ -16,10 +16,20 @@ import pytest
 
 from conftest import tiny_config, wait_for
 from core import jobs
-from core import store as st
 from core.config import ConfigError
 from core.paths import PROJECT_ROOT
 from core.predict import PredictError, Predictor
+from core.store import (
+    CANCELLED,
+    COMPLETED,
+    DIVERGED,
+    FAILED,
+    HEARTBEAT_S,
+    INTERRUPTED,
+    PARTIAL_MODEL_FILE,
+    RUNNING,
+    RunStore,
+)
 from test_config import INVALID
 
 # A job that stays mid-epoch: 1,000 reviews in batches of 8 (125 per epoch), each batch
@@ -28,7 +38,7 @@ from test_config import INVALID
 LONG = {"epochs": 20, "train_size": 1000, "batch_size": 8, "validation_split": 0.0}
 
 
-def batch_steps(store: st.RunStore, run_id: str) -> list[int]:
+def batch_steps(store: RunStore, run_id: str) -> list[int]:
     return [r["step"] for r in store.metrics(run_id, "batch") if r["name"] == "loss"]
 
 
@@ -39,22 +49,22 @@ def test_01_killed_worker(lab, slow_batches, figures):
     written = len(batch_steps(lab, victim))
     os.kill(run.pid, signal.SIGKILL)
     t_kill = time.monotonic()
-    while lab.get(victim).status == st.RUNNING:  # anyone looking (here: this poll loop)
+    while lab.get(victim).status == RUNNING:  # anyone looking (here: this poll loop)
         jobs.refresh(lab)
         time.sleep(0.05)
     detect_s = time.monotonic() - t_kill
     killed = lab.get(victim)
-    assert killed.status == st.INTERRUPTED and "worker process stopped" in killed.error
-    assert detect_s <= 2 * st.HEARTBEAT_S
+    assert killed.status == INTERRUPTED and "worker process stopped" in killed.error
+    assert detect_s <= 2 * HEARTBEAT_S
     assert lab.integrity_ok()
     steps = batch_steps(lab, victim)
     assert len(steps) >= written and steps == list(range(1, len(steps) + 1))
-    assert not (lab.run_dir(victim) / st.PARTIAL_MODEL_FILE).exists()
+    assert not (lab.run_dir(victim) / PARTIAL_MODEL_FILE).exists()
     assert not lab.model_path(victim).exists()
     nxt = wait_for(lab, follower)
-    assert nxt.status == st.COMPLETED, nxt.error
+    assert nxt.status == COMPLETED, nxt.error
     figures["01_killed_worker"] = {"detected_after_s": round(detect_s, 3),
-                                   "heartbeat_s": st.HEARTBEAT_S, "rows_before_kill": written,
+                                   "heartbeat_s": HEARTBEAT_S, "rows_before_kill": written,
                                    "rows_kept": len(steps), "integrity": "ok",
                                    "next_job": nxt.status}
 
@@ -167,7 +177,7 @@ def test_02_03_killed_server_and_ten_reloads_in_chromium(lab, monkeypatch, tmp_p
                 else:
                     page.goto(base + "/train")  # a fresh visit: the newest active run
                 _attached(tb, page, name)
-                if f"run={a}" in page.url and lab.get(a).status == st.RUNNING:
+                if f"run={a}" in page.url and lab.get(a).status == RUNNING:
                     reattached += 1
                 rows_at.append(len(batch_steps(lab, a)))
             reload_s = time.monotonic() - t0
@@ -191,8 +201,8 @@ def test_02_03_killed_server_and_ten_reloads_in_chromium(lab, monkeypatch, tmp_p
             page.goto(f"{base}/train?run={a}")
             _attached(tb, page, name)
             attach_s = time.monotonic() - t_kill
-            fresh = st.RunStore(lab.home)
-            assert fresh.get(a).status == st.RUNNING and fresh.queue_position(b) == 1
+            fresh = RunStore(lab.home)
+            assert fresh.get(a).status == RUNNING and fresh.queue_position(b) == 1
             shown: list[int] = []
             deadline = time.monotonic() + 60
             while len(set(shown) - {None}) < 2:  # the live view redraws with new batches
@@ -202,7 +212,7 @@ def test_02_03_killed_server_and_ten_reloads_in_chromium(lab, monkeypatch, tmp_p
             live = [n for n in shown if n is not None]
             assert live == sorted(live)
             run = wait_for(fresh, a, timeout=WATCHED_BATCHES * RELOAD_SLOW_S * 3)
-            assert run.status == st.COMPLETED, run.error
+            assert run.status == COMPLETED, run.error
             page.get_by_text("Completed: test accuracy").first.wait_for(timeout=30_000)
             assert page.locator("[data-testid='stException']").count() == 0
             assert problems == []
@@ -211,7 +221,7 @@ def test_02_03_killed_server_and_ten_reloads_in_chromium(lab, monkeypatch, tmp_p
         assert steps == list(range(1, WATCHED_BATCHES + 1))  # every batch, in order
         assert fresh.metric_count(a, "batch") == 2 * WATCHED_BATCHES  # loss and accuracy
         queued = wait_for(fresh, b)
-        assert queued.status == st.COMPLETED, queued.error
+        assert queued.status == COMPLETED, queued.error
         assert {r.id for r in fresh.list_runs()} == {a, b} and fresh.integrity_ok()
         figures["02_killed_server"] = {
             "killed_at_batch": rows_at_kill, "restart_s": round(restart_s, 1),
@@ -230,7 +240,7 @@ def test_04_cancel_within_one_batch(lab, slow_batches, figures):
     t_req = time.time()  # the request is stored: from here the worker can see it
     jobs.dispatch(lab)
     run = wait_for(lab, run_id)
-    assert run.status == st.CANCELLED
+    assert run.status == CANCELLED
     after = [r for r in lab.metrics(run_id, "batch") if r["name"] == "loss" and r["t"] > t_req]
     assert len(after) <= 1  # at most the batch that was under way
     proc_gone = not psutil.pid_exists(run.pid)
@@ -253,7 +263,7 @@ def test_05_queue_of_ten_runs_in_order(lab, figures):
     positions = [lab.queue_position(i) for i in ids]
     assert positions[0] is None and positions[1:] == list(range(1, 10))
     runs = [wait_for(lab, i, timeout=600) for i in ids]
-    assert all(r.status == st.COMPLETED for r in runs), [r.error for r in runs]
+    assert all(r.status == COMPLETED for r in runs), [r.error for r in runs]
     starts = [r.started_at for r in runs]
     assert starts == sorted(starts)
     for prev, nxt in zip(runs, runs[1:]):
@@ -294,10 +304,10 @@ def test_08_resource_guard_refuses_and_oom_is_recorded(lab, monkeypatch, figures
     monkeypatch.setenv("LAB_WORKER_MEMORY_GB", "3")
     run_id = jobs.submit(lab, tiny_config(top_words=200_000, embedding_dim=1024))
     run = wait_for(lab, run_id)
-    assert run.status == st.FAILED and run.error.startswith("out of memory")
+    assert run.status == FAILED and run.error.startswith("out of memory")
     monkeypatch.delenv("LAB_WORKER_MEMORY_GB")
     ok = wait_for(lab, jobs.submit(lab, tiny_config()))  # the server carries on
-    assert ok.status == st.COMPLETED
+    assert ok.status == COMPLETED
     figures["08_resource_guard"] = {"slow_refused": slow.value.errors[0][:90],
                                     "memory_refused": big.value.errors[0][:90],
                                     "oom_status": run.status, "next_job": ok.status}
@@ -306,7 +316,7 @@ def test_08_resource_guard_refuses_and_oom_is_recorded(lab, monkeypatch, figures
 def test_09_divergence_within_one_batch(lab, monkeypatch, figures):
     monkeypatch.setenv("LAB_FAULT", "nan-label")
     run = wait_for(lab, jobs.submit(lab, tiny_config(epochs=3)))
-    assert run.status == st.DIVERGED
+    assert run.status == DIVERGED
     rows = [r for r in lab.metrics(run.id, "batch") if r["name"] == "loss"]
     first_bad = next(i for i, r in enumerate(rows) if r["value"] is None)
     assert first_bad == len(rows) - 1 and rows[-1]["step"] == run.results["diverged_at"]["step"]
@@ -381,7 +391,7 @@ def test_12_same_config_and_seed_give_the_same_losses(lab, figures):
     ids = [jobs.submit(lab, tiny_config(epochs=2, seed=11)) for _ in range(2)]
     losses = []
     for run_id in ids:
-        assert wait_for(lab, run_id).status == st.COMPLETED
+        assert wait_for(lab, run_id).status == COMPLETED
         losses.append([r["value"] for r in lab.metrics(run_id, "train") if r["name"] == "loss"])
     diff = max(abs(a - b) for a, b in zip(*losses))
     assert diff == 0.0
