@@ -11,6 +11,7 @@ from app_pages.common import board, data_key, me, run_store
 from core import access, classroom, fast, jobs, paths, shapes
 from core.config import (
     ARCHITECTURES,
+    BEYOND_PRESETS,
     OPTIMIZERS,
     PRESETS,
     REPORTED_ACCURACY,
@@ -289,6 +290,13 @@ def _presets(limits) -> list[str]:
                    args=(name,), width="stretch",
                    help=f"Fills the form with the tutorial's {PRESETS[name]['name']} "
                         f"({REPORTED_ACCURACY[name]:.2f} % reported test accuracy)")
+    beyond = [p for p in BEYOND_PRESETS if preset(p).architecture in allowed]
+    if beyond:
+        st.caption("… or from a bag-of-n-grams baseline (see README, Presets):")
+        for col, name in zip(st.columns(max(1, len(beyond))), beyond):
+            col.button(BEYOND_PRESETS[name]["name"], key=K + "preset_" + name,
+                       on_click=_fill_preset, args=(name,), width="stretch",
+                       help=f"Fills the form with the {name} preset (plain Keras fit).")
     return allowed
 
 

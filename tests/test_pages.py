@@ -384,3 +384,12 @@ def test_the_sidebar_lists_a_short_queue(lab):
     finally:
         for run_id in ids:
             jobs.cancel(lab, run_id)
+
+
+def test_the_ngram_presets_fill_the_form(lab):
+    """The baselines beyond the tutorial have buttons too; one fills its architecture."""
+    at = open_page("train")
+    at.button(key="train_preset_nbsvm-bigram").click().run()
+    assert_clean(at)
+    assert at.selectbox(key="train_architecture").value == "nbsvm-bigram"
+    assert at.number_input(key="train_bigrams").value == 400_000
