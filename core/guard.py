@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from core import fmt
 from core.config import ConfigError, TrainConfig
 
 # All times below: seconds on the 2-core build machine, calibrated 2026-11-30 with
@@ -101,19 +102,11 @@ class Estimate:
         return "fast mode" if self.fast else "plain Keras"
 
     def describe(self) -> str:
-        return (f"about {_fmt_time(self.seconds)} ({_fmt_time(self.seconds_per_epoch)} per epoch "
+        return (f"about {fmt.seconds_rough(self.seconds)} ({fmt.seconds_rough(self.seconds_per_epoch)} per epoch "
                 f"at {self.speed} speed, plus "
                 f"~{self.other_seconds:.0f} s to start, "
                 "trace, test and save) and "
                 f"{self.memory_bytes / 2**30:.1f} GiB of memory")
-
-
-def _fmt_time(s: float) -> str:
-    if s < 90:
-        return f"{s:.0f} s"
-    if s < 5400:
-        return f"{s / 60:.0f} min"
-    return f"{s / 3600:.1f} h"
 
 
 def _recurrent_flops(cfg: TrainConfig, n_in: int, gates: int) -> float:
@@ -268,8 +261,8 @@ def check_budget(cfg: TrainConfig, n_train: int | None = None, n_test: int | Non
     max_s, max_bytes = budgets()
     errors = []
     if est.seconds > max_s:
-        errors.append(f"estimated training time {_fmt_time(est.seconds)} exceeds this server's "
-                      f"budget of {_fmt_time(max_s)} (fewer epochs, a smaller train_size or "
+        errors.append(f"estimated training time {fmt.seconds_rough(est.seconds)} exceeds this server's "
+                      f"budget of {fmt.seconds_rough(max_s)} (fewer epochs, a smaller train_size or "
                       "fewer units)")
     if est.memory_bytes > max_bytes:
         errors.append(f"estimated memory {est.memory_bytes / 2**30:.1f} GiB exceeds this "

@@ -17,7 +17,15 @@ def test_dashboard_and_terminal_formats():
     assert fmt.pct(0.8748, 1) == "87.5 %" and fmt.date(None) == "—"
 
 
-def test_rough_estimates_match_the_guard():
-    """guard._fmt_time (core/guard.py, edited elsewhere) is to become fmt.seconds_rough."""
-    for s in (0.0, 12.3, 89.9, 90, 600, 5399, 5400, 86_400 * 3):
-        assert fmt.seconds_rough(s) == guard._fmt_time(s), s
+def guard_config():
+    from core.config import preset
+
+    return preset("seed-lstm", train_size=2000, epochs=1)
+
+
+def test_rough_estimates_as_the_guard_prints_them():
+    """The guard's estimates and budgets are rounded to what an estimate can promise."""
+    got = [fmt.seconds_rough(s) for s in (0.0, 12.3, 89.9, 90, 600, 5399, 5400, 86_400 * 3)]
+    assert got == ["0 s", "12 s", "90 s", "2 min", "10 min", "90 min", "1.5 h", "72.0 h"]
+    assert fmt.seconds_rough(guard.estimate(guard_config()).seconds) in \
+        guard.estimate(guard_config()).describe()
