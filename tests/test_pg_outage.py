@@ -15,7 +15,8 @@ from pgserver import PgServer, missing_reason
 
 pytestmark = pytest.mark.slow
 
-# Long enough to be mid-training when the server stops (tiny epochs take a fraction of a s).
+# 480 batches, each slowed by the slow_batches fault (0.05 s): still training when the
+# server stops and when it comes back, however fast the kernels are.
 LONG = dict(epochs=60, train_size=256, validation_split=0.0)
 
 
@@ -31,7 +32,7 @@ def pg():
 
 
 @pytest.fixture
-def pg_lab(lab, pg, monkeypatch):
+def pg_lab(lab, pg, monkeypatch, slow_batches):
     monkeypatch.setenv("LAB_DB_URL", pg.new_database("outage"))
     store = RunStore(lab.home)
     yield store
