@@ -72,6 +72,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def server_command(port: int) -> list[str]:
+    """``streamlit run app.py`` as a user runs it, headless on a loopback port."""
+    return [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+            "--server.port", str(port), "--server.address", "127.0.0.1",
+            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+
+
 @pytest.fixture
 def server(tmp_path):
     """``streamlit run app.py`` on a free port with its own LAB_HOME and the demo data;
@@ -84,9 +91,7 @@ def server(tmp_path):
            "TF_CPP_MIN_LOG_LEVEL": "2"}
     log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        server_command(port),
         cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True)
     base = f"http://127.0.0.1:{port}"

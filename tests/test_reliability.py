@@ -99,9 +99,7 @@ def _start_server(tb, home, log_path) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "LAB_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "2"}
     log = open(log_path, "wb")  # noqa: SIM115 - the server writes it until killed
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        tb.server_command(port),
         cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True)
     log.close()
