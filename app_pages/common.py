@@ -10,6 +10,7 @@ import os
 
 import streamlit as st
 
+from app_pages.live_charts import ChartCache
 from core import access, classroom, identity, paths
 from core.board import Board
 from core.inference import InferenceClient
@@ -29,6 +30,12 @@ def run_store(home: str) -> RunStore:
 def board(home: str) -> Board:
     """One job board per lab home: every session's fragments read its one shared poll."""
     return Board(run_store(home))
+
+
+@st.cache_resource(show_spinner=False)
+def live_charts(home: str) -> ChartCache:
+    """One cache of the live view's charts per lab home, fed by the job board."""
+    return ChartCache(board(home))
 
 
 @st.cache_resource(show_spinner=False)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app_pages import views
-from app_pages.common import board, data_key, me, run_store
+from app_pages.common import board, data_key, live_charts, me, run_store
 from core import access, classroom, fast, jobs, paths, shapes
 from core.config import (
     ARCHITECTURES,
@@ -61,14 +61,6 @@ def _field(name: str) -> None:
         st.number_input(label, key=key, step=step, format=fmt, help=help_)
 
 
-@st.cache_data(max_entries=256, show_spinner=False)
-def _spec(version: tuple, chart: str, _build) -> dict:
-    """A live view's epoch or probe chart as a Vega-Lite spec, built once per server for each
-    new set of rows (``version``: run id and row count) instead of once per watching tab per
-    second (Altair spends 20-50 ms building and validating a spec here)."""
-    return _build().to_dict()
-
-
 def _live(home: str, run_id: str, shown: str) -> None:
     """One run's state, curves and probes; a fragment redrawn every POLL_S while it runs,
     every QUEUED_POLL_S while it waits (only its place in the queue changes), never once it
@@ -87,8 +79,6 @@ def _live(home: str, run_id: str, shown: str) -> None:
     st.progress(frac, text=text)
     _outcome(run)
     _live_curves(home, run)
-    if run.probes:
-        _live_probes(home, run)
 
 
 def _live_header(home: str, run) -> None:
@@ -117,46 +107,28 @@ def _live_header(home: str, run) -> None:
 
 
 def _live_curves(home: str, run) -> None:
-    """Batch curves (from this session's buffer, fed the new rows) and epoch curves."""
-    jobs_board = board(home)
-    buffers = st.session_state.setdefault(K + "curves", {})
-    curves = buffers.get(run.id) or views.CurveBuffer()
-    st.session_state[K + "curves"] = {run.id: curves}  # only the shown run is kept
-    curves.feed(jobs_board.metrics(run.id, "batch", after_id=curves.after_id))
-    epochs = views.epoch_frame(jobs_board.metrics(run.id, "train")
-                               + jobs_board.metrics(run.id, "val"))
-    pname = preset_of(run.config)
-    ref = REPORTED_ACCURACY[pname] / 100 if pname else None
-    ref_label = f"tutorial's test accuracy {REPORTED_ACCURACY[pname]:.2f} %" if pname else ""
-
-    if curves.points() == 0 and epochs.empty:
+    """Batch curves and epoch curves, built once per server for every watching tab."""
+    charts = live_charts(home).charts(run)
+    if charts.batch_loss is None and charts.epoch_loss is None:
         st.caption("Curves appear with the first batches.")
         return
-    batch = curves.frame()
-    c1, c2 = st.columns(2)
-    c1.vega_lite_chart(spec=views.batch_spec(batch, "loss"), width="stretch")
-    c2.vega_lite_chart(spec=views.batch_spec(batch, "accuracy"), width="stretch")
+    if charts.batch_loss is not None:
+        c1, c2 = st.columns(2)
+        c1.vega_lite_chart(spec=charts.batch_loss, width="stretch")
+        c2.vega_lite_chart(spec=charts.batch_accuracy, width="stretch")
     c3, c4 = st.columns(2)
-    if epochs.empty:
+    if charts.epoch_loss is None:
         c3.caption("Epoch curves appear at the end of the first epoch.")
     else:
-        version = (run.id, len(epochs))
-        c3.vega_lite_chart(spec=_spec(version, "loss", lambda: views.epoch_chart(
-            epochs, "loss")), width="stretch")
-        c4.vega_lite_chart(spec=_spec(version, "accuracy", lambda: views.epoch_chart(
-            epochs, "accuracy", ref, ref_label)), width="stretch")
-    st.caption(f"{curves.rows_read // 2:,} batches read; each line is drawn from at most "
-               f"{views.MAX_POINTS} points (bins of {curves.width} batches).")
-
-
-def _live_probes(home: str, run) -> None:
-    """The probe sentences' scores, epoch by epoch."""
-    probes = views.probe_frame(board(home).metrics(run.id, "probe"), run.probes)
-    if probes.empty:
-        st.caption("Probe sentences are scored before training and after every epoch.")
-    else:
-        st.vega_lite_chart(spec=_spec((run.id, len(probes)), "probes",
-                                      lambda: views.probe_chart(probes)), width="stretch")
+        c3.vega_lite_chart(spec=charts.epoch_loss, width="stretch")
+        c4.vega_lite_chart(spec=charts.epoch_accuracy, width="stretch")
+    st.caption(f"{charts.batches_read:,} batches read; each line is drawn from at most "
+               f"{views.MAX_POINTS} points (bins of {charts.bin_width} batches).")
+    if run.probes:
+        if charts.probes is None:
+            st.caption("Probe sentences are scored before training and after every epoch.")
+        else:
+            st.vega_lite_chart(spec=charts.probes, width="stretch")
 
 
 def _outcome(run) -> None:

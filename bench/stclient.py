@@ -52,6 +52,7 @@ class Tab:
         self.elements: dict[tuple[int, ...], tuple[str, object]] = {}  # path -> (run, el)
         self.run_id = ""  # script run whose deltas are arriving
         self.page_hash = ""
+        self.finished_page = ""  # the page of the last full run that finished
         self.pages: dict[str, str] = {}  # url path -> page script hash
         self.query = ""
         self.widgets: dict[str, WidgetState] = {}  # values this tab set, resent each rerun
@@ -130,6 +131,7 @@ class Tab:
     def _finished(self, status: int) -> None:
         if status == FINISHED:
             self.full_runs += 1
+            self.finished_page = self.page_hash
             # Stale elements (not redrawn by this run) leave the screen, as in the frontend.
             self.elements = {p: (r, e) for p, (r, e) in self.elements.items()
                              if r == self.run_id}
@@ -173,11 +175,13 @@ class Tab:
         msg.rerun_script.CopyFrom(cs)
         await self.ws.send(msg.SerializeToString())
 
-    async def _await_run(self, send, timeout: float) -> None:
-        """Send a rerun request and wait for the next full run to finish."""
+    async def _await_run(self, send, timeout: float, page_hash: str | None = None) -> None:
+        """Send a rerun request and wait for the next full run (of ``page_hash``, when
+        given: a run of the old page may still end after the request left) to finish."""
         before = self.full_runs
         await send
-        await self.until(lambda: self.full_runs > before, timeout, "the script run")
+        await self.until(lambda: self.full_runs > before and page_hash in (
+            None, self.finished_page), timeout, "the script run")
 
     async def until(self, cond: Callable[[], object], timeout: float, what: str) -> object:
         """Wait (on script runs ending) until ``cond()`` is truthy; returns its value."""
@@ -224,7 +228,8 @@ class Tab:
         self.elements.clear()
         self.widgets.clear()  # the old page's widgets are gone
         self.query = query
-        await self._await_run(self._send(page_hash=self.pages[page]), timeout)
+        target = self.pages[page]
+        await self._await_run(self._send(page_hash=target), timeout, target)
 
     # -- what is on screen --------------------------------------------------------------
     def shown(self, kind: str) -> list:

@@ -15,6 +15,7 @@ worker loses nothing already written.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -195,6 +196,48 @@ def worker_alive(pid: int | None, pid_started: float | None, host: str | None,
     return heartbeat_at is not None and now - heartbeat_at < STALE_S
 
 
+POOL_IDLE_MAX = 8  # idle connections a process keeps for its next threads
+
+
+class _Pool:
+    """Idle connections of one process (appends and pops are atomic)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.idle: collections.deque = collections.deque()
+
+    def close_all(self) -> None:
+        while self.idle:
+            with contextlib.suppress(Exception):
+                self.idle.pop().close()
+
+
+class _Lease:
+    """A connection held by one thread; back in the pool when the thread (and with it the
+    thread-local holding this lease) is gone."""
+
+    def __init__(self, pool: _Pool, connect) -> None:
+        self.pool, self.pid = pool, os.getpid()
+        try:
+            self.conn = pool.idle.pop()
+        except IndexError:
+            self.conn = connect()
+
+    def release(self, close: bool = False) -> None:
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        if close or os.getpid() != self.pid or len(self.pool.idle) >= POOL_IDLE_MAX \
+                or getattr(conn, "in_transaction", False) or getattr(conn, "in_tx", False):
+            with contextlib.suppress(Exception):
+                conn.close()
+        else:
+            self.pool.idle.append(conn)
+
+    def __del__(self) -> None:
+        self.release()
+
+
 class RunStore:
     """All runs of one LAB_HOME. Safe to use from many threads and processes."""
 
@@ -219,19 +262,29 @@ class RunStore:
 
     # -- connection ------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            if self.db_url:
-                conn = dbapi.connect_postgres(self.db_url)
-                self._local.conn, self._local.pid = conn, os.getpid()
-                return conn
-            conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_MS / 1000,
-                                   isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn, self._local.pid = conn, os.getpid()
+        """This thread's connection. A web server runs every script and fragment rerun in a
+        new thread: a connection (a PostgreSQL backend, or SQLite's open and pragmas) per
+        rerun cost more than the queries, so a thread's connection goes back to a pool when
+        the thread ends, for the next one."""
+        lease = getattr(self._local, "lease", None)
+        if lease is None or lease.pid != os.getpid():
+            lease = self._local.lease = _Lease(self._pool(), self._connect)
+        return lease.conn
+
+    def _pool(self) -> _Pool:
+        if getattr(self, "_idle", None) is None or self._idle.pid != os.getpid():
+            self._idle = _Pool()  # after a fork: the parent's connections are not ours
+        return self._idle
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.db_url:
+            return dbapi.connect_postgres(self.db_url)
+        conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_MS / 1000,
+                               isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
     @contextmanager
@@ -248,10 +301,13 @@ class RunStore:
         conn.execute("COMMIT")
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        """Close this thread's connection and the idle ones."""
+        lease = getattr(self._local, "lease", None)
+        if lease is not None:
+            self._local.lease = None
+            lease.release(close=True)
+        if getattr(self, "_idle", None) is not None:
+            self._idle.close_all()
 
     # -- files -----------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:

@@ -202,3 +202,34 @@ def test_sqlite_only_statements_a_later_change_may_add_run_on_both(tmp_path, bac
     if backend == "postgresql":
         db.execute("ALTER TABLE kv ADD COLUMN owner TEXT")  # a re-run migration: a no-op
     assert [r["owner"] for r in db.execute("SELECT owner FROM kv").fetchall()] == [None]
+
+
+def test_a_thread_hands_its_connection_to_the_next(tmp_path):
+    """The web server runs every fragment rerun in a new thread: each must not open (and
+    on PostgreSQL, fork a backend for) a connection of its own, and two threads at once
+    must never share one."""
+    import threading
+
+    store = RunStore(tmp_path)
+    run_id = store.create_run(tiny_config())
+    seen, together = [], threading.Barrier(2)
+
+    def look(wait: bool = False) -> None:
+        conn = store._conn()
+        assert store.get(run_id).id == run_id
+        if wait:
+            together.wait(timeout=10)
+        seen.append(id(conn))
+
+    for _ in range(5):  # one after the other, as a tab's reruns
+        t = threading.Thread(target=look)
+        t.start()
+        t.join()
+    assert len(set(seen)) == 1
+    seen.clear()
+    pair = [threading.Thread(target=look, args=(True,)) for _ in range(2)]
+    for t in pair:
+        t.start()
+    for t in pair:
+        t.join()
+    assert len(set(seen)) == 2
