@@ -184,3 +184,49 @@ def test_with_reuse_on_a_seed_already_trained_is_copied_into_the_group(lab):
     assert [r.status for r in runs] == [QUEUED, COMPLETED, QUEUED]
     assert runs[1].reused_from == done and runs[1].config.seed == 8
     assert len({r.group_id for r in runs}) == 1 and lab.get(done).group_id is None
+
+
+# -- the scoreboard's charts and lines (app_pages/scoreboard_views.py) --------------------------
+
+def _marks(chart) -> list[str]:
+    return [layer["mark"]["type"] for layer in chart.to_dict()["layer"]]
+
+
+def test_the_scoreboard_draws_the_band_the_seeds_and_the_tutorials_line():
+    from app_pages import scoreboard_views as sv
+
+    cfg = preset("seed-lstm")
+    runs = [_run(7, COMPLETED, 0.86, cfg), _run(8, COMPLETED, 0.88, cfg),
+            _run(9, RUNNING, None, cfg)]
+    acc, seeds = groups.accuracy_stats(runs), groups.seed_frame(runs)
+    chart = sv.seeds_chart(seeds, acc)
+    assert _marks(chart) == ["rect", "rule", "circle", "rule", "text"]
+    spec = chart.to_dict()
+    points = next(v for v in spec["datasets"].values() if v and "seed" in v[0])
+    assert [p["seed"] for p in points] == [7, 8]  # finished seeds only
+    assert "tutorial 87.48 %" in str(spec["datasets"])
+    assert sv.summary(acc) == ("Test accuracy over 2 of 3 seeds: mean **87.00 %** ± 1.41 "
+                               "(min 86.00, max 88.00) · the tutorial reported **87.48 %**.")
+    own = [_run(1, QUEUED, None)]
+    assert _marks(sv.seeds_chart(groups.seed_frame(own), groups.accuracy_stats(own))) == [
+        "circle"]  # nothing finished, no tutorial line
+    assert sv.summary(groups.accuracy_stats(own)) == "No seed has finished yet (0 of 1)."
+
+    stats = groups.epoch_stats({"a": _rows({("val", "accuracy"): [0.8, 0.85]}),
+                                "b": _rows({("val", "accuracy"): [0.82, 0.86]})})
+    assert _marks(sv.band_chart(stats, "accuracy", 0.8748, "tutorial")) == [
+        "area", "line", "rule", "text"]
+    assert _marks(sv.band_chart(stats, "loss")) == ["area", "line"]
+    assert list(sv.seeds_table(seeds).columns) == list(sv.SEED_COLUMNS.values())
+
+
+def test_compare_lists_each_group_once_newest_first():
+    from app_pages import scoreboard_views as sv
+
+    def run(seq, group, label="g"):
+        return SimpleNamespace(seq=seq, group_id=group, group_label=label, name="n",
+                               owner="Ana" if group == "g2" else None)
+
+    runs = [run(1, "g1", "old × 2 seeds"), run(2, "g1"), run(3, None), run(4, "g2", "new"),
+            run(5, "g2", "new"), run(6, "g2", "new")]
+    assert sv.group_choices(runs) == {"g2": "new · 3 runs · by Ana", "g1": "g · 2 runs · by —"}
