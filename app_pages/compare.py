@@ -9,7 +9,7 @@ import hashlib
 
 import streamlit as st
 
-from app_pages import views
+from app_pages import scoreboard, views
 from app_pages.common import me, run_store, visible_runs
 from core import access, paths
 from core.store import COMPLETED, MODEL_FILE, RunNotFound, RunStore
@@ -69,6 +69,7 @@ def render() -> None:
             with st.expander(f"Why {views.md_escape(labels[r.id])} {r.status}"):
                 st.code(r.error, language=None)
     _manage(store, actor, chosen, labels)
+    scoreboard.groups_section(str(paths.lab_home()), runs, key=K + "group")
 
 
 def _runs_table(runs: list, actor) -> list:

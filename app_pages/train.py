@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages import views
+from app_pages import scoreboard, views
 from app_pages.common import board, data_key, live_charts, me, run_store
 from core import access, classroom, fast, jobs, paths, shapes
 from core.config import (
@@ -21,6 +21,7 @@ from core.config import (
     preset,
     preset_of,
     validate,
+    validate_seeds,
 )
 from core.data import DataError, load_dataset
 from core.guard import check_budget
@@ -213,6 +214,7 @@ def render() -> None:
         st.markdown("**Before launching**")
         _before_launch(cfg, errors, probe_errors, estimate, n_train, n_test)
         _launch(home, actor, cfg, probes, errors + probe_errors, need_name, (n_train, n_test))
+        _reproduce(home, actor, cfg, probes, errors + probe_errors, need_name, (n_train, n_test))
 
 
 def _reattach(home: str, store, actor) -> None:
@@ -235,6 +237,7 @@ def _reattach(home: str, store, actor) -> None:
         every = {RUNNING: POLL_S, QUEUED: QUEUED_POLL_S}.get(status)
         with st.container(border=True):
             st.fragment(run_every=every)(_live)(home, run_id, status)
+        scoreboard.under_run(home, run_id)  # its seed group's scoreboard, if in one
 
 
 def _form_state() -> dict:
@@ -343,6 +346,35 @@ def _launch(home: str, actor, cfg: TrainConfig, probes: list[str], errors: list[
         else:
             board(home).invalidate()
             st.query_params["run"] = new_id
+            st.rerun()
+
+
+def _reproduce(home: str, actor, cfg: TrainConfig, probes: list[str], errors: list[str],
+               need_name: bool, sizes: tuple[int, int]) -> None:
+    """Reproduce over N seeds: this configuration queued N times as one group, seeds
+    cfg.seed .. cfg.seed + N - 1, under the same rules as Launch; the scoreboard under the
+    run then shows the spread across seeds."""
+    left, right = st.columns([1, 2], vertical_alignment="bottom")
+    n = left.number_input("Seeds", key=K + "seeds", value=3, step=1,
+                          help="How many runs: the same settings, consecutive seeds from "
+                               "the form's. Each one counts toward your queued runs in a "
+                               "class.")
+    seed_errors = validate_seeds(cfg.seed, n)
+    if seed_errors:
+        st.error("\n".join(f"- {views.md_escape(e)}" for e in seed_errors))
+    go = right.button(f"Reproduce over {n} seeds", key=K + "reproduce",
+                      icon=":material/stacks:", disabled=bool(errors or seed_errors or need_name),
+                      width="stretch", help=f"Queues {n} runs of this configuration (seeds "
+                      f"{cfg.seed} to {cfg.seed + n - 1}) as one group; a scoreboard shows their "
+                      "mean ± std per epoch and each seed's test accuracy.")
+    if go and not (errors or seed_errors or need_name):
+        try:
+            ids = jobs.submit_group(run_store(home), cfg, n, probes, *sizes, actor=actor)
+        except ConfigError as exc:
+            st.error("\n".join(f"- {views.md_escape(e)}" for e in exc.errors))
+        else:
+            board(home).invalidate()
+            st.query_params["run"] = ids[0]
             st.rerun()
 
 

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from core import access, fmt, jobs
+from core import access, fmt, groups, jobs
 from core.config import (
     ALL_PRESETS,
     PRESETS,
@@ -24,6 +24,7 @@ from core.config import (
     load_config,
     parse_overrides,
     preset,
+    validate_seeds,
 )
 from core.data import DataError, load_dataset
 from core.identity import IdentityError
@@ -110,17 +111,21 @@ def _data_sizes() -> tuple[int, int]:
     return len(ds.train), len(ds.test)
 
 
-def submit(store: RunStore, cfg: TrainConfig, probes: Sequence[str] = ()) -> str:
+def submit(store: RunStore, cfg: TrainConfig, probes: Sequence[str] = (),
+           group: tuple[str, str] | None = None) -> str:
+    """``group``: (id, label) of the seed group the run joins (``reproduce``)."""
     n_train, n_test = _data_sizes()
+    group_id, group_label = group or (None, None)
     run_id = jobs.submit(store, cfg, probes, n_train=n_train, n_test=n_test,
-                         actor=access.cli_actor(store))
+                         actor=access.cli_actor(store), group_id=group_id,
+                         group_label=group_label)
     print(f"run {run_id} submitted ({cfg.display_name()})", file=sys.stderr)
     return run_id
 
 
 def train_and_follow(store: RunStore, cfg: TrainConfig, probes: Sequence[str] = (),
-                     quiet: bool = False) -> Run:
-    run_id = submit(store, cfg, probes)
+                     quiet: bool = False, group: tuple[str, str] | None = None) -> Run:
+    run_id = submit(store, cfg, probes, group)
     return follow(store, run_id, out=sys.stderr if not quiet else _Null())
 
 
@@ -158,6 +163,7 @@ def _run_row(run: Run, queue: list[str]) -> dict:
             "status": run.status,
             "queue_position": queue.index(run.id) + 1 if run.id in queue else None,
             "started_at": run.started_at, "reused_from": run.reused_from,
+            "group_id": run.group_id,
             "epochs": run.config.epochs, "params": r.get("params"),
             "best_val_accuracy": r.get("best_val_accuracy"),
             "test_accuracy": r.get("test_accuracy"), "auc": r.get("auc"),
@@ -245,17 +251,15 @@ def reproduce_table(results: dict[str, list[Run]]) -> str:
              "epoch time mean |",
              "|---|---|---|---|---|---|---|---|"]
     for name, runs in results.items():
-        accs = [100 * r.results["test_accuracy"] for r in runs
-                if r.status == COMPLETED and r.results.get("test_accuracy") is not None]
+        acc = groups.accuracy_stats(runs)
         times = [t for r in runs for t in r.results.get("epoch_seconds", [])]
         per = ", ".join(f"s{r.config.seed}: " + (f"{100 * r.results['test_accuracy']:.2f}"
                                                   if r.status == COMPLETED else r.status)
                         for r in runs)
-        if accs:
-            mean = statistics.mean(accs)
-            std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-            lines.append(f"| {name} | {len(accs)}/{len(runs)} | {mean:.2f} % | {min(accs):.2f} – "
-                         f"{max(accs):.2f} % | {std:.2f} | {per} | {REPORTED_ACCURACY[name]:.2f} % | "
+        if acc["done"]:
+            lines.append(f"| {name} | {acc['done']}/{len(runs)} | {acc['mean']:.2f} % | "
+                         f"{acc['min']:.2f} – {acc['max']:.2f} % | {acc['std']:.2f} | {per} | "
+                         f"{REPORTED_ACCURACY[name]:.2f} % | "
                          f"{statistics.mean(times) if times else float('nan'):.1f} s |")
         else:
             lines.append(f"| {name} | 0/{len(runs)} | -- | -- | -- | {per} | "
@@ -281,17 +285,23 @@ def epochs_table(store: RunStore, results: dict[str, list[Run]]) -> str:
 
 
 def cmd_reproduce(args: argparse.Namespace, store: RunStore) -> int:
+    """Each preset's seeds train one after the other as one seed group (core/groups.py), so
+    the dashboard's scoreboard shows them; a single seed (``--seeds 1``) is no group."""
     t0 = time.monotonic()
     results: dict[str, list[Run]] = {}
     overrides = parse_overrides(args.set or [])
+    if args.seeds != 1 and (errors := validate_seeds(args.first_seed, args.seeds)):
+        raise ConfigError(errors)
     for name in args.presets or list(PRESETS):
-        for k in range(args.seeds):
-            seed = args.first_seed + k
-            cfg = load_config({**overrides, "seed": seed}, preset(name))
-            cfg.name = f"{PRESETS[name]['name']} (reproduce, seed {seed})"
-            run = train_and_follow(store, cfg, quiet=not sys.stderr.isatty())
+        base = load_config({**overrides, "seed": args.first_seed}, preset(name))
+        base.name = f"{PRESETS[name]['name']} (reproduce)"
+        group = ((groups.new_group_id(), groups.label(base, args.seeds))
+                 if args.seeds > 1 else None)
+        for cfg in groups.members(base, args.seeds):
+            cfg.name = f"{PRESETS[name]['name']} (reproduce, seed {cfg.seed})"
+            run = train_and_follow(store, cfg, quiet=not sys.stderr.isatty(), group=group)
             acc = run.results.get("test_accuracy")
-            print(f"{name} seed {seed}: {run.status}, test accuracy {_pct(acc)}, "
+            print(f"{name} seed {cfg.seed}: {run.status}, test accuracy {_pct(acc)}, "
                   f"epochs {[round(t, 1) for t in run.results.get('epoch_seconds', [])]} s",
                   file=sys.stderr, flush=True)
             results.setdefault(name, []).append(run)
@@ -333,7 +343,8 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("text")
     pr.add_argument("--json", action="store_true")
     rp = sub.add_parser("reproduce", help="train the three seed presets, table vs the tutorial")
-    rp.add_argument("--seeds", type=int, default=3)
+    rp.add_argument("--seeds", type=int, default=3,
+                    help="seeds per preset (1, or a group of 2 to 10)")
     rp.add_argument("--first-seed", type=int, default=7)
     rp.add_argument("--presets", nargs="*", choices=list(PRESETS))
     rp.add_argument("--set", action="append", metavar="KEY=VALUE")

@@ -329,6 +329,25 @@ def _limit_errors(cfg: TrainConfig, n_train: int | None, limits: Limits) -> list
     return errors
 
 
+GROUP_SEEDS = (2, 10)  # runs in one seed group ("Reproduce over N seeds"), inclusive
+
+
+def validate_seeds(first_seed: Any, n: Any) -> list[str]:
+    """Problems with a seed group of ``n`` runs, seeds ``first_seed`` .. ``first_seed + n - 1``
+    (``validate`` checks the rest of the configuration, the first seed included)."""
+    low, high = GROUP_SEEDS
+    if not _is_int(n):
+        return [f"seeds: the number of seeds must be a whole number from {low} to {high}, "
+                f"got {n!r}"]
+    if not low <= n <= high:
+        return [f"seeds: {n} is out of range (allowed {low} to {high} seeds per group)"]
+    top = INT_RANGES["seed"][1]
+    if _is_int(first_seed) and first_seed + n - 1 > top:
+        return [f"seeds: {n} seeds from seed {first_seed} pass the largest seed {top} "
+                f"(start at {top - n + 1} or lower)"]
+    return []
+
+
 def check(cfg: TrainConfig, n_train: int | None = None, n_test: int | None = None,
           limits: Limits | None = None) -> TrainConfig:
     """validate() that raises: for callers that cannot go on with a bad config."""

@@ -23,8 +23,8 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from core import access, classroom, paths, raylaunch, reuse, warm
-from core.config import ConfigError, TrainConfig, check
+from core import access, classroom, groups, paths, raylaunch, reuse, warm
+from core.config import ConfigError, TrainConfig, check, validate_seeds
 from core.store import ACTIVE, FAILED, RUNNING, Run, RunStore
 from core.text import check_probes
 
@@ -40,14 +40,11 @@ def max_jobs() -> int:
         return DEFAULT_MAX_JOBS
 
 
-def submit(store: RunStore, cfg: TrainConfig, probes: Iterable[str] = (),
-           n_train: int | None = None, n_test: int | None = None, start: bool = True,
-           actor: access.Actor | None = None) -> str:
-    """Validate, queue and (if a slot is free) start a run owned by ``actor``; returns its
-    id at once. Raises ConfigError before anything is stored when the config is invalid,
-    breaks the class's caps (for a student) or the owner's queue is full (QueueFull).
-    With run reuse on, a submission identical to a completed run is answered at once by a
-    completed copy of it (core/reuse.py): no worker is started."""
+def _admit(store: RunStore, cfg: TrainConfig, probes: Iterable[str], n_train: int | None,
+           n_test: int | None, actor: access.Actor | None) -> list[str]:
+    """Everything a submission must pass before anything is stored (ConfigError listing the
+    problems otherwise): a nickname in a class, the configuration and the class's caps for
+    a student, the probe sentences and the resource budget. Returns the probes."""
     from core.guard import check_budget  # resource guard: refuse what cannot fit
 
     if access.class_mode(store) and not (actor and (actor.name or actor.instructor)):
@@ -59,17 +56,60 @@ def submit(store: RunStore, cfg: TrainConfig, probes: Iterable[str] = (),
     if errors:
         raise ConfigError(errors)
     check_budget(cfg, n_train, n_test)
+    return probes
+
+
+def submit(store: RunStore, cfg: TrainConfig, probes: Iterable[str] = (),
+           n_train: int | None = None, n_test: int | None = None, start: bool = True,
+           actor: access.Actor | None = None, group_id: str | None = None,
+           group_label: str | None = None) -> str:
+    """Validate, queue and (if a slot is free) start a run owned by ``actor``; returns its
+    id at once. Raises ConfigError before anything is stored when the config is invalid,
+    breaks the class's caps (for a student) or the owner's queue is full (QueueFull).
+    With run reuse on, a submission identical to a completed run is answered at once by a
+    completed copy of it (core/reuse.py): no worker is started. ``group_id``/``group_label``:
+    the seed group the run belongs to (core/groups.py; ``python -m core reproduce``)."""
+    probes = _admit(store, cfg, probes, n_train, n_test, actor)
     owner = actor.name if actor else None
     key = reuse.reuse_key(cfg)
     if classroom.load(store).reuse:
         source = store.find_reusable(key)
         if source is not None:
-            return store.copy_completed(source, cfg, owner, probes)
+            return store.copy_completed(source, cfg, owner, probes, group_id, group_label)
     run_id = store.create_run(cfg, probes, owner=owner, reuse_key=key,
-                              max_queued=classroom.max_queued_per_user())
+                              max_queued=classroom.max_queued_per_user(),
+                              group_id=group_id, group_label=group_label)
     if start:
         dispatch(store)
     return run_id
+
+
+def submit_group(store: RunStore, cfg: TrainConfig, n: int, probes: Iterable[str] = (),
+                 n_train: int | None = None, n_test: int | None = None, start: bool = True,
+                 actor: access.Actor | None = None) -> list[str]:
+    """Queue ``n`` runs of ``cfg`` that differ only in their seed (cfg.seed, cfg.seed + 1,
+    ...) as one group (core/groups.py); returns their ids, in seed order. The same checks as
+    ``submit``, plus the number of seeds (config.GROUP_SEEDS); the owner's queue must have
+    room for all of them (QueueFull says how many fit). All are queued or none. With run
+    reuse on, a seed that matches a completed run is answered by a completed copy."""
+    errors = validate_seeds(cfg.seed, n)
+    if errors:
+        raise ConfigError(errors)
+    probes = _admit(store, cfg, probes, n_train, n_test, actor)
+    owner = actor.name if actor else None
+    group_id, label = groups.new_group_id(), groups.label(cfg, n)
+    members = [(member, reuse.reuse_key(member)) for member in groups.members(cfg, n)]
+    reusing = classroom.load(store).reuse
+    sources = [store.find_reusable(key) if reusing else None for _, key in members]
+    queued = iter(store.create_runs(
+        [m for m, source in zip(members, sources) if source is None], probes, owner=owner,
+        max_queued=classroom.max_queued_per_user(), group_id=group_id, group_label=label))
+    ids = [next(queued) if source is None else
+           store.copy_completed(source, member, owner, probes, group_id, label)
+           for (member, _), source in zip(members, sources)]
+    if start:
+        dispatch(store)
+    return ids
 
 
 def spawn(home: Path, args: list[str], log_path: Path) -> int:

@@ -11,6 +11,10 @@ Statuses, in the spirit of sacred's observers::
 is dead, or for a worker on another host its heartbeat is stale). Metrics are rows
 (run, step, epoch, phase, name, value, time) written in small transactions, so a killed
 worker loses nothing already written.
+
+A run may belong to a *group* (``group_id``, ``group_label``): the runs of one configuration
+over several seeds, queued together by ``jobs.submit_group`` or ``python -m core
+reproduce``. The store only records the group; core/groups.py makes and reads it.
 """
 
 from __future__ import annotations
@@ -110,16 +114,26 @@ _ADDED_COLUMNS = {
     "archived": "INTEGER NOT NULL DEFAULT 0",
     "reused_from": "TEXT",
     "reuse_key": "TEXT",
+    # Seed groups (core/groups.py): old runs belong to none.
+    "group_id": "TEXT",
+    "group_label": "TEXT",
 }
 
 
 class QueueFull(ConfigError):
-    """An owner already has the most queued runs allowed (LAB_MAX_QUEUED_PER_USER)."""
+    """An owner already has the most queued runs allowed (LAB_MAX_QUEUED_PER_USER), or a
+    group of ``adding`` runs would pass it."""
 
-    def __init__(self, owner: str, waiting: int, cap: int):
-        super().__init__([f"queue: {owner} already has {waiting} runs waiting, the most allowed "
-                          f"per person (LAB_MAX_QUEUED_PER_USER={cap}); wait for one to start "
-                          "or stop one"])
+    def __init__(self, owner: str, waiting: int, cap: int, adding: int = 1):
+        if adding == 1:
+            super().__init__([f"queue: {owner} already has {waiting} runs waiting, the most "
+                              f"allowed per person (LAB_MAX_QUEUED_PER_USER={cap}); wait for "
+                              "one to start or stop one"])
+            return
+        super().__init__([f"queue: {adding} more runs would give {owner} {waiting + adding} "
+                          f"waiting, over the most allowed per person (LAB_MAX_QUEUED_PER_USER"
+                          f"={cap}); {owner} may queue {max(0, cap - waiting)} more now: "
+                          "choose fewer seeds, or wait for queued runs to start"])
 
 
 class RunNotFound(KeyError):
@@ -156,6 +170,8 @@ class Run:
     archived: bool = False
     reused_from: str | None = None
     reuse_key: str | None = None
+    group_id: str | None = None
+    group_label: str | None = None
 
     @property
     def active(self) -> bool:
@@ -324,24 +340,39 @@ class RunStore:
     # -- runs ------------------------------------------------------------------------------
     def create_run(self, cfg: TrainConfig, probes: Iterable[str] = (), status: str = QUEUED,
                    owner: str | None = None, reuse_key: str | None = None,
-                   max_queued: int | None = None) -> str:
+                   max_queued: int | None = None, group_id: str | None = None,
+                   group_label: str | None = None) -> str:
         """Store a new run. ``max_queued``: refuse (QueueFull) when ``owner`` already has
         that many runs queued; checked in the same transaction as the insert."""
-        run_id = new_run_id()
+        return self.create_runs([(cfg, reuse_key)], probes, status, owner, max_queued,
+                                group_id, group_label)[0]
+
+    def create_runs(self, runs: Iterable[tuple[TrainConfig, str | None]],
+                    probes: Iterable[str] = (), status: str = QUEUED, owner: str | None = None,
+                    max_queued: int | None = None, group_id: str | None = None,
+                    group_label: str | None = None) -> list[str]:
+        """Store several runs ((config, reuse key) each) in one transaction: all or none.
+        ``max_queued``: refuse (QueueFull) when they would give ``owner`` more queued runs
+        than that."""
+        runs, probes_json = list(runs), json.dumps(list(probes))
+        ids = [new_run_id() for _ in runs]
         with self._tx(immediate=True) as db:
             if max_queued is not None and owner is not None and status == QUEUED:
                 waiting = db.execute("SELECT COUNT(*) FROM runs WHERE owner = ? AND status = ?",
                                      (owner, QUEUED)).fetchone()[0]
-                if waiting >= max_queued:
-                    raise QueueFull(owner, waiting, max_queued)
+                if waiting + len(runs) > max_queued:
+                    raise QueueFull(owner, waiting, max_queued, len(runs))
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM runs").fetchone()[0]
-            db.execute(
-                "INSERT INTO runs (id, seq, name, architecture, config, probes, status, "
-                "created_at, owner, reuse_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, seq, cfg.display_name(), cfg.architecture, cfg.to_json(),
-                 json.dumps(list(probes)), status, time.time(), owner, reuse_key))
-        self.run_dir(run_id).mkdir(parents=True, exist_ok=True)
-        return run_id
+            for i, (run_id, (cfg, reuse_key)) in enumerate(zip(ids, runs)):
+                db.execute(
+                    "INSERT INTO runs (id, seq, name, architecture, config, probes, status, "
+                    "created_at, owner, reuse_key, group_id, group_label) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, seq + i, cfg.display_name(), cfg.architecture, cfg.to_json(),
+                     probes_json, status, time.time(), owner, reuse_key, group_id, group_label))
+        for run_id in ids:
+            self.run_dir(run_id).mkdir(parents=True, exist_ok=True)
+        return ids
 
     @staticmethod
     def _row(row: sqlite3.Row) -> Run:
@@ -355,7 +386,7 @@ class RunStore:
             results=json.loads(d["results"]), env=json.loads(d["env"]), error=d["error"],
             cancel_requested=bool(d["cancel_requested"]), owner=d["owner"],
             archived=bool(d["archived"]), reused_from=d["reused_from"],
-            reuse_key=d["reuse_key"])
+            reuse_key=d["reuse_key"], group_id=d["group_id"], group_label=d["group_label"])
 
     def get(self, run_id: str, reap: bool = True) -> Run:
         if reap:
@@ -386,6 +417,14 @@ class RunStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         rows = self._conn().execute(sql + " ORDER BY seq DESC", args).fetchall()
+        return [self._row(r) for r in rows]
+
+    def group(self, group_id: str, reap: bool = True) -> list[Run]:
+        """A group's runs, in the order they were queued (empty for an unknown group)."""
+        if reap:
+            self.reap()
+        rows = self._conn().execute("SELECT * FROM runs WHERE group_id = ? ORDER BY seq",
+                                    (group_id,)).fetchall()
         return [self._row(r) for r in rows]
 
     @staticmethod
@@ -623,9 +662,11 @@ class RunStore:
         return self.get(row["id"], reap=False)
 
     def copy_completed(self, source: Run, cfg: TrainConfig, owner: str | None,
-                       probes: Iterable[str] = ()) -> str:
+                       probes: Iterable[str] = (), group_id: str | None = None,
+                       group_label: str | None = None) -> str:
         """A completed run answering a submission identical to ``source``: its results,
-        metrics and model files (hard links where possible), linked by reused_from."""
+        metrics and model files (hard links where possible), linked by reused_from (and in
+        the submission's group, if any)."""
         run_id = new_run_id()
         dest = self.run_dir(run_id)
         shutil.copytree(self.run_dir(source.id), dest, copy_function=_link_or_copy,
@@ -637,11 +678,13 @@ class RunStore:
             db.execute(
                 "INSERT INTO runs (id, seq, name, architecture, config, probes, status, "
                 "created_at, started_at, ended_at, progress, results, env, owner, reused_from, "
-                "reuse_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "reuse_key, group_id, group_label) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, seq, cfg.display_name(), cfg.architecture, cfg.to_json(),
                  json.dumps(list(probes) or source.probes), COMPLETED, now, now, now,
                  json.dumps({"stage": COMPLETED, "reused": True}), json.dumps(results),
-                 json.dumps(source.env), owner, source.id, source.reuse_key))
+                 json.dumps(source.env), owner, source.id, source.reuse_key, group_id,
+                 group_label))
             db.execute("INSERT INTO metrics (run_id, step, epoch, phase, name, value, t) "
                        "SELECT ?, step, epoch, phase, name, value, t FROM metrics "
                        "WHERE run_id = ? ORDER BY id", (run_id, source.id))

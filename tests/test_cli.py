@@ -117,3 +117,26 @@ def test_detach_owners_queue_positions_and_permissions(lab, monkeypatch):
         assert bad.returncode == 2 and "HTML or markdown" in bad.stderr
     finally:  # before the lab fixture kills the workers of active runs (this process)
         lab.finish(blocker, CANCELLED)
+
+
+def test_reproduce_records_each_presets_seeds_as_one_group(lab):
+    """`reproduce` trains a preset's seeds one after the other as one seed group, so the
+    dashboard's scoreboard shows them; its table is printed as before."""
+    from core.store import RunStore
+
+    sets = [a for k, v in TINY.items() if k != "seed" for a in ("--set", f"{k}={v}")]
+    out = cli("reproduce", "--presets", "seed-lstm", "--seeds", "2", "--first-seed", "3", *sets)
+    assert out.returncode == 0, out.stderr
+    assert "| seed-lstm | 2/2 |" in out.stdout and "87.48 %" in out.stdout
+    runs = json.loads(cli("runs", "--json").stdout)
+    assert len(runs) == 2 and len({r["group_id"] for r in runs}) == 1 and runs[0]["group_id"]
+    group = RunStore().group(runs[0]["group_id"])
+    assert [r.config.seed for r in group] == [3, 4]
+    assert [r.name for r in group] == ["seed LSTM (reproduce, seed 3)",
+                                       "seed LSTM (reproduce, seed 4)"]
+    assert {r.group_label for r in group} == {"seed LSTM (reproduce) × 2 seeds"}
+    bad = cli("reproduce", "--seeds", "11")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "error: invalid configuration: seeds: 11 is out of range (allowed 2 to 10 seeds per "
+        "group)")

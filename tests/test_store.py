@@ -6,6 +6,7 @@ store's SQL is written once and translated (core.db): a translation gap shows up
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -13,8 +14,10 @@ import time
 import pytest
 
 from conftest import tiny_config
+from core import db as dbapi
 from core.paths import PROJECT_ROOT
 from core.store import (
+    _SCHEMA,
     CANCELLED,
     COMPLETED,
     ENCODER_FILE,
@@ -22,6 +25,7 @@ from core.store import (
     MODEL_FILE,
     PARTIAL_MODEL_FILE,
     RUNNING,
+    QueueFull,
     RunNotFound,
     RunStore,
     worker_alive,
@@ -233,3 +237,45 @@ def test_a_thread_hands_its_connection_to_the_next(tmp_path):
     for t in pair:
         t.join()
     assert len(set(seen)) == 2
+
+
+def test_runs_of_a_group_are_stored_together_or_not_at_all(tmp_path):
+    """A seed group's runs carry its id and label, come back in the order queued, and are
+    inserted in one transaction: a group that would overfill the owner's queue stores none."""
+    store = RunStore(tmp_path)
+    alone = store.create_run(tiny_config())
+    members = [(tiny_config(seed=s), f"key{s}") for s in (1, 2, 3)]
+    ids = store.create_runs(members, ["a probe"], owner="Ana", max_queued=3,
+                            group_id="g1", group_label="tiny × 3 seeds")
+    group = store.group("g1")
+    assert [r.id for r in group] == ids and [r.config.seed for r in group] == [1, 2, 3]
+    assert {(r.group_id, r.group_label, r.owner) for r in group} == {
+        ("g1", "tiny × 3 seeds", "Ana")}
+    assert [r.reuse_key for r in group] == ["key1", "key2", "key3"]
+    assert group[0].probes == ["a probe"] and all(store.run_dir(i).is_dir() for i in ids)
+    assert store.get(alone).group_id is None and store.group("nope") == []
+    with pytest.raises(QueueFull, match="2 more runs would give Ana 5 waiting.*"
+                                        "Ana may queue 1 more now"):
+        store.create_runs(members[:2], owner="Ana", max_queued=4, group_id="g2")
+    assert store.group("g2") == [] and len(store.list_runs()) == 4
+
+
+def test_a_store_made_before_seed_groups_is_migrated_in_place(tmp_path, backend):
+    """An existing database (either back end) gains the group columns on first open; its
+    runs belong to no group, and opening it again changes nothing."""
+    if backend == "postgresql":
+        old = dbapi.connect_postgres(dbapi.url())
+    else:
+        old = sqlite3.connect(tmp_path / "runs.db", isolation_level=None)
+    old.executescript(_SCHEMA)  # the tables as an older version made them
+    old.execute("INSERT INTO runs (id, seq, name, architecture, config, status, created_at) "
+                "VALUES (?, 1, 'old', 'lstm', ?, 'completed', 0)",
+                ("20200101-000000-aaaaaa", tiny_config().to_json()))
+    old.close()
+    store = RunStore(tmp_path)
+    run = store.get("20200101-000000-aaaaaa")
+    assert run.group_id is None and run.group_label is None and run.owner is None
+    new = store.create_run(tiny_config(), group_id="g1", group_label="one")
+    store.close()
+    again = RunStore(tmp_path)
+    assert [r.id for r in again.group("g1")] == [new]
