@@ -58,6 +58,10 @@ END_ALERTS = {"Completed": COMPLETED, "Stopped": CANCELLED, "Diverged": DIVERGED
 REVIEW = "A wonderful, moving film: the cast is brilliant, though the ending drags a little."
 # A small job: the seed LSTM preset on 1,000 reviews (test 1,000), one epoch.
 BENCH_JOB = {"train_size": 1000, "test_size": 1000, "epochs": 1}
+# The job every tab watches at the end (train speed, 0 vs N watching): longer than a tab's
+# own, so that its training time is not mostly noise.
+WATCH_JOB = {"epochs": 3}
+WATCH_ROUNDS = 2  # solo and watched, alternated
 IDLE_S = 12.0  # tabs sit on Train this long, no job active, while the server CPU is read
 SAMPLE_S = 0.5  # CPU sampling period
 EMPTY_S = 3.0  # the server alone, before any tab
@@ -320,6 +324,45 @@ async def solo_job(url: str, store: RunStore, job: dict[str, float]
     return run_id, cold
 
 
+async def watched_job(tabs: list[Tab], store: RunStore, job: dict[str, float]) -> str:
+    """One job that every tab watches live: the first tab launches it from Train, the others
+    open Train on it (?run=, as the launcher's link does), all until it ends."""
+    await tabs[0].goto("train", timeout=PAGE_TIMEOUT_S)
+    await fill(tabs[0], job)
+    run_id = await launch(tabs[0])
+    await asyncio.gather(*(t.goto("train", f"run={run_id}", timeout=PAGE_TIMEOUT_S)
+                           for t in tabs[1:]))
+    for t in tabs:
+        t.state = "watching one"
+    await asyncio.gather(*(t.until(lambda t=t: run_ended(t), JOB_TIMEOUT_S, "end of the run")
+                           for t in tabs))
+    for t in tabs:
+        t.state = "done"
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:  # as solo_job: its worker has exited
+        run = store.get(run_id)
+        if not run.active and not (run.pid and _is_worker(run.pid)):
+            break
+        await asyncio.sleep(0.5)
+    return run_id
+
+
+async def one_run_watched(server: Server, store: RunStore, tabs: list[Tab], mon: Monitor,
+                          job: dict[str, float]) -> dict:
+    """The same job trained with no tab watching and with all N tabs watching it,
+    alternated WATCH_ROUNDS times (a drift in the machine's load hits both alike)."""
+    runs: dict[str, list[str]] = {"0": [], "n": []}
+    for _ in range(WATCH_ROUNDS):
+        mon.phase = "solo"
+        runs["0"].append((await solo_job(server.url, store, job))[0])
+        mon.phase = "one run watched"
+        runs["n"].append(await watched_job(tabs, store, job))
+    mon.phase = "after"
+    train = {k: [check_job(store, r)["train_s"] for r in ids] for k, ids in runs.items()}
+    return {"job": job, "runs": runs, "train_s": train,
+            "speed_ratio": statistics.median(train["0"]) / statistics.median(train["n"])}
+
+
 async def lessons(server: Server, n: int, job: dict[str, float], idle_s: float,
                   baseline: bool) -> dict:
     """The phases, in order: no tab; one job with no tab watching; N tabs connect; they
@@ -347,12 +390,16 @@ async def lessons(server: Server, n: int, job: dict[str, float], idle_s: float,
         done = await asyncio.gather(*(lesson(t, job, JOB_TIMEOUT_S * (n + 1), together)
                                       for t in tabs))
         rss_after = mon.rss_mb()
+        watched = await one_run_watched(server, store, tabs, mon, {**job, **WATCH_JOB})
     finally:
         sampler.cancel()
         await asyncio.gather(*(t.close() for t in tabs), return_exceptions=True)
     for tab, out in zip(tabs, done):
         out.update(fragment_runs=tab.fragment_runs, auto_reruns_sent=tab.auto_reruns_sent)
-    return summarize(n, first, done, tabs, mon, store, solo, (rss_before, rss_after))
+    out = summarize(n, first, done, tabs, mon, store, solo, (rss_before, rss_after))
+    out["one_run_watched"] = {**watched, "server_cores":
+                              mon.usage("one run watched")["server_cores"]}
+    return out
 
 
 async def classroom(n: int, data: str, cache: str, job: dict[str, float],
@@ -442,6 +489,15 @@ def served(tabs: list[dict]) -> str:
     return "—" if not asked else f"{100 * sum(t.get('fragment_runs', 0) for t in tabs) / asked:.0f} %"
 
 
+def one_run(w: dict | None, n: int) -> list[str]:
+    """The columns of the job every tab watched (rounds measured before it existed: —)."""
+    if not w:
+        return ["—"] * 3
+    tries = " / ".join(", ".join(f"{v:.1f}" for v in w["train_s"][k]) for k in ("0", "n"))
+    return [tries, f"{100 * w['speed_ratio']:.0f} %",
+            fmt(per_tab({"server_cores": w["server_cores"]}, n), ".1f")]
+
+
 def markdown(result: dict) -> str:
     """The table for BENCHMARKS.md, with the job, command line, machine and date."""
     rows = []
@@ -454,12 +510,15 @@ def markdown(result: dict) -> str:
                      f"{r['jobs']['completed']}/{r['sessions']}", r["jobs"]["rows_lost"],
                      len(r["exceptions"]) + len(r["errors"]),
                      f"{fmt(t['0_watching'], '.1f')} / {fmt(t['n_watching_first'], '.1f')}",
-                     fmt(r["phases"]["watching"]["worker_cores"]), served(r["tabs"])])
+                     fmt(r["phases"]["watching"]["worker_cores"]), served(r["tabs"]),
+                     *one_run(r.get("one_run_watched"), r["sessions"])])
     header = ["tabs", "first render p50 / p95 (s)", "fresh server's first page (s)", "server alone (% core)", "server CPU per idle tab (% core)",
               "per watching tab (% core)", "server RSS MB before → after",
               "jobs completed", "batch rows lost", "exceptions + errors",
               "train s, 0 / N watching", "worker + inference cores while watching",
-              "timer reruns served"]
+              "timer reruns served", "one run: train s, 0 / N watching (each try)",
+              "one run: speed with N watching vs none",
+              "one run: server CPU per watching tab (% core)"]
     return (f"Job per tab: seed LSTM preset with {json.dumps(result['job'])}; data "
             f"`{common.project_relative(result['data'])}`; app `{result.get('app', '.')}`.\n\n"
             + common.table(header, rows)

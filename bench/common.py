@@ -103,9 +103,23 @@ def machine_line() -> str:
 def load_line() -> str:
     """The 1-minute load average: the CPU is shared, so timings carry this caveat."""
     try:
-        return f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+        line = f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     except OSError:
         return ""
+    if os.nice(0) < 0:  # other work on the machine yielded to this benchmark
+        line += f" (this benchmark ran at nice {os.nice(0)}{_autogroup()})"
+    return line
+
+
+def _autogroup() -> str:
+    """Under the kernel's autogroup scheduling a nice value only ranks processes within
+    their own session: say whether it was on."""
+    try:
+        on = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return ""
+    return ", kernel autogroup on: nice ranks only within its session" if on else \
+        ", kernel autogroup off"
 
 
 def project_relative(value: str) -> str:
@@ -126,7 +140,8 @@ def command_line() -> str:
     env = " ".join(f"{k}={shlex.quote(project_relative(os.environ[k]))}"
                    for k in ("IMDB_DATA", "LAB_HOME") if os.environ.get(k))
     cmd = " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv])
-    return f"{env} {cmd}".strip()
+    nice = os.nice(0)
+    return f"{env} {f'nice -n {nice} ' if nice else ''}{cmd}".strip()
 
 
 def kernels() -> str:
