@@ -358,8 +358,11 @@ async def one_run_watched(server: Server, store: RunStore, tabs: list[Tab], mon:
         mon.phase = "one run watched"
         runs["n"].append(await watched_job(tabs, store, job))
     mon.phase = "after"
-    train = {k: [check_job(store, r)["train_s"] for r in ids] for k, ids in runs.items()}
+    checked = {k: [check_job(store, r) for r in ids] for k, ids in runs.items()}
+    train = {k: [j["train_s"] for j in jobs] for k, jobs in checked.items()}
     return {"job": job, "runs": runs, "train_s": train,
+            "statuses": [j["status"] for jobs in checked.values() for j in jobs],
+            "rows_lost": sum(j.get("lost", 0) for jobs in checked.values() for j in jobs),
             "speed_ratio": statistics.median(train["0"]) / statistics.median(train["n"])}
 
 

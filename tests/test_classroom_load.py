@@ -42,6 +42,7 @@ def _lab_processes(home) -> list[psutil.Process]:
 def test_four_tabs_train_watch_and_predict(tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_MAX_JOBS", "2")  # two jobs at a time: the test stays short
     monkeypatch.setattr(classroom, "JOB_TIMEOUT_S", 120)
+    monkeypatch.setattr(classroom, "WATCH_ROUNDS", 1)
     homes = []
     real_server = classroom.Server
 
@@ -61,6 +62,9 @@ def test_four_tabs_train_watch_and_predict(tmp_path, monkeypatch):
     assert jobs["rows_lost"] == 0, jobs["runs"]
     assert all(t.get("probability", "").endswith("%") for t in result["tabs"]), result["tabs"]
     assert all(t["fragment_runs"] > 0 for t in result["tabs"])  # the live view was polled
+    # then one job watched by every tab, and the same job with none watching
+    watched = result["one_run_watched"]
+    assert watched["statuses"] == ["completed", "completed"] and watched["rows_lost"] == 0
     assert not [p for home in homes for p in _lab_processes(home)]
 
 
