@@ -298,7 +298,12 @@ void lab_lstm_forward(int T, int B, int F, int U, const float *feats, const floa
 /* Backward over steps end-1 .. start. dh, dc: the gradients of the final h, c on entry,
  * of the initial h0, c0 on exit; dseq (T, B, U), the gradient of the output sequence, or
  * NULL. Writes dfeats rows [start, end) and the weight gradients dkernel (F, 4U), dbias
- * (4U), drk (U, 4U). Scratch: dz (T, B, 4U), rkt (4U, U), kt (4U, F). */
+ * (4U), drk (U, 4U). Scratch: dz (lab_lstm_dz_rows(B), 4U), the pre-activation gradients
+ * of the steps that await their weight-gradient GEMMs (a few steps, in the L2 cache; rows
+ * for all T steps would be megabytes written to memory and read back); rkt (4U, U),
+ * kt (4U, F). */
+int lab_lstm_dz_rows(int B) { return (B >= CHUNK_ROWS ? 1 : CHUNK_ROWS / B) * B; }
+
 void lab_lstm_backward(int T, int B, int F, int U, const float *feats, const float *acts,
                        const float *hprev, const float *cprev, const float *dseq, float *dh,
                        float *dc, const float *kernel, const float *rk, int start, int end,
@@ -312,12 +317,12 @@ void lab_lstm_backward(int T, int B, int F, int U, const float *feats, const flo
   if (end <= start) return;
   transpose(U, G, rk, rkt);
   transpose(F, G, kernel, kt);
-  const int chunk = B >= CHUNK_ROWS ? 1 : CHUNK_ROWS / B; /* steps per weight-gradient GEMM */
-  int pending = end;                                      /* steps [t, pending) await them */
+  const int chunk = lab_lstm_dz_rows(B) / B; /* steps per weight-gradient GEMM */
+  int pending = end;                         /* steps [t, pending) await them */
   for (int t = end - 1; t >= start; t--) {
     const float *a = acts + (size_t)t * B * G, *cp = cprev + (size_t)t * B * U;
     const float *ds = dseq ? dseq + (size_t)t * B * U : NULL;
-    float *dzt = dz + (size_t)t * B * G;
+    float *dzt = dz + (size_t)(t - pending + chunk) * B * G; /* its rows in step order */
     for (int r = 0; r < B; r++)
       cell_row_backward(U, a + r * G, cp + r * U, dh + r * U, ds ? ds + r * U : NULL,
                         dc + r * U, dzt + r * G);

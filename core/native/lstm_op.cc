@@ -18,6 +18,7 @@ void lab_lstm_backward(int T, int B, int F, int U, const float *feats, const flo
                        float *dc, const float *kernel, const float *rk, int start, int end,
                        float *dfeats, float *dkernel, float *dbias, float *drk, float *dz,
                        float *rkt, float *kt);
+int lab_lstm_dz_rows(int B);
 }
 
 namespace {
@@ -160,7 +161,8 @@ class LstmBackwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({4 * U}), &dbias));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(5, rk.shape(), &drk));
     Tensor dz, rkt, kt;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, acts.shape(), &dz));
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT,
+                                           TensorShape({lab_lstm_dz_rows(B), 4 * U}), &dz));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({4 * U, U}), &rkt));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({4 * U, F}), &kt));
     ZeroOutside(F32(dfeats), T, int64_t{B} * F, start, end);
