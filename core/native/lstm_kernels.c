@@ -343,3 +343,99 @@ void lab_lstm_backward(int T, int B, int F, int U, const float *feats, const flo
     }
   }
 }
+
+/* -- Conv1D('same', stride 1) + ReLU + MaxPooling1D(P, stride P), for the CNN + LSTM ------
+ *
+ * e (B, L, E): a batch's embedded codes; kernel (K, E, C), bias (C); the convolution reads
+ * pl zero rows before each row's codes and pr after (TensorFlow's 'same' for the window).
+ * The pooled output is time-major, (T, B, C) with T = (L + pl + pr - K + 1) / P, as the
+ * LSTM reads it. Both passes are GEMMs on the padded row itself: row n of the unfolded
+ * input (the K rows of x from n on) is K * E contiguous floats, so no im2col copy. */
+
+static int conv_steps(int L, int K, int pl, int pr, int P) {
+  const int n = L + pl + pr - K + 1;
+  return n > 0 ? n / P : 0;
+}
+
+/* xp = pl zero rows, row b of e, pr zero rows. */
+static void padded_row(int L, int E, int pl, int pr, const float *e, float *xp) {
+  memset(xp, 0, sizeof(float) * pl * E);
+  memcpy(xp + (size_t)pl * E, e, sizeof(float) * L * E);
+  memset(xp + (size_t)(pl + L) * E, 0, sizeof(float) * pr * E);
+}
+
+/* Scratch floats for either pass. */
+long lab_conv_pool_scratch(int L, int E, int K, int C, int pl, int pr) {
+  const long Lp = (long)L + pl + pr;
+  return Lp * E + (Lp + K) * C + (long)K * C * E;
+}
+
+/* out = max over each pool window of relu(conv(e)), time-major; which = the window slot it
+ * came from (the first of equal values, as TensorFlow's MaxPoolGrad routes it). A NaN
+ * stays NaN. */
+void lab_conv_pool_forward(int B, int L, int E, int K, int C, int pl, int pr, int P,
+                           const float *e, const float *kernel, const float *bias,
+                           float *out, unsigned char *which, float *scratch) {
+  const int T = conv_steps(L, K, pl, pr, P);
+  if (T == 0) return;
+  float *xp = scratch, *y = scratch + (size_t)(L + pl + pr) * E;
+  for (int b = 0; b < B; b++) {
+    padded_row(L, E, pl, pr, e + (size_t)b * L * E, xp);
+    gemm(T * P, C, K * E, xp, E, 1, kernel, C, y, C, bias, 0); /* y = bias + conv */
+    for (int t = 0; t < T; t++) {
+      float *o = out + ((size_t)t * B + b) * C;
+      unsigned char *w = which + ((size_t)t * B + b) * C;
+      for (int c = 0; c < C; c++) {
+        float best = y[(size_t)t * P * C + c];
+        int arg = 0;
+        for (int j = 1; j < P; j++) {
+          const float v = y[(size_t)(t * P + j) * C + c];
+          if (!(v <= best)) best = v, arg = j; /* larger, or NaN */
+        }
+        o[c] = best > 0.0f || best != best ? best : 0.0f;
+        w[c] = (unsigned char)arg;
+      }
+    }
+  }
+}
+
+/* The gradients of lab_conv_pool_forward from dout (T, B, C): de (B, L, E), dkernel
+ * (K, E, C), dbias (C). The ReLU passes a gradient where out > 0. */
+void lab_conv_pool_backward(int B, int L, int E, int K, int C, int pl, int pr, int P,
+                            const float *e, const float *kernel, const float *out,
+                            const unsigned char *which, const float *dout, float *de,
+                            float *dkernel, float *dbias, float *scratch) {
+  const int T = conv_steps(L, K, pl, pr, P), Lp = L + pl + pr;
+  memset(dkernel, 0, sizeof(float) * K * E * C);
+  memset(dbias, 0, sizeof(float) * C);
+  if (T == 0) {
+    memset(de, 0, sizeof(float) * B * L * E);
+    return;
+  }
+  /* dypad: the conv outputs' gradient dy after K - 1 zero rows, zeros after; wrev: the
+   * kernel with taps reversed, (K, C, E), so that the input gradient of padded row m is
+   * dypad rows m .. m + K - 1 (contiguous) times wrev. */
+  float *xp = scratch, *dypad = scratch + (size_t)Lp * E, *wrev = dypad + (size_t)(Lp + K) * C;
+  float *dy = dypad + (size_t)(K - 1) * C;
+  for (int j = 0; j < K; j++)
+    for (int c = 0; c < C; c++)
+      for (int i = 0; i < E; i++)
+        wrev[((size_t)j * C + c) * E + i] = kernel[((size_t)(K - 1 - j) * E + i) * C + c];
+  for (int b = 0; b < B; b++) {
+    padded_row(L, E, pl, pr, e + (size_t)b * L * E, xp);
+    memset(dypad, 0, sizeof(float) * (Lp + K) * C);
+    for (int t = 0; t < T; t++) {
+      const size_t at = ((size_t)t * B + b) * C;
+      for (int c = 0; c < C; c++)
+        if (out[at + c] > 0.0f) {
+          dy[(size_t)(t * P + which[at + c]) * C + c] = dout[at + c];
+          dbias[c] += dout[at + c];
+        }
+    }
+    /* dkernel += unfold(xp)^T dy: row (k, i) of the transposed unfolding, step n, is
+     * xp[n * E + k * E + i] */
+    gemm(K * E, C, T * P, xp, 1, E, dy, C, dkernel, C, dkernel, C);
+    /* de rows: padded rows pl .. pl + L - 1 */
+    gemm(L, E, K * C, dypad + (size_t)pl * C, C, 1, wrev, E, de + (size_t)b * L * E, E, NULL, 0);
+  }
+}
