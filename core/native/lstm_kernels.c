@@ -1,4 +1,5 @@
-/* LSTM time loops for fast exact training (core/fast.py), as plain C.
+/* LSTM time loops for fast exact training (core/fast), and the CNN + LSTM's
+ * Conv1D + ReLU + MaxPooling1D, as plain C.
  *
  * Why: XLA:CPU runs each step of a time loop as ~15 separate thunks around a matmul that
  * reached ~60 GFLOP/s here (TensorFlow's prebuilt kernels; its start-up message lists
@@ -6,7 +7,9 @@
  * outside the matmul (BENCHMARKS.md, "How fast mode got here"). Here a whole
  * layer's forward (or backward) pass is one call: input projection, every step's
  * recurrent matmul and gate math, and the weight gradients, with one small GEMM written
- * for this CPU (compiled with -march=native on the machine that runs it).
+ * for this CPU (compiled with -march=native on the machine that runs it). The same GEMM
+ * runs the convolution both ways (end of this file); BENCHMARKS.md section 1c measures
+ * them against the CPU's peak.
  *
  * Conventions (same as core/fast.py's XLA loops): arrays are time-major and row-major,
  * feats (T, B, F), gates (T, B, 4U) in Keras order [i, f, g, o]; the candidate block g
