@@ -240,11 +240,11 @@ def _old_objects_frozen():
     """Python's cyclic GC spares the objects that exist before training while it runs.
 
     A training process holds ~300,000 objects (TensorFlow, Keras, the data), and the
-    objects each batch allocates trigger a full collection that walks them all about once
-    per epoch of 5,000 reviews: 0.3-0.4 s each, 10-18 % of a fast epoch's CPU time
-    (profiled with perf, BENCHMARKS.md section 1c). gc.freeze() moves them to a permanent
-    generation that collections skip; new garbage is still collected as usual, and
-    unfreeze() hands the old objects back afterwards."""
+    objects the batches allocate trigger full collections that walk them all, 0.3-0.4 s
+    each, every epoch or two of 2,000 reviews (counted with gc.callbacks, 2026-11-30;
+    perf put gc_collect_main at 6-14 % of a fast epoch's samples). gc.freeze() moves them
+    to a permanent generation that collections skip; new garbage is still collected as
+    usual, and unfreeze() hands the old objects back afterwards."""
     gc.freeze()
     try:
         yield
