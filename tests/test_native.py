@@ -225,3 +225,83 @@ def test_every_input_is_validated(kernels):
         op, name, what, mode, *_ = line.split()
         if what != "dtype" and name not in ("feats", "h0", "dh") and mode == "eager:":
             assert "InvalidArgumentError" in line and name in line.split(":", 1)[1], line
+
+
+# -- Conv1D + ReLU + MaxPooling1D (issue 15) --------------------------------------------------
+
+
+def _conv_reference(e, kernel, bias, pad_left, pad_right, pool):
+    """What the op replaces: TensorFlow's conv, ReLU and Keras's pool op, time-major."""
+    import tensorflow as tf
+
+    y = tf.nn.conv1d(tf.pad(e, [[0, 0], [pad_left, pad_right], [0, 0]]), kernel, 1, "VALID")
+    y = tf.nn.max_pool1d(tf.nn.relu(y + bias), pool, pool, "VALID")
+    return tf.transpose(y, [1, 0, 2])
+
+
+@pytest.mark.parametrize(("batch", "length", "taps", "filters", "pool", "ties"), [
+    (5, 37, 3, 32, 2, False),  # the seed's conv: 32 filters, 3 taps, pool 2
+    (1, 50, 3, 32, 2, False),  # the padding row
+    (3, 40, 4, 5, 3, False),   # 'same' with the extra pad at the end; a 5-wide tail
+    (4, 30, 5, 7, 4, True),    # small integers: many equal values in a pool window
+    (2, 41, 2, 3, 5, True),
+])
+def test_conv_pool_matches_tensorflow(kernels, batch, length, taps, filters, pool, ties):
+    """Outputs and the gradients of e, kernel and bias against TensorFlow's ops, with ties
+    in the pool windows routed to the first (as MaxPoolGrad does)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(length)
+    dims = 6 if ties else 8
+
+    def r(*shape):
+        if ties:
+            return tf.constant(rng.integers(-1, 2, shape).astype(np.float32))
+        return tf.constant(rng.standard_normal(shape).astype(np.float32) * 0.5)
+
+    e, kernel, bias = r(batch, length, dims), r(taps, dims, filters), r(filters)
+    pad_left, pad_right = (taps - 1) // 2, taps - 1 - (taps - 1) // 2
+    want = _conv_reference(e, kernel, bias, pad_left, pad_right, pool)
+    run = fast._recurrences(with_native=True)["conv-pool-native"]
+    weights = r(*want.shape)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([e, kernel, bias])
+        got = run(e, kernel, bias, tf.constant(pad_left), tf.constant(pad_right),
+                  tf.constant(pool))
+        want = _conv_reference(e, kernel, bias, pad_left, pad_right, pool)
+        losses = [tf.reduce_sum(got * weights), tf.reduce_sum(want * weights)]
+    np.testing.assert_allclose(got, want, atol=2e-6)
+    if ties:  # some pool window holds its positive maximum twice
+        y = tf.nn.conv1d(tf.pad(e, [[0, 0], [pad_left, pad_right], [0, 0]]), kernel, 1,
+                         "VALID") + bias
+        windows = np.asarray(y)[:, : want.shape[0] * pool].reshape(batch, -1, pool, filters)
+        top = windows.max(axis=2, keepdims=True)
+        assert (((windows == top) & (top > 0)).sum(axis=2) > 1).any()
+    g_got, g_want = (tape.gradient(loss, [e, kernel, bias]) for loss in losses)
+    for name, a, b in zip(["e", "kernel", "bias"], g_got, g_want):
+        np.testing.assert_allclose(a, b, atol=5e-6, err_msg=name)
+
+
+def test_conv_pool_keeps_nan_and_checks_inputs(kernels):
+    """A NaN in the embeddings comes out NaN (diverging training stays visible), and wrong
+    sizes raise instead of reading out of bounds."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(5)
+    e = rng.standard_normal((2, 12, 4)).astype(np.float32)
+    kernel = rng.standard_normal((3, 4, 16)).astype(np.float32)
+    bias = np.zeros(16, np.float32)
+    e[0, 5, :] = np.nan
+    out, which = kernels.lab_conv_pool(e, kernel, bias, 1, 1, 2)
+    assert np.isnan(np.asarray(out)[:, 0]).any() and np.isfinite(np.asarray(out)[:, 1]).all()
+    bad = [dict(kernel=kernel[:, :3]), dict(bias=bias[:5]), dict(e=e[0]),
+           dict(pool=0), dict(pad_left=-1)]
+    good = dict(e=e, kernel=kernel, bias=bias, pad_left=1, pad_right=1, pool=2)
+    for change in bad:
+        with pytest.raises((tf.errors.InvalidArgumentError, ValueError)):
+            kernels.lab_conv_pool(**{**good, **change})
+    grad = dict(e=e, kernel=kernel, out=out, which=which, dout=out, pad_left=1, pad_right=1,
+                pool=2)
+    for change in (dict(dout=out[:-1]), dict(which=which[:, :1]), dict(pool=3)):
+        with pytest.raises((tf.errors.InvalidArgumentError, ValueError)):
+            kernels.lab_conv_pool_grad(**{**grad, **change})

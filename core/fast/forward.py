@@ -37,6 +37,9 @@ class _Forward:
         self.tf, self.model, self.plan = tf, model, plan
         self.native = native.enabled() and all(kind == "lstm" for kind, _ in plan.recurrent)
         self.runs: dict[Any, Any] = recurrences(self.native)
+        # Conv1D + ReLU + MaxPooling1D by the native op (another activation: TensorFlow's).
+        self.conv_native = self.native and plan.conv is not None \
+            and getattr(plan.conv.activation, "__name__", "") == "relu"
 
     # Features: embeddings, or conv + pool, time-major (T, B, F).
     def _features(self, codes, pad_left: int, pad_right: int):
@@ -45,6 +48,10 @@ class _Forward:
         if plan.conv is None:
             return tf.transpose(e, [1, 0, 2])
         conv = plan.conv
+        if self.conv_native:
+            return self.runs["conv-pool-native"](
+                e, conv.kernel, conv.bias, *(tf.cast(v, tf.int32)
+                                             for v in (pad_left, pad_right, plan.pool_size)))
         e = tf.pad(e, [[0, 0], [pad_left, pad_right], [0, 0]])  # 'same' zero padding
         if e.shape[0] == 1:  # a single row (the padding row): one matmul per tap, as a
             n_conv = e.shape[1] - conv.kernel.shape[0] + 1  # batch-1 conv's gradient is slow

@@ -38,6 +38,7 @@ def recurrences(with_native: bool = False) -> dict[str, Any]:
     if with_native:
         runs |= {("lstm-native", s): _lstm_native_layer(native.ops()[0], s)
                  for s in (False, True)}
+        runs["conv-pool-native"] = _conv_pool_native(native.ops()[0])
     return runs
 
 
@@ -245,5 +246,24 @@ def _lstm_native_layer(kernels, sequences: bool):
             return (*grads, None, None)  # d(feats, h0, c0, kernel, bias, rk); no start/end
 
         return (seq, h, c), grad
+
+    return run
+
+
+def _conv_pool_native(kernels):
+    """Conv1D('same', stride 1) + ReLU + MaxPooling1D(pool, stride pool) as core/native's
+    ops: embedded codes (B, L, E) in, the pooled features time-major (T, B, C) out, one
+    pass over the embeddings each way (TensorFlow's conv, ReLU, pool, their gradients and
+    the transposes took a third of a CNN + LSTM epoch, BENCHMARKS.md section 1c)."""
+    @tf.custom_gradient
+    def run(e, kernel, bias, pad_left, pad_right, pool):
+        out, which = kernels.lab_conv_pool(e, kernel, bias, pad_left, pad_right, pool)
+
+        def grad(dout):
+            de, dkernel, dbias = kernels.lab_conv_pool_grad(e, kernel, out, which, dout,
+                                                            pad_left, pad_right, pool)
+            return de, dkernel, dbias, None, None, None
+
+        return out, grad
 
     return run

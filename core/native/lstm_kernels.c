@@ -1,4 +1,5 @@
-/* LSTM time loops for fast exact training (core/fast.py), as plain C.
+/* LSTM time loops for fast exact training (core/fast), and the CNN + LSTM's
+ * Conv1D + ReLU + MaxPooling1D, as plain C.
  *
  * Why: XLA:CPU runs each step of a time loop as ~15 separate thunks around a matmul that
  * reached ~60 GFLOP/s here (TensorFlow's prebuilt kernels; its start-up message lists
@@ -6,7 +7,9 @@
  * outside the matmul (BENCHMARKS.md, "How fast mode got here"). Here a whole
  * layer's forward (or backward) pass is one call: input projection, every step's
  * recurrent matmul and gate math, and the weight gradients, with one small GEMM written
- * for this CPU (compiled with -march=native on the machine that runs it).
+ * for this CPU (compiled with -march=native on the machine that runs it). The same GEMM
+ * runs the convolution both ways (end of this file); BENCHMARKS.md section 1c measures
+ * them against the CPU's peak.
  *
  * Conventions (same as core/fast.py's XLA loops): arrays are time-major and row-major,
  * feats (T, B, F), gates (T, B, 4U) in Keras order [i, f, g, o]; the candidate block g
@@ -25,14 +28,18 @@
 #if defined(__AVX512F__)
 /* The register block: R rows of a times NV 16-wide column vectors of w (the last vector
  * masked by ``last``), R * NV <= 24 accumulators. Inlined with constant R and NV, they stay
- * in registers for the whole K loop: each loaded vector of w serves R rows. */
+ * in registers for the whole K loop: each loaded vector of w serves R rows. The
+ * accumulators start from z0 (row stride ldz0: 0 repeats one row, such as a bias), or from
+ * zero where z0 is NULL. */
 static inline __attribute__((always_inline)) void block(
     const int R, const int NV, int K, const float *a, ptrdiff_t ars, ptrdiff_t acs,
-    const float *w, ptrdiff_t ldw, float *z, ptrdiff_t ldz, __mmask16 last) {
-  __m512 acc[8][6];
+    const float *w, ptrdiff_t ldw, float *z, ptrdiff_t ldz, const float *z0, ptrdiff_t ldz0,
+    __mmask16 last) {
+  __m512 acc[16][6];
   for (int r = 0; r < R; r++)
     for (int v = 0; v < NV; v++)
-      acc[r][v] = _mm512_maskz_loadu_ps(v == NV - 1 ? last : 0xFFFF, z + r * ldz + v * 16);
+      acc[r][v] = z0 ? _mm512_maskz_loadu_ps(v == NV - 1 ? last : 0xFFFF, z0 + r * ldz0 + v * 16)
+                     : _mm512_setzero_ps();
   for (int k = 0; k < K; k++) {
     __m512 wv[6];
     for (int v = 0; v < NV; v++)
@@ -47,56 +54,74 @@ static inline __attribute__((always_inline)) void block(
       _mm512_mask_storeu_ps(z + r * ldz + v * 16, v == NV - 1 ? last : 0xFFFF, acc[r][v]);
 }
 
-/* R rows of a against all N columns of w: blocks of NV vectors, then the rest. */
-#define ROWS(R, NV)                                                                     \
-  static void rows_##R(int N, int K, const float *a, ptrdiff_t ars, ptrdiff_t acs,      \
-                       const float *w, ptrdiff_t ldw, float *z, ptrdiff_t ldz) {        \
-    const int nvec = (N + 15) / 16;                                                     \
-    const __mmask16 tail = (N % 16) ? (__mmask16)((1u << (N % 16)) - 1u) : 0xFFFF;      \
-    int q = 0;                                                                          \
-    for (; q + (NV) <= nvec; q += (NV))                                                 \
-      block(R, NV, K, a, ars, acs, w + q * 16, ldw, z + q * 16, ldz,                    \
-            q + (NV) == nvec ? tail : 0xFFFF);                                          \
-    const float *wq = w + q * 16;                                                       \
-    float *zq = z + q * 16;                                                             \
-    switch (nvec - q) {                                                                 \
-      case 5: block(R, (NV) > 5 ? 5 : 1, K, a, ars, acs, wq, ldw, zq, ldz, tail); break; \
-      case 4: block(R, (NV) > 4 ? 4 : 1, K, a, ars, acs, wq, ldw, zq, ldz, tail); break; \
-      case 3: block(R, (NV) > 3 ? 3 : 1, K, a, ars, acs, wq, ldw, zq, ldz, tail); break; \
-      case 2: block(R, (NV) > 2 ? 2 : 1, K, a, ars, acs, wq, ldw, zq, ldz, tail); break; \
-      case 1: block(R, 1, K, a, ars, acs, wq, ldw, zq, ldz, tail); break;               \
-      default: break;                                                                   \
-    }                                                                                   \
+/* All M rows of a against the NV column vectors of w at vector q: row blocks of R, then
+ * of 4, then single rows. The panel of w (kc x 16 NV) stays in the L1 cache while every
+ * row block reads it. */
+#define PANEL(R, NV)                                                                    \
+  static void panel_##R##_##NV(int M, int kc, const float *a, ptrdiff_t ars,            \
+                               ptrdiff_t acs, const float *w, ptrdiff_t ldw, float *z,  \
+                               ptrdiff_t ldz, const float *z0, ptrdiff_t ldz0,          \
+                               __mmask16 last) {                                        \
+    int i = 0;                                                                          \
+    for (; i + (R) <= M; i += (R))                                                      \
+      block(R, NV, kc, a + i * ars, ars, acs, w, ldw, z + i * ldz, ldz,                 \
+            z0 ? z0 + i * ldz0 : 0, ldz0, last);                                        \
+    for (; i + 4 <= M; i += 4)                                                          \
+      block(4, NV, kc, a + i * ars, ars, acs, w, ldw, z + i * ldz, ldz,                 \
+            z0 ? z0 + i * ldz0 : 0, ldz0, last);                                        \
+    for (; i < M; i++)                                                                  \
+      block(1, NV, kc, a + i * ars, ars, acs, w, ldw, z + i * ldz, ldz,                 \
+            z0 ? z0 + i * ldz0 : 0, ldz0, last);                                        \
   }
-ROWS(8, 3)
-ROWS(4, 6)
-ROWS(1, 6)
+PANEL(8, 3)
+PANEL(12, 2)
+PANEL(16, 1)
 #endif
 
-/* Rows of w read per pass: a pass's slice of w (KC x N) stays in the L2 cache while every
- * row block of a uses it. */
-#define KC 128
+/* Rows of w (the K dimension) per pass: each pass's panels of w fit the L1 cache. */
+#define KC 256
+/* Rows of a (steps x batch rows) per input-projection or weight-gradient GEMM: they run
+ * every few steps, on rows still in the L2 cache. */
+#define CHUNK_ROWS 128
 
-/* z[i][j] += sum_k a[i * ars + k * acs] * w[k * ldw + j] for i < M, j < N, k < K.
- * (ars, acs) = (K, 1) reads a row-major; (1, M) reads the transpose of a (K, M) array. */
+/* z[i][j] = z0[i * ldz0 + j] (0 where z0 is NULL) + sum_k a[i * ars + k * acs] * w[k * ldw + j]
+ * for i < M, j < N, k < K; z0 may be z itself (accumulate). (ars, acs) = (K, 1) reads a
+ * row-major; (1, M) reads the transpose of a (K, M) array. */
 static void gemm(int M, int N, int K, const float *a, ptrdiff_t ars, ptrdiff_t acs,
-                 const float *w, ptrdiff_t ldw, float *z, ptrdiff_t ldz) {
+                 const float *w, ptrdiff_t ldw, float *z, ptrdiff_t ldz, const float *z0,
+                 ptrdiff_t ldz0) {
+  if (K == 0) { /* nothing to add: z = z0 */
+    for (int i = 0; i < M; i++)
+      for (int j = 0; j < N; j++) z[i * ldz + j] = z0 ? z0[i * ldz0 + j] : 0.0f;
+    return;
+  }
   for (int k0 = 0; k0 < K; k0 += KC) {
     const int kc = K - k0 < KC ? K - k0 : KC;
     const float *ak = a + k0 * acs, *wk = w + k0 * ldw;
+    if (k0 > 0) z0 = z, ldz0 = ldz; /* later passes add to the first one's sums */
 #if defined(__AVX512F__)
-    int i = 0;
-    for (; i + 8 <= M; i += 8) rows_8(N, kc, ak + i * ars, ars, acs, wk, ldw, z + i * ldz, ldz);
-    for (; i + 4 <= M; i += 4) rows_4(N, kc, ak + i * ars, ars, acs, wk, ldw, z + i * ldz, ldz);
-    for (; i < M; i++) rows_1(N, kc, ak + i * ars, ars, acs, wk, ldw, z + i * ldz, ldz);
+    const int nvec = (N + 15) / 16;
+    const __mmask16 tail = (N % 16) ? (__mmask16)((1u << (N % 16)) - 1u) : 0xFFFF;
+    int q = 0;
+    for (; q + 3 <= nvec; q += 3)
+      panel_8_3(M, kc, ak, ars, acs, wk + q * 16, ldw, z + q * 16, ldz,
+                z0 ? z0 + q * 16 : 0, ldz0, q + 3 == nvec ? tail : 0xFFFF);
+    if (nvec - q == 2)
+      panel_12_2(M, kc, ak, ars, acs, wk + q * 16, ldw, z + q * 16, ldz,
+                 z0 ? z0 + q * 16 : 0, ldz0, tail);
+    else if (nvec - q == 1)
+      panel_16_1(M, kc, ak, ars, acs, wk + q * 16, ldw, z + q * 16, ldz,
+                 z0 ? z0 + q * 16 : 0, ldz0, tail);
 #else
-    for (int i = 0; i < M; i++)
+    for (int i = 0; i < M; i++) {
+      float *restrict zr = z + i * ldz;
+      for (int j = 0; j < N; j++) zr[j] = z0 ? z0[i * ldz0 + j] : 0.0f;
       for (int k = 0; k < kc; k++) {
         const float b = ak[i * ars + k * acs];
         const float *restrict wr = wk + k * ldw;
-        float *restrict zr = z + i * ldz;
         for (int j = 0; j < N; j++) zr[j] += b * wr[j];
       }
+    }
 #endif
   }
 }
@@ -125,9 +150,16 @@ static inline __m512 exp16(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
+/* 1 / (1 + exp(-x)). The reciprocal is rcp14's estimate and one Newton step (a division
+ * takes ~4x as long and was a tenth of the backward pass): within ~2 ulp. Where
+ * d = 1 + exp(-x) is inf the estimate is already the exact 0 (the Newton step would make
+ * it NaN), and a NaN stays NaN. */
 static inline __m512 sigmoid16(__m512 x) {
   const __m512 one = _mm512_set1_ps(1.0f);
-  return _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+  const __m512 d = _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), x)));
+  const __m512 r = _mm512_rcp14_ps(d);
+  const __mmask16 finite = _mm512_cmp_ps_mask(d, _mm512_set1_ps(INFINITY), _CMP_LT_OQ);
+  return _mm512_mask_fmadd_ps(r, finite, _mm512_fnmadd_ps(d, r, one), r); /* r + r(1 - dr) */
 }
 
 /* tanh(x) = 2 sigmoid(2x) - 1 */
@@ -141,54 +173,53 @@ static inline __mmask16 lanes(int left) {
 }
 #endif
 
-/* s[n] = sigmoid(s[n]) for n < count. */
-static void sigmoid_inplace(float *s, int count) {
-#if defined(__AVX512F__)
-  for (int n = 0; n < count; n += 16) {
-    const __mmask16 m = lanes(count - n);
-    _mm512_mask_storeu_ps(s + n, m, sigmoid16(_mm512_maskz_loadu_ps(m, s + n)));
-  }
-#else
-  for (int n = 0; n < count; n++) s[n] = sigm(s[n]);
-#endif
-}
-
-/* One row's cell update from its gate sigmoids s = [i, f, g, o] (g of the doubled
- * candidate): c = f c + i (2g - 1), h = o tanh(c). */
-static void cell_row(int U, const float *s, float *c, float *h) {
-  const float *i_ = s, *f_ = s + U, *g_ = s + 2 * U, *o_ = s + 3 * U;
+/* One row's step from its gate pre-activations s = [i, f, g, o] (g of the doubled
+ * candidate), which become the gate sigmoids: c = f cp + i (2g - 1), h = o tanh(c). */
+static void cell_row(int U, float *s, const float *cp, float *c, float *h) {
+  float *i_ = s, *f_ = s + U, *g_ = s + 2 * U, *o_ = s + 3 * U;
 #if defined(__AVX512F__)
   const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f);
   for (int u = 0; u < U; u += 16) {
     const __mmask16 m = lanes(U - u);
-    const __m512 i = _mm512_maskz_loadu_ps(m, i_ + u), f = _mm512_maskz_loadu_ps(m, f_ + u),
-                 g = _mm512_fmsub_ps(two, _mm512_maskz_loadu_ps(m, g_ + u), one),
-                 o = _mm512_maskz_loadu_ps(m, o_ + u);
-    const __m512 cn = _mm512_fmadd_ps(f, _mm512_maskz_loadu_ps(m, c + u), _mm512_mul_ps(i, g));
+    const __m512 i = sigmoid16(_mm512_maskz_loadu_ps(m, i_ + u)),
+                 f = sigmoid16(_mm512_maskz_loadu_ps(m, f_ + u)),
+                 sg = sigmoid16(_mm512_maskz_loadu_ps(m, g_ + u)),
+                 o = sigmoid16(_mm512_maskz_loadu_ps(m, o_ + u));
+    _mm512_mask_storeu_ps(i_ + u, m, i);
+    _mm512_mask_storeu_ps(f_ + u, m, f);
+    _mm512_mask_storeu_ps(g_ + u, m, sg);
+    _mm512_mask_storeu_ps(o_ + u, m, o);
+    const __m512 g = _mm512_fmsub_ps(two, sg, one);
+    const __m512 cn = _mm512_fmadd_ps(f, _mm512_maskz_loadu_ps(m, cp + u), _mm512_mul_ps(i, g));
     _mm512_mask_storeu_ps(c + u, m, cn);
     _mm512_mask_storeu_ps(h + u, m, _mm512_mul_ps(o, tanh16(cn)));
   }
 #else
+  for (int n = 0; n < 4 * U; n++) s[n] = sigm(s[n]);
   for (int u = 0; u < U; u++) {
-    const float cn = f_[u] * c[u] + i_[u] * (2.0f * g_[u] - 1.0f);
+    const float cn = f_[u] * cp[u] + i_[u] * (2.0f * g_[u] - 1.0f);
     c[u] = cn;
     h[u] = o_[u] * (2.0f * sigm(2.0f * cn) - 1.0f);
   }
 #endif
 }
 
-/* One row's backward step: from dh (this step's output gradient), dc (in: the cell's
- * gradient from the step after; out: for the step before), the gate sigmoids a and the
- * previous cell cp, the pre-activation gradients dz = [di, df, dg, do]. */
+/* One row's backward step: from dh + ds (this step's output gradient: from the step
+ * after, and from the output sequence where ds is not NULL), dc (in: the cell's gradient
+ * from the step after; out: for the step before), the gate sigmoids a and the previous
+ * cell cp, the pre-activation gradients dz = [di, df, dg, do]. */
 static void cell_row_backward(int U, const float *a, const float *cp, const float *dh,
-                              float *dc, float *dz) {
+                              const float *ds, float *dc, float *dz) {
   const float *i_ = a, *f_ = a + U, *g_ = a + 2 * U, *o_ = a + 3 * U;
 #if defined(__AVX512F__)
   const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f),
                half = _mm512_set1_ps(0.5f);
   for (int u = 0; u < U; u += 16) {
     const __mmask16 m = lanes(U - u);
-    const __m512 dhv = _mm512_maskz_loadu_ps(m, dh + u), i = _mm512_maskz_loadu_ps(m, i_ + u),
+    const __m512 dhv = ds ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, dh + u),
+                                          _mm512_maskz_loadu_ps(m, ds + u))
+                          : _mm512_maskz_loadu_ps(m, dh + u),
+                 i = _mm512_maskz_loadu_ps(m, i_ + u),
                  f = _mm512_maskz_loadu_ps(m, f_ + u),
                  g = _mm512_fmsub_ps(two, _mm512_maskz_loadu_ps(m, g_ + u), one),
                  o = _mm512_maskz_loadu_ps(m, o_ + u), cpv = _mm512_maskz_loadu_ps(m, cp + u);
@@ -208,7 +239,7 @@ static void cell_row_backward(int U, const float *a, const float *cp, const floa
   }
 #else
   for (int u = 0; u < U; u++) {
-    const float dhv = dh[u], i = i_[u], f = f_[u], g = 2.0f * g_[u] - 1.0f, o = o_[u],
+    const float dhv = ds ? dh[u] + ds[u] : dh[u], i = i_[u], f = f_[u], g = 2.0f * g_[u] - 1.0f, o = o_[u],
                 cpv = cp[u];
     const float tc = 2.0f * sigm(2.0f * (f * cpv + i * g)) - 1.0f;
     const float dcv = dc[u] + dhv * o * (1.0f - tc * tc);
@@ -221,39 +252,61 @@ static void cell_row_backward(int U, const float *a, const float *cp, const floa
 #endif
 }
 
+/* Ask for the cache lines of p[0, count) ahead of their first write (the next
+ * projection's rows, a chunk of steps ahead). Rows that
+ * far ahead are not in the cache yet; without this their misses stall the GEMM that
+ * writes them first (the input projection ran at half its in-cache speed at 250 steps). */
+static void prefetch_for_write(float *p, size_t count) {
+  for (size_t n = 0; n < count; n += 16) __builtin_prefetch(p + n, 1, 3);
+}
+
 static void transpose(int rows, int cols, const float *src, float *dst) {
   for (int r = 0; r < rows; r++)
     for (int c = 0; c < cols; c++) dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
 }
 
 /* Forward over steps [start, end): acts[t] = the gate sigmoids, hprev[t] / cprev[t] = the
- * state before step t; h, c hold the initial state on entry and the final one on exit. */
+ * state before step t; h, c hold the initial state on entry and the final one on exit.
+ * Each step writes its new state straight into the next step's hprev / cprev rows. */
 void lab_lstm_forward(int T, int B, int F, int U, const float *feats, const float *kernel,
                       const float *bias, const float *rk, int start, int end, float *acts,
                       float *hprev, float *cprev, float *h, float *c) {
   (void)T;
+  if (end <= start) return;
   const int G = 4 * U;
-  const int chunk = B >= KC ? 1 : KC / B; /* steps per input-projection GEMM */
+  const size_t BU = (size_t)B * U;
+  const int chunk = B >= CHUNK_ROWS ? 1 : CHUNK_ROWS / B; /* steps per projection GEMM */
+  memcpy(hprev + start * BU, h, sizeof(float) * BU);
+  memcpy(cprev + start * BU, c, sizeof(float) * BU);
   for (int t = start; t < end; t++) {
     float *s = acts + (size_t)t * B * G;
     if ((t - start) % chunk == 0) { /* acts = bias + feats @ kernel for the next steps,
                                        just before they run (still in the L2 cache) */
       const int rows = (t + chunk < end ? chunk : end - t) * B;
-      for (int r = 0; r < rows; r++) memcpy(s + (size_t)r * G, bias, sizeof(float) * G);
-      gemm(rows, G, F, feats + (size_t)t * B * F, F, 1, kernel, G, s, G);
+      gemm(rows, G, F, feats + (size_t)t * B * F, F, 1, kernel, G, s, G, bias, 0);
     }
-    memcpy(hprev + (size_t)t * B * U, h, sizeof(float) * B * U);
-    memcpy(cprev + (size_t)t * B * U, c, sizeof(float) * B * U);
-    gemm(B, G, U, h, U, 1, rk, G, s, G);
-    sigmoid_inplace(s, B * G);
-    for (int r = 0; r < B; r++) cell_row(U, s + r * G, c + r * U, h + r * U);
+    if (t + chunk < end) { /* the next projection's rows, a chunk of steps ahead */
+      prefetch_for_write(acts + (size_t)(t + chunk) * B * G, (size_t)B * G);
+      prefetch_for_write(hprev + (t + chunk) * BU, BU);
+      prefetch_for_write(cprev + (t + chunk) * BU, BU);
+    }
+    const float *ht = hprev + t * BU, *ct = cprev + t * BU;
+    float *hn = t + 1 < end ? hprev + (t + 1) * BU : h;
+    float *cn = t + 1 < end ? cprev + (t + 1) * BU : c;
+    gemm(B, G, U, ht, U, 1, rk, G, s, G, s, G);
+    for (int r = 0; r < B; r++) cell_row(U, s + r * G, ct + r * U, cn + r * U, hn + r * U);
   }
 }
 
 /* Backward over steps end-1 .. start. dh, dc: the gradients of the final h, c on entry,
  * of the initial h0, c0 on exit; dseq (T, B, U), the gradient of the output sequence, or
  * NULL. Writes dfeats rows [start, end) and the weight gradients dkernel (F, 4U), dbias
- * (4U), drk (U, 4U). Scratch: dz (T, B, 4U), rkt (4U, U), kt (4U, F). */
+ * (4U), drk (U, 4U). Scratch: dz (lab_lstm_dz_rows(B), 4U), the pre-activation gradients
+ * of the steps that await their weight-gradient GEMMs (a few steps, in the L2 cache; rows
+ * for all T steps would be megabytes written to memory and read back); rkt (4U, U),
+ * kt (4U, F). */
+int lab_lstm_dz_rows(int B) { return (B >= CHUNK_ROWS ? 1 : CHUNK_ROWS / B) * B; }
+
 void lab_lstm_backward(int T, int B, int F, int U, const float *feats, const float *acts,
                        const float *hprev, const float *cprev, const float *dseq, float *dh,
                        float *dc, const float *kernel, const float *rk, int start, int end,
@@ -267,29 +320,23 @@ void lab_lstm_backward(int T, int B, int F, int U, const float *feats, const flo
   if (end <= start) return;
   transpose(U, G, rk, rkt);
   transpose(F, G, kernel, kt);
-  const int chunk = B >= KC ? 1 : KC / B; /* steps per weight-gradient GEMM */
-  int pending = end;                      /* steps [t, pending) await their GEMMs */
+  const int chunk = lab_lstm_dz_rows(B) / B; /* steps per weight-gradient GEMM */
+  int pending = end;                         /* steps [t, pending) await them */
   for (int t = end - 1; t >= start; t--) {
     const float *a = acts + (size_t)t * B * G, *cp = cprev + (size_t)t * B * U;
-    float *dzt = dz + (size_t)t * B * G;
-    if (dseq) {
-      const float *ds = dseq + (size_t)t * B * U;
-#pragma omp simd
-      for (int n = 0; n < B * U; n++) dh[n] += ds[n];
-    }
+    const float *ds = dseq ? dseq + (size_t)t * B * U : NULL;
+    float *dzt = dz + (size_t)(t - pending + chunk) * B * G; /* its rows in step order */
     for (int r = 0; r < B; r++)
-      cell_row_backward(U, a + r * G, cp + r * U, dh + r * U, dc + r * U, dzt + r * G);
-    memset(dh, 0, sizeof(float) * B * U);
-    gemm(B, U, G, dzt, G, 1, rkt, U, dh, U);
+      cell_row_backward(U, a + r * G, cp + r * U, dh + r * U, ds ? ds + r * U : NULL,
+                        dc + r * U, dzt + r * G);
+    gemm(B, U, G, dzt, G, 1, rkt, U, dh, U, NULL, 0); /* dh = dz @ rk^T */
     if (pending - t == chunk || t == start) { /* the weight gradients of the last few
                                                  steps, while their dz is in the L2 cache */
       const int rows = (pending - t) * B;
-      const float *dzs = dzt;
-      float *dfs = dfeats + (size_t)t * B * F;
-      memset(dfs, 0, sizeof(float) * rows * F);
-      gemm(rows, F, G, dzs, G, 1, kt, F, dfs, F);                              /* dz @ kernel^T */
-      gemm(F, G, rows, feats + (size_t)t * B * F, 1, F, dzs, G, dkernel, G);   /* feats^T @ dz */
-      gemm(U, G, rows, hprev + (size_t)t * B * U, 1, U, dzs, G, drk, G);       /* hprev^T @ dz */
+      const float *dzs = dzt, *fs = feats + (size_t)t * B * F;
+      gemm(rows, F, G, dzs, G, 1, kt, F, dfeats + (size_t)t * B * F, F, NULL, 0); /* dz @ kernel^T */
+      gemm(F, G, rows, fs, 1, F, dzs, G, dkernel, G, dkernel, G);                  /* feats^T @ dz */
+      gemm(U, G, rows, hprev + (size_t)t * B * U, 1, U, dzs, G, drk, G, drk, G);   /* hprev^T @ dz */
       for (int r = 0; r < rows; r++) {
         const float *restrict zr = dzs + (size_t)r * G;
 #pragma omp simd
@@ -297,5 +344,101 @@ void lab_lstm_backward(int T, int B, int F, int U, const float *feats, const flo
       }
       pending = t;
     }
+  }
+}
+
+/* -- Conv1D('same', stride 1) + ReLU + MaxPooling1D(P, stride P), for the CNN + LSTM ------
+ *
+ * e (B, L, E): a batch's embedded codes; kernel (K, E, C), bias (C); the convolution reads
+ * pl zero rows before each row's codes and pr after (TensorFlow's 'same' for the window).
+ * The pooled output is time-major, (T, B, C) with T = (L + pl + pr - K + 1) / P, as the
+ * LSTM reads it. Both passes are GEMMs on the padded row itself: row n of the unfolded
+ * input (the K rows of x from n on) is K * E contiguous floats, so no im2col copy. */
+
+static int conv_steps(int L, int K, int pl, int pr, int P) {
+  const int n = L + pl + pr - K + 1;
+  return n > 0 ? n / P : 0;
+}
+
+/* xp = pl zero rows, row b of e, pr zero rows. */
+static void padded_row(int L, int E, int pl, int pr, const float *e, float *xp) {
+  memset(xp, 0, sizeof(float) * pl * E);
+  memcpy(xp + (size_t)pl * E, e, sizeof(float) * L * E);
+  memset(xp + (size_t)(pl + L) * E, 0, sizeof(float) * pr * E);
+}
+
+/* Scratch floats for either pass. */
+long lab_conv_pool_scratch(int L, int E, int K, int C, int pl, int pr) {
+  const long Lp = (long)L + pl + pr;
+  return Lp * E + (Lp + K) * C + (long)K * C * E;
+}
+
+/* out = max over each pool window of relu(conv(e)), time-major; which = the window slot it
+ * came from (the first of equal values, as TensorFlow's MaxPoolGrad routes it). A NaN
+ * stays NaN. */
+void lab_conv_pool_forward(int B, int L, int E, int K, int C, int pl, int pr, int P,
+                           const float *e, const float *kernel, const float *bias,
+                           float *out, unsigned char *which, float *scratch) {
+  const int T = conv_steps(L, K, pl, pr, P);
+  if (T == 0) return;
+  float *xp = scratch, *y = scratch + (size_t)(L + pl + pr) * E;
+  for (int b = 0; b < B; b++) {
+    padded_row(L, E, pl, pr, e + (size_t)b * L * E, xp);
+    gemm(T * P, C, K * E, xp, E, 1, kernel, C, y, C, bias, 0); /* y = bias + conv */
+    for (int t = 0; t < T; t++) {
+      float *o = out + ((size_t)t * B + b) * C;
+      unsigned char *w = which + ((size_t)t * B + b) * C;
+      for (int c = 0; c < C; c++) {
+        float best = y[(size_t)t * P * C + c];
+        int arg = 0;
+        for (int j = 1; j < P; j++) {
+          const float v = y[(size_t)(t * P + j) * C + c];
+          if (!(v <= best)) best = v, arg = j; /* larger, or NaN */
+        }
+        o[c] = best > 0.0f || best != best ? best : 0.0f;
+        w[c] = (unsigned char)arg;
+      }
+    }
+  }
+}
+
+/* The gradients of lab_conv_pool_forward from dout (T, B, C): de (B, L, E), dkernel
+ * (K, E, C), dbias (C). The ReLU passes a gradient where out > 0. */
+void lab_conv_pool_backward(int B, int L, int E, int K, int C, int pl, int pr, int P,
+                            const float *e, const float *kernel, const float *out,
+                            const unsigned char *which, const float *dout, float *de,
+                            float *dkernel, float *dbias, float *scratch) {
+  const int T = conv_steps(L, K, pl, pr, P), Lp = L + pl + pr;
+  memset(dkernel, 0, sizeof(float) * K * E * C);
+  memset(dbias, 0, sizeof(float) * C);
+  if (T == 0) {
+    memset(de, 0, sizeof(float) * B * L * E);
+    return;
+  }
+  /* dypad: the conv outputs' gradient dy after K - 1 zero rows, zeros after; wrev: the
+   * kernel with taps reversed, (K, C, E), so that the input gradient of padded row m is
+   * dypad rows m .. m + K - 1 (contiguous) times wrev. */
+  float *xp = scratch, *dypad = scratch + (size_t)Lp * E, *wrev = dypad + (size_t)(Lp + K) * C;
+  float *dy = dypad + (size_t)(K - 1) * C;
+  for (int j = 0; j < K; j++)
+    for (int c = 0; c < C; c++)
+      for (int i = 0; i < E; i++)
+        wrev[((size_t)j * C + c) * E + i] = kernel[((size_t)(K - 1 - j) * E + i) * C + c];
+  for (int b = 0; b < B; b++) {
+    padded_row(L, E, pl, pr, e + (size_t)b * L * E, xp);
+    memset(dypad, 0, sizeof(float) * (Lp + K) * C);
+    for (int t = 0; t < T; t++) {
+      const size_t at = ((size_t)t * B + b) * C;
+      for (int c = 0; c < C; c++)
+        if (out[at + c] > 0.0f) {
+          dy[(size_t)(t * P + which[at + c]) * C + c] = dout[at + c];
+          dbias[c] += dout[at + c];
+        }
+    }
+    /* dkernel += unfold(xp)^T dy: row (k, i) of the transposed unfolding, step n, is
+     * xp[n * E + k * E + i] */
+    gemm(K * E, C, T * P, xp, 1, E, dy, C, dkernel, C, dkernel, C);
+    /* de rows: padded rows pl .. pl + L - 1 */
+    gemm(L, E, K * C, dypad + (size_t)pl * C, C, 1, wrev, E, de + (size_t)b * L * E, E, NULL, 0);
   }
 }

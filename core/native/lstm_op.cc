@@ -18,6 +18,15 @@ void lab_lstm_backward(int T, int B, int F, int U, const float *feats, const flo
                        float *dc, const float *kernel, const float *rk, int start, int end,
                        float *dfeats, float *dkernel, float *dbias, float *drk, float *dz,
                        float *rkt, float *kt);
+int lab_lstm_dz_rows(int B);
+long lab_conv_pool_scratch(int L, int E, int K, int C, int pl, int pr);
+void lab_conv_pool_forward(int B, int L, int E, int K, int C, int pl, int pr, int P,
+                           const float *e, const float *kernel, const float *bias,
+                           float *out, unsigned char *which, float *scratch);
+void lab_conv_pool_backward(int B, int L, int E, int K, int C, int pl, int pr, int P,
+                            const float *e, const float *kernel, const float *out,
+                            const unsigned char *which, const float *dout, float *de,
+                            float *dkernel, float *dbias, float *scratch);
 }
 
 namespace {
@@ -160,7 +169,8 @@ class LstmBackwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({4 * U}), &dbias));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(5, rk.shape(), &drk));
     Tensor dz, rkt, kt;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, acts.shape(), &dz));
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT,
+                                           TensorShape({lab_lstm_dz_rows(B), 4 * U}), &dz));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({4 * U, U}), &rkt));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({4 * U, F}), &kt));
     ZeroOutside(F32(dfeats), T, int64_t{B} * F, start, end);
@@ -170,6 +180,87 @@ class LstmBackwardOp : public OpKernel {
                       no_dseq ? nullptr : F32(dseq), F32(dh0), F32(dc0),
                       F32(kernel), F32(rk), start, end, F32(dfeats), F32(dkernel),
                       F32(dbias), F32(drk), F32(&dz), F32(&rkt), F32(&kt));
+  }
+};
+
+// Conv1D + ReLU + MaxPooling1D (see lab_conv_pool_forward): the sizes from e (B, L, E) and
+// kernel (K, E, C), and the int32 scalars pad_left, pad_right, pool at inputs first..first+2.
+struct ConvSizes {
+  int B, L, E, K, C, pl, pr, P, T;
+};
+
+absl::Status ReadConv(const char *op, OpKernelContext *ctx, const Tensor &e,
+                      const Tensor &kernel, int first, ConvSizes *s) {
+  using ::tensorflow::errors::InvalidArgument;
+  if (e.dims() != 3 || kernel.dims() != 3 || kernel.dim_size(1) != e.dim_size(2))
+    return InvalidArgument(op, ": need e (batch, length, features) and kernel (taps, "
+                           "features, filters), got ", e.shape().DebugString(), " and ",
+                           kernel.shape().DebugString());
+  int32_t v[3];
+  for (int i = 0; i < 3; i++) {
+    const Tensor &t = ctx->input(first + i);
+    if (!TensorShapeUtils::IsScalar(t.shape()))
+      return InvalidArgument(op, ": pad_left, pad_right and pool must be scalars");
+    v[i] = t.scalar<int32_t>()();
+  }
+  const int64_t limit = 1 << 24;
+  if (v[0] < 0 || v[1] < 0 || v[2] < 1 || v[2] > 255 || v[0] > limit || v[1] > limit ||
+      e.dim_size(0) > limit || e.dim_size(1) > limit || e.dim_size(2) > 4096 ||
+      kernel.dim_size(0) > 64 || kernel.dim_size(2) > 4096 || kernel.dim_size(0) < 1 ||
+      e.NumElements() > std::numeric_limits<int>::max())
+    return InvalidArgument(op, ": sizes out of range (pad_left ", v[0], ", pad_right ", v[1],
+                           ", pool ", v[2], ")");
+  *s = {static_cast<int>(e.dim_size(0)), static_cast<int>(e.dim_size(1)),
+        static_cast<int>(e.dim_size(2)), static_cast<int>(kernel.dim_size(0)),
+        static_cast<int>(kernel.dim_size(2)), v[0], v[1], v[2], 0};
+  const int n = s->L + s->pl + s->pr - s->K + 1;
+  s->T = n > 0 ? n / s->P : 0;
+  return absl::OkStatus();
+}
+
+class ConvPoolOp : public OpKernel {
+ public:
+  explicit ConvPoolOp(OpKernelConstruction *ctx) : OpKernel(ctx) {}
+  void Compute(OpKernelContext *ctx) override {
+    const char *op = "LabConvPool";
+    const Tensor &e = ctx->input(0), &kernel = ctx->input(1), &bias = ctx->input(2);
+    ConvSizes s;
+    OP_REQUIRES_OK(ctx, ReadConv(op, ctx, e, kernel, 3, &s));
+    OP_REQUIRES_OK(ctx, Expect(op, "bias", bias, TensorShape({s.C}), "filters"));
+    Tensor *out, *which, scratch;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({s.T, s.B, s.C}), &out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({s.T, s.B, s.C}), &which));
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(
+        tensorflow::DT_FLOAT,
+        TensorShape({lab_conv_pool_scratch(s.L, s.E, s.K, s.C, s.pl, s.pr)}), &scratch));
+    lab_conv_pool_forward(s.B, s.L, s.E, s.K, s.C, s.pl, s.pr, s.P, F32(e), F32(kernel),
+                          F32(bias), F32(out), which->flat<uint8_t>().data(), F32(&scratch));
+  }
+};
+
+class ConvPoolGradOp : public OpKernel {
+ public:
+  explicit ConvPoolGradOp(OpKernelConstruction *ctx) : OpKernel(ctx) {}
+  void Compute(OpKernelContext *ctx) override {
+    const char *op = "LabConvPoolGrad";
+    const Tensor &e = ctx->input(0), &kernel = ctx->input(1), &out = ctx->input(2),
+                 &which = ctx->input(3), &dout = ctx->input(4);
+    ConvSizes s;
+    OP_REQUIRES_OK(ctx, ReadConv(op, ctx, e, kernel, 5, &s));
+    const TensorShape pooled({s.T, s.B, s.C});
+    OP_REQUIRES_OK(ctx, Expect(op, "out", out, pooled, "steps, batch, filters"));
+    OP_REQUIRES_OK(ctx, Expect(op, "which", which, pooled, "steps, batch, filters"));
+    OP_REQUIRES_OK(ctx, Expect(op, "dout", dout, pooled, "steps, batch, filters"));
+    Tensor *de, *dkernel, *dbias, scratch;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, e.shape(), &de));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, kernel.shape(), &dkernel));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({s.C}), &dbias));
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(
+        tensorflow::DT_FLOAT,
+        TensorShape({lab_conv_pool_scratch(s.L, s.E, s.K, s.C, s.pl, s.pr)}), &scratch));
+    lab_conv_pool_backward(s.B, s.L, s.E, s.K, s.C, s.pl, s.pr, s.P, F32(e), F32(kernel),
+                           F32(out), which.flat<uint8_t>().data(), F32(dout), F32(de),
+                           F32(dkernel), F32(dbias), F32(&scratch));
   }
 };
 
@@ -245,5 +336,45 @@ REGISTER_OP("LabLstmBackward")
       return absl::OkStatus();
     });
 
+REGISTER_OP("LabConvPool")
+    .Input("e: float")
+    .Input("kernel: float")
+    .Input("bias: float")
+    .Input("pad_left: int32")
+    .Input("pad_right: int32")
+    .Input("pool: int32")
+    .Output("out: float")
+    .Output("which: uint8")
+    .SetShapeFn([](InferenceContext *c) {
+      TF_RETURN_IF_ERROR(Ranks(c, {3, 3, 1, 0, 0, 0}));
+      ShapeHandle pooled = c->MakeShape({c->UnknownDim(), c->Dim(c->input(0), 0),
+                                         c->Dim(c->input(1), 2)});
+      c->set_output(0, pooled);
+      c->set_output(1, pooled);
+      return absl::OkStatus();
+    });
+
+REGISTER_OP("LabConvPoolGrad")
+    .Input("e: float")
+    .Input("kernel: float")
+    .Input("out: float")
+    .Input("which: uint8")
+    .Input("dout: float")
+    .Input("pad_left: int32")
+    .Input("pad_right: int32")
+    .Input("pool: int32")
+    .Output("de: float")
+    .Output("dkernel: float")
+    .Output("dbias: float")
+    .SetShapeFn([](InferenceContext *c) {
+      TF_RETURN_IF_ERROR(Ranks(c, {3, 3, 3, 3, 3, 0, 0, 0}));
+      c->set_output(0, c->input(0));
+      c->set_output(1, c->input(1));
+      c->set_output(2, c->Vector(c->Dim(c->input(1), 2)));
+      return absl::OkStatus();
+    });
+
+REGISTER_KERNEL_BUILDER(Name("LabConvPool").Device(tensorflow::DEVICE_CPU), ConvPoolOp);
+REGISTER_KERNEL_BUILDER(Name("LabConvPoolGrad").Device(tensorflow::DEVICE_CPU), ConvPoolGradOp);
 REGISTER_KERNEL_BUILDER(Name("LabLstmForward").Device(tensorflow::DEVICE_CPU), LstmForwardOp);
 REGISTER_KERNEL_BUILDER(Name("LabLstmBackward").Device(tensorflow::DEVICE_CPU), LstmBackwardOp);
