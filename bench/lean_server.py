@@ -2,8 +2,10 @@
 
 Part 1 submits the same 1,000-review seed-LSTM job (1 epoch, 1,000 test reviews) through
 core.jobs, as the Train page does, alternately to a fresh worker (LAB_WARM_WORKERS=0, the
-lab before warm workers) and to a warm one (waiting, TensorFlow imported), and reads from
-the run store: submit -> first batch metric, submit -> completed.
+lab before warm workers) and to a warm one (waiting: TensorFlow imported, the dataset view
+kept, the seed LSTM's model built and traced; core/warmstart.py), and reads from the run
+store: submit -> first batch metric, submit -> completed, and where the time before the
+first batch went (the run's phases), with the 1-minute load average at each submit.
 
 Part 2 asks the inference process (core.inference, what the Predict page calls) for typed
 reviews and attributions with the finished seed-LSTM model, timed from the page's call, and
@@ -42,13 +44,16 @@ def one_job(store, warm_on: bool) -> dict:
         while not warm._entries(store.home, "ready"):
             time.sleep(0.1)
     time.sleep(2.0)  # let the machine settle after the previous job's exit
+    load = os.getloadavg()[0]
     run_id = jobs.submit(store, preset("seed-lstm", train_size=TRAIN_SIZE, test_size=TEST_SIZE,
                                        epochs=1))
     while (run := store.get(run_id)).active:
         time.sleep(0.05)
     assert run.status == COMPLETED, run.error
-    return {"run": run_id, "first": first_batch_s(store, run_id),
-            "done": run.ended_at - run.created_at, "train": run.results.get("train_seconds")}
+    return {"run": run_id, "first": first_batch_s(store, run_id), "load": load,
+            "done": run.ended_at - run.created_at, "train": run.results.get("train_seconds"),
+            "phases": run.results.get("phases", {}),
+            "prepared": run.results.get("prepared_model", False)}
 
 
 def startup_rows(store, rounds: int) -> tuple[list[list], dict[str, list[dict]]]:
@@ -62,8 +67,22 @@ def startup_rows(store, rounds: int) -> tuple[list[list], dict[str, list[dict]]]
         first = [r["first"] for r in runs]
         done = [r["done"] for r in runs]
         rows.append([name, " / ".join(f"{x:.2f}" for x in first), f"{np.median(first):.2f}",
-                     " / ".join(f"{x:.1f}" for x in done), f"{np.median(done):.1f}"])
+                     " / ".join(f"{x:.1f}" for x in done), f"{np.median(done):.1f}",
+                     " / ".join(f"{r['load']:.1f}" for r in runs)])
     return rows, got
+
+
+# Phases before the first batch (core.training.Phases), then the rest of the job.
+START_PHASES = ("start", "imports", "data", "encoder", "model", "kernels", "first batch")
+
+
+def phase_rows(got: dict[str, list[dict]]) -> list[list]:
+    """Each job's seconds per phase up to its first batch, and whether it trained a model
+    its warm worker had prepared."""
+    return [[name, i + 1, "yes" if r["prepared"] else "no", f"{r['load']:.1f}"]
+            + [f"{r['phases'].get(p, 0.0):.2f}" for p in START_PHASES]
+            + [f"{sum(r['phases'].get(p, 0.0) for p in START_PHASES):.2f}", f"{r['first']:.2f}"]
+            for name, runs in got.items() for i, r in enumerate(runs)]
 
 
 def inference_rows(store, run_id: str, n: int) -> tuple[list[list], str]:
@@ -112,7 +131,12 @@ def main() -> None:
             f"reviews, submitted through core.jobs; {args.rounds} rounds, fresh and warm "
             "alternating. Seconds, each round / median.\n\n"
             + common.table(["worker", "submit -> first batch", "median",
-                            "submit -> completed", "median"], start)
+                            "submit -> completed", "median", "load at submit"], start)
+            + "\n\nWhere each job's time before its first batch went (results['phases'], "
+            "seconds; start = claim to the job's code, first batch = the first training "
+            "batch, including any tracing):\n\n"
+            + common.table(["worker", "round", "prepared model", "load", *START_PHASES,
+                            "sum", "submit -> first batch"], phase_rows(got))
             + "\n\nPart 2: the inference process, timed from the page's call (one round trip "
             "over a local socket).\n\n"
             + common.table(["request", "n", "p50 ms", "p99 ms"], infer) + f"\n\n- {note}")

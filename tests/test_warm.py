@@ -60,3 +60,94 @@ def test_off_means_a_fresh_worker_per_run(lab):
     run_id = jobs.submit(lab, tiny_config())
     assert wait_for(lab, run_id).status == COMPLETED
     assert not warm._entries(lab.home, "ready") and not warm._entries(lab.home, "starting")
+
+
+# -- the warm worker's head start (core/warmstart.py) ----------------------------------------
+
+
+def _train_tiny(cfg, prepared=None):
+    """In this process: (weights, optimizer variables, batch losses, test probabilities,
+    whether a prepared model trained) of a fast run of ``cfg``, built as a worker builds it,
+    after preparing ``prepared``'s model when given."""
+    import keras
+    import numpy as np
+
+    from core import fast, warmstart
+    from core.data import load_dataset
+    from core.models import build_model, compile_model
+
+    warmstart.forget()
+    if prepared is not None:
+        assert warmstart.prepare(prepared).startswith("prepared")
+    keras.utils.set_random_seed(cfg.seed)
+    fresh = compile_model(build_model(cfg), cfg)
+    model = warmstart.adopt(fresh, cfg)
+    ds = load_dataset()
+    x, y = ds.arrays("train", cfg.top_words, cfg.maxlen, cfg.train_size)
+    losses = []
+
+    class Losses(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            losses.append(logs["loss"])
+
+    fast.fit(model, cfg, x[:192], y[:192], None, (x[192:], y[192:]), [Losses()])
+    p = fast.predict(model, cfg, ds.arrays("test", cfg.top_words, cfg.maxlen, 128)[0])
+    warmstart.forget()
+    return ([np.asarray(v) for v in model.variables],
+            [np.asarray(v) for v in model.optimizer.variables], losses, p, model is not fresh)
+
+
+def test_a_prepared_model_trains_exactly_as_a_fresh_one(lab):
+    """Prepared with another seed and learning rate, traced and stepped on a dummy batch:
+    after adopting the run's fresh model it trains to the same bits, and no step retraces."""
+    import numpy as np
+
+    cfg = tiny_config(epochs=2, seed=3, learning_rate=0.01)
+    cold = _train_tiny(cfg)
+    warm_ = _train_tiny(cfg, prepared=tiny_config(seed=9))
+    assert not cold[4] and warm_[4]  # the second trained the prepared twin
+    for a, b in zip(cold[0] + cold[1], warm_[0] + warm_[1], strict=True):
+        assert np.array_equal(a, b)
+    assert cold[2] == warm_[2] and np.array_equal(cold[3], warm_[3])
+    # Another shape is not adopted: the run builds and traces its own.
+    assert not _train_tiny(tiny_config(units=5), prepared=tiny_config())[4]
+
+
+def test_the_kept_dataset_is_used_while_its_source_is_unchanged(lab, monkeypatch):
+    from core import data, warmstart
+
+    warmstart.keep_dataset()
+    try:
+        kept = warmstart.dataset()
+        assert kept is warmstart._kept["dataset"] and kept.source.is_demo
+        monkeypatch.setattr(data, "fingerprint", lambda src: "changed")  # the data changed
+        assert warmstart.dataset() is not kept
+    finally:
+        warmstart.forget()
+
+
+def test_a_warm_worker_prepares_the_queued_run_and_matches_a_cold_run(warm_lab, monkeypatch):
+    lab = warm_lab
+    cfg = tiny_config(epochs=2, seed=4)
+    probes = ["a wonderful film", "a boring waste"]
+    queued = jobs.submit(lab, cfg, probes, start=False)  # first in the queue as it wakes
+    started = warm.ensure(lab.home, lambda: jobs.spawn(lab.home, [warm.FLAG],
+                                                       warm.log_path(lab.home)))
+    assert wait_ready(lab.home) == started
+    jobs.dispatch(lab)
+    run = wait_for(lab, queued)
+    assert run.status == COMPLETED, run.error
+    assert run.pid == started and run.results["prepared_model"] is True
+    assert f"prepared {cfg.display_name()}" in warm.log_path(lab.home).read_text()
+    monkeypatch.setenv("LAB_WARM_WORKERS", "0")
+    warm.stop_all(lab.home)
+    cold = wait_for(lab, jobs.submit(lab, cfg, probes))
+    assert cold.status == COMPLETED and cold.results["prepared_model"] is False
+
+    def rows(run_id):  # every batch, epoch, validation and probe value (not the timings)
+        return [(m["step"], m["phase"], m["name"], m["value"]) for m in lab.metrics(run_id)
+                if m["name"] != "seconds"]
+
+    assert rows(run.id) == rows(cold.id)
+    for key in ("test_accuracy", "auc", "confusion", "params"):
+        assert run.results[key] == cold.results[key]
