@@ -2,7 +2,7 @@
 
 A fresh worker spends seconds importing TensorFlow and loading the native kernels before it
 can read its first batch; a student's tiny job should start learning at once. So one worker
-waits, loaded, in each lab home, and ``jobs.dispatch`` hands it the next claimed run
+waits, loaded (and with the likeliest run's model traced: core/warmstart.py), in each lab home, and ``jobs.dispatch`` hands it the next claimed run
 through small files in ``LAB_HOME/warm/`` (no sockets, nothing to leak):
 
     PID.starting  the spawner created it; the worker is still importing

@@ -1,8 +1,9 @@
 """Worker process entry point: ``python -m core.worker RUN_ID`` or ``--warm``.
 
 Runs one claimed run to a final status, whatever happens, then starts the next queued job.
-A warm worker (``core.warm``) imports TensorFlow and loads the native kernels first, then
-waits for ``jobs.dispatch`` to hand it its run.
+A warm worker (``core.warm``) imports TensorFlow and loads the native kernels first, keeps the
+dataset view and prepares the likeliest run's model (``core.warmstart``), then waits for
+``jobs.dispatch`` to hand it its run.
 """
 
 from __future__ import annotations
