@@ -288,14 +288,15 @@ class JobData:
 
 def load_job_data(store: RunStore, run_id: str, cfg) -> JobData:
     """Load and pad the run's data (recording the source in the run's environment); a warm
-    worker's kept dataset view when it is still the source's (core/warmstart.py)."""
+    worker's kept dataset view and padded rows when they are still the source's
+    (core/warmstart.py)."""
     ds = warmstart.dataset()
     check(cfg, len(ds.train), len(ds.test))
     env = environment()
     env["data"] = {"source": ds.source.kind, "label": ds.source.label(), "path": ds.source.path}
     store.set_env(run_id, env)
     encoder = ds.encoder(cfg.top_words, cfg.maxlen)
-    x_all, y_all = ds.arrays("train", cfg.top_words, cfg.maxlen, cfg.train_size)
+    x_all, y_all = warmstart.arrays(ds, "train", cfg.top_words, cfg.maxlen, cfg.train_size)
     n_val = int(round(len(x_all) * cfg.validation_split))
     # Keras's validation_split convention: the last fraction, taken before shuffling.
     n_fit = len(x_all) - n_val
@@ -304,7 +305,7 @@ def load_job_data(store: RunStore, run_id: str, cfg) -> JobData:
         x_test = encoder.encode_ragged(*ds.ragged("test", cfg.top_words, cfg.test_size))
         y_test = ds.test.head(cfg.test_size).labels.astype(np.float32)
     else:
-        x_test, y_test = ds.arrays("test", cfg.top_words, cfg.maxlen, cfg.test_size)
+        x_test, y_test = warmstart.arrays(ds, "test", cfg.top_words, cfg.maxlen, cfg.test_size)
     lengths_all = ds.train.head(cfg.train_size).lengths() + 1  # codes incl. start token
     y_train = y_all[:n_fit]
     if os.environ.get(FAULT_ENV) == "nan-label":

@@ -5,7 +5,9 @@ steps (~2 s on the shared 2-core machine) and reading the dataset cache (0.1-0.5
 worker (core.warm) does both before it announces itself:
 
 - it keeps the dataset view loaded (:func:`dataset` returns it while the data source is
-  still the one it was read from);
+  still the one it was read from), and both splits padded at the likeliest run's
+  vocabulary and length (:func:`arrays`: a run's first ``n`` reviews are the first ``n``
+  rows; padding all 25,000 takes ~1 s);
 - it builds the likeliest model (the first queued run's configuration when fast mode's
   native kernels apply to it, else the seed LSTM preset), compiles it and runs each compiled
   step once on a dummy batch (train, evaluation, prediction), so its graphs are traced and
@@ -39,7 +41,8 @@ GRAPH_FREE = ("seed", "name", "epochs", "validation_split", "train_size", "test_
 DEFAULT_PRESET = "seed-lstm"  # prepared when no queued run says otherwise
 DUMMY_STEPS = 16  # the dummy batch's recurrent steps (the native steps take any length)
 
-_kept: dict[str, Any] = {"dataset": None, "fingerprint": None, "model": None, "key": None}
+_kept: dict[str, Any] = {"dataset": None, "fingerprint": None, "arrays": {}, "model": None,
+                         "key": None}
 
 
 def graph_key(cfg: TrainConfig) -> str:
@@ -70,14 +73,31 @@ def dataset():
     return load_dataset(src)
 
 
-def keep_dataset() -> float:
-    """Load and keep the dataset view; returns the seconds it took."""
+def keep_data(cfg: TrainConfig) -> float:
+    """Load and keep the dataset view, and both splits padded for ``cfg`` (read-only);
+    returns the seconds it took."""
     from core.data import fingerprint, load_dataset
 
     t0 = time.monotonic()
     ds = load_dataset()
-    _kept.update(dataset=ds, fingerprint=fingerprint(ds.source))
+    _kept.update(dataset=ds, fingerprint=fingerprint(ds.source), arrays={})
+    for split in ("train", "test"):
+        x, y = ds.arrays(split, cfg.top_words, cfg.maxlen)
+        x.flags.writeable = y.flags.writeable = False
+        _kept["arrays"][split, cfg.top_words, cfg.maxlen] = x, y
     return time.monotonic() - t0
+
+
+def arrays(ds, split: str, top_words: int, maxlen: int, n: int = 0):
+    """``ds.arrays(split, top_words, maxlen, n)``: the first ``n`` rows (0: all) of the
+    kept padded split when ``ds`` is the kept dataset and the split was padded alike (the
+    same values: padding is row by row), read-only; else padded now."""
+    kept = _kept["arrays"].get((split, top_words, maxlen)) if ds is _kept["dataset"] else None
+    if kept is None:
+        return ds.arrays(split, top_words, maxlen, n)
+    x, y = kept
+    n = len(y) if n <= 0 else min(n, len(y))
+    return x[:n], y[:n]
 
 
 def prepare(cfg: TrainConfig) -> str:
@@ -133,4 +153,4 @@ def adopt(model, cfg: TrainConfig):
 
 def forget() -> None:
     """Drop what was kept (tests)."""
-    _kept.update(dataset=None, fingerprint=None, model=None, key=None)
+    _kept.update(dataset=None, fingerprint=None, arrays={}, model=None, key=None)

@@ -139,15 +139,16 @@ def wait_until_started(store: RunStore, run_id: str, timeout: float = START_WAIT
 
 
 def prepare(store: RunStore) -> None:
-    """A warm worker's head start (core/warmstart.py): the dataset view kept, and the
-    likeliest run's model built and traced. A failure here only costs that head start."""
+    """A warm worker's head start (core/warmstart.py): the dataset view kept and padded,
+    and the likeliest run's model built and traced. A failure here only costs that head start."""
     from core import warmstart
 
     t0 = time.monotonic()
     try:
-        loaded = warmstart.keep_dataset()
-        done = warmstart.prepare(warmstart.likeliest_config(store))
-        print(f"warm worker {os.getpid()}: dataset {loaded:.1f} s; {done}; ready after "
+        cfg = warmstart.likeliest_config(store)
+        loaded = warmstart.keep_data(cfg)
+        done = warmstart.prepare(cfg)
+        print(f"warm worker {os.getpid()}: data {loaded:.1f} s; {done}; ready after "
               f"{time.monotonic() - t0:.1f} s", flush=True)
     except Exception:  # noqa: BLE001 - the run then reads and builds everything itself
         warmstart.forget()

@@ -113,13 +113,25 @@ def test_a_prepared_model_trains_exactly_as_a_fresh_one(lab):
     assert not _train_tiny(tiny_config(units=5), prepared=tiny_config())[4]
 
 
-def test_the_kept_dataset_is_used_while_its_source_is_unchanged(lab, monkeypatch):
+def test_the_kept_data_is_used_while_its_source_is_unchanged(lab, monkeypatch):
+    """The kept dataset and padded rows serve a run exactly as padding anew would, while the
+    source is the one they were read from."""
+    import numpy as np
+
     from core import data, warmstart
 
-    warmstart.keep_dataset()
+    cfg = tiny_config()
+    warmstart.keep_data(cfg)
     try:
         kept = warmstart.dataset()
         assert kept is warmstart._kept["dataset"] and kept.source.is_demo
+        for split, n in (("train", 100), ("test", 0), ("train", 10**6)):
+            x, y = warmstart.arrays(kept, split, cfg.top_words, cfg.maxlen, n)
+            want = kept.arrays(split, cfg.top_words, cfg.maxlen, n)
+            assert np.array_equal(x, want[0]) and np.array_equal(y, want[1])
+            assert not x.flags.writeable and not y.flags.writeable
+        other = warmstart.arrays(kept, "train", cfg.top_words, cfg.maxlen + 1, 10)
+        assert other[0].shape == (10, cfg.maxlen + 1) and other[0].flags.writeable
         monkeypatch.setattr(data, "fingerprint", lambda src: "changed")  # the data changed
         assert warmstart.dataset() is not kept
     finally:
