@@ -47,6 +47,8 @@ def one_job(store, warm_on: bool, full: bool = False) -> dict:
         jobs.dispatch(store)  # make sure one waits, loaded
         while not warm._entries(store.home, "ready"):
             time.sleep(0.1)
+    while warm._entries(store.home, "starting"):  # none loads beside a fresh worker's job
+        time.sleep(0.1)
     time.sleep(2.0)  # let the machine settle after the previous job's exit
     load = os.getloadavg()[0]
     if full:

@@ -37,6 +37,7 @@ from core.training import RAY_NODE_ENV, Heartbeat, Progress, run_training, where
 WORKER_MEMORY_SHARE = 0.75
 FINAL_WRITE_S = 300.0  # a lost PostgreSQL server has this long to return for the final status
 START_WAIT_S = 60.0  # a warm worker waits at most this long for the run before it to start
+NEEDED_POLL_S = 0.5  # a loaded warm worker looks this often whether its head start is wanted
 OOM_MARKERS = ("ResourceExhaustedError", "MemoryError", "OOM when allocating",
                "std::bad_alloc", "Cannot allocate memory")
 
@@ -124,11 +125,13 @@ def preload() -> None:
     native.enabled()  # builds (first time) and loads the kernels unless switched off
 
 
-def wait_until_started(store: RunStore, run_id: str, timeout: float = START_WAIT_S) -> None:
+def wait_until_started(store: RunStore, run_id: str, timeout: float = START_WAIT_S,
+                       handed=lambda: False) -> None:
     """Until ``run_id`` (the run whose start made this warm worker) has its first batch or
-    has ended: a warm worker loading TensorFlow meanwhile would delay that batch."""
+    has ended: a warm worker loading TensorFlow meanwhile would delay that batch. Not
+    beyond the moment this worker is ``handed()`` a run."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not handed():
         try:
             run = store.get(run_id, reap=False)
         except RunNotFound:
@@ -136,6 +139,21 @@ def wait_until_started(store: RunStore, run_id: str, timeout: float = START_WAIT
         if run.status != RUNNING or store.metric_count(run_id, "batch"):
             return
         time.sleep(0.2)
+
+
+def wait_until_needed(store: RunStore, run_id: str, handed=lambda: False) -> None:
+    """Until a loaded warm worker's preparation is wanted: ``run_id`` (the run whose start
+    made it) has ended, a run waits in the queue, or this worker was ``handed()`` a run
+    (which it then runs at once). Until then preparing would only slow ``run_id`` down, on
+    a machine whose cores it uses."""
+    while not handed():
+        try:
+            run = store.get(run_id, reap=False)
+        except RunNotFound:
+            return
+        if run.status != RUNNING or store.queue_order():
+            return
+        time.sleep(NEEDED_POLL_S)
 
 
 def prepare(store: RunStore) -> None:
@@ -157,15 +175,24 @@ def prepare(store: RunStore) -> None:
 
 
 def warm_main(after: str | None = None) -> int:
+    """Load, then prepare the next run (core/warmstart.py) once that is wanted, then wait
+    for a run; a run handed over while starting skips the rest (it builds its own)."""
     limit_memory()
-    store = RunStore()
+    store, home = RunStore(), paths.lab_home()
+
+    def handed() -> bool:
+        return warm.handed(home)
+
     if after:
-        wait_until_started(store, after)
+        wait_until_started(store, after, handed=handed)
     set_threads()
     preload()
-    prepare(store)
+    if after:
+        wait_until_needed(store, after, handed)
+    if not handed():
+        prepare(store)
     store.close()  # the run opens its own; none is held open while this worker idles
-    run_id = warm.wait_for_run(paths.lab_home())
+    run_id = warm.wait_for_run(home)
     return 0 if run_id is None else main(run_id, limited=True)
 
 

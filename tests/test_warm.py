@@ -3,6 +3,8 @@ process, a replacement waits for the next run, and an idle one leaves by itself.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 import psutil
@@ -54,6 +56,43 @@ def test_an_idle_warm_worker_leaves(warm_lab, monkeypatch):
         assert time.monotonic() < deadline, "the idle warm worker is still there"
         time.sleep(0.2)
     assert not list(warm.folder(warm_lab.home).glob(f"{started}.*"))
+
+
+def test_a_starting_worker_is_taken_when_none_waits(warm_lab):
+    """A ready worker first; else a starting one, which then runs the run once loaded
+    (this process and its parent stand in for two live workers)."""
+    home, me, parent = warm_lab.home, os.getpid(), os.getppid()
+    root = warm.folder(home)
+    (root / f"{me}.starting").touch()
+    (root / f"{parent}.ready").touch()
+    assert warm.hand_over(home, "run-1") == parent
+    (root / f"{parent}.taken").unlink()
+    (root / f"{parent}.go").unlink()
+    assert not warm.handed(home)
+    assert warm.hand_over(home, "run-2") == me
+    assert warm.handed(home) and not (root / f"{me}.starting").exists()
+    assert warm.wait_for_run(home) == "run-2"  # at once, never announced as ready
+    assert not list(root.glob(f"{me}.*"))
+
+
+def test_a_loaded_warm_worker_prepares_once_wanted(lab):
+    """It waits while the run that made it trains alone; a queued run, that run's end or
+    a hand-over ends the wait."""
+    from core import worker
+    from core.store import COMPLETED
+
+    run_id = lab.create_run(tiny_config())
+    lab.claim_next(1)
+    t0 = time.monotonic()
+    threading.Timer(1.0, lambda: lab.create_run(tiny_config(seed=2))).start()
+    worker.wait_until_needed(lab, run_id)
+    assert 1.0 <= time.monotonic() - t0 < 1.0 + worker.NEEDED_POLL_S + 2.0
+    lab.request_cancel(lab.queue_order()[0])  # the queue is empty again
+    t0 = time.monotonic()
+    worker.wait_until_needed(lab, run_id, handed=lambda: True)
+    threading.Timer(1.0, lambda: lab.finish(run_id, COMPLETED)).start()
+    worker.wait_until_needed(lab, run_id)
+    assert time.monotonic() - t0 >= 1.0
 
 
 def test_off_means_a_fresh_worker_per_run(lab):
