@@ -1,8 +1,10 @@
 """What a warm worker prepares while it waits, so its run reaches the first batch at once.
 
 A fresh run spends most of its start-up before the first batch tracing fast mode's compiled
-steps (~2 s on the shared 2-core machine) and reading the dataset cache (0.1-0.5 s). A warm
-worker (core.warm) does both before it announces itself:
+steps (~2 s on the shared 2-core machine), reading the dataset cache (0.1-0.5 s) and
+padding it (~1 s for 25,000 reviews). A warm worker (core.warm) does these before it
+announces itself (once the run that started it has ended, or a run is queued:
+core.worker.wait_until_needed):
 
 - it keeps the dataset view loaded (:func:`dataset` returns it while the data source is
   still the one it was read from), and both splits padded at the likeliest run's
