@@ -1,13 +1,16 @@
 """End to end: the tutorial's plain Keras job vs the lab's CLI job, whole jobs (issue 15).
 
-For each seed preset, in one run with the order alternating per round, two fresh processes:
+For each seed preset, in one run with the order alternating per round, fresh processes:
 
 - plain Keras, written here the tutorial's way: the same arrays from core.data, the preset's
   model from core.models.build_model, ``model.fit(x, y, batch_size, epochs)``,
   ``model.evaluate`` on the padded test set, ``model.save``;
 - the lab: ``python -m core train --preset P --set ...`` (queue, worker process, live
   metrics, fast mode where it applies, evaluation, saving), its stderr on a terminal as
-  for a user, in a fresh LAB_HOME; its phases are the run's ``results["phases"]``.
+  for a user, in a fresh LAB_HOME; its phases are the run's ``results["phases"]``. Two
+  variants: ``lab`` starts a fresh worker process for the job (no warm worker), ``lab
+  (warm)`` finds a warm worker waiting, as on a running lab server (TensorFlow loaded, the
+  dataset kept, the seed LSTM's model built and traced: core/warmstart.py).
 
 Both read the same encoded-data cache (LAB_CACHE), so neither pays the first encode.
 Reports training time (fit vs the run's train_seconds), whole job (process start to exit)
@@ -93,10 +96,30 @@ def run_keras(preset: str, args, home: str) -> dict:
     return {**result, "whole": time.perf_counter() - t0, "train": result["phases"]["training"]}
 
 
-def run_lab(preset: str, args, home: str) -> dict:
+def start_warm_worker(home: str) -> None:
+    """A warm worker for the lab at ``home``, waiting (loaded and prepared) when this
+    returns: before the timed job starts."""
+    from pathlib import Path
+
+    from core import jobs, warm
+
+    warm.ensure(Path(home), lambda: jobs.spawn(Path(home), [warm.FLAG], warm.log_path(home)))
+    while not warm._entries(Path(home), "ready"):
+        time.sleep(0.1)
+
+
+def run_lab(preset: str, args, home: str, warm_worker: bool = False) -> dict:
     """One ``python -m core train`` job in a fresh LAB_HOME, its stderr on a terminal
-    (the CLI follows a run every 0.5 s there, every 5 s into a pipe)."""
+    (its progress bar redraws every 0.5 s there; it returns within 0.25 s of the run's end
+    on a terminal or a pipe alike); with ``warm_worker``, handed to a waiting warm worker.
+    Warm workers left in ``home`` are stopped after the job."""
+    from pathlib import Path
+
+    from core import warm
     from core.store import RunStore
+
+    if warm_worker:
+        start_warm_worker(home)
 
     sets = [f"train_size={args.train_size}", f"test_size={args.test_size}"]
     sets += [f"epochs={args.epochs}"] if args.epochs else []
@@ -107,8 +130,10 @@ def run_lab(preset: str, args, home: str) -> dict:
     reader.start()
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=common.ROOT, stdout=subprocess.DEVNULL, stderr=slave,
-                   env=dict(os.environ, LAB_HOME=home))
+                   env=dict(os.environ, LAB_HOME=home,
+                            LAB_WARM_WORKERS="1" if warm_worker else "0"))
     whole = time.perf_counter() - t0
+    warm.stop_all(Path(home))  # the one that would wait for the next job
     os.close(slave)
     reader.join(timeout=5)
     os.close(master)
@@ -116,24 +141,28 @@ def run_lab(preset: str, args, home: str) -> dict:
     r = run.results
     return {"whole": whole, "train": r["train_seconds"], "phases": r["phases"],
             "test_accuracy": r["test_accuracy"], "job": run.ended_at - run.created_at,
-            "fast": r.get("fast")}
+            "fast": r.get("fast"), "prepared": r.get("prepared_model", False)}
 
 
-RUNNERS = {"keras": run_keras, "lab": run_lab}
+RUNNERS = {"keras": run_keras, "lab": run_lab,
+           "lab (warm)": lambda preset, args, home: run_lab(preset, args, home, True)}
+LABS = ("lab", "lab (warm)")
 LAB_PHASES = ("start", "imports", "data", "encoder", "model", "kernels", "first batch",
               "training", "evaluation", "saving")
 
 
 def bench(args) -> list[dict]:
-    """Every preset, ``rounds`` times, the two variants in alternating order."""
+    """Every preset, ``rounds`` times, the variants in alternating order."""
     rows = []
     for rnd in range(args.rounds):
         for i, name in enumerate(args.presets.split(",")):
-            order = ("keras", "lab") if (rnd + i) % 2 == 0 else ("lab", "keras")
+            order = ("keras", *LABS) if (rnd + i) % 2 == 0 else (*LABS[::-1], "keras")
             for variant in order:
+                load = os.getloadavg()[0]
                 with tempfile.TemporaryDirectory(prefix="e2e-") as home:
                     r = RUNNERS[variant](name, args, home)
-                rows.append({"preset": name, "round": rnd + 1, "variant": variant, **r})
+                rows.append({"preset": name, "round": rnd + 1, "variant": variant,
+                             "load": load, **r})
                 print(f"{name} round {rnd + 1} {variant}: training {r['train']:.1f} s, whole "
                       f"{r['whole']:.1f} s, test acc {100 * r['test_accuracy']:.2f} %",
                       flush=True)
@@ -141,30 +170,33 @@ def bench(args) -> list[dict]:
 
 
 def ratio_table(rows: list[dict]) -> str:
-    """Per preset and round: training and whole-job times, plain / lab."""
+    """Per preset, round and lab variant: training and whole-job times, plain / lab."""
     out = []
     for k in rows:
         if k["variant"] != "keras":
             continue
-        lab = next(r for r in rows if r["variant"] == "lab" and r["preset"] == k["preset"]
-                   and r["round"] == k["round"])
-        out.append([k["preset"], k["round"], f"{k['train']:.1f}", f"{lab['train']:.1f}",
-                    f"{k['train'] / lab['train']:.2f}x", f"{k['whole']:.1f}",
-                    f"{lab['whole']:.1f}", f"{lab['job']:.1f}",
-                    f"{k['whole'] / lab['whole']:.2f}x",
-                    f"{100 * k['test_accuracy']:.2f} / {100 * lab['test_accuracy']:.2f} %"])
-    return common.table(["preset", "round", "Keras fit s", "lab training s", "training ratio",
+        for lab in (r for r in rows if r["variant"] in LABS and r["preset"] == k["preset"]
+                    and r["round"] == k["round"]):
+            out.append([k["preset"], k["round"], lab["variant"], f"{k['train']:.1f}",
+                        f"{lab['train']:.1f}",
+                        f"{k['train'] / lab['train']:.2f}x", f"{k['whole']:.1f}",
+                        f"{lab['whole']:.1f}", f"{lab['job']:.1f}",
+                        f"{k['whole'] / lab['whole']:.2f}x",
+                        f"{100 * k['test_accuracy']:.2f} / {100 * lab['test_accuracy']:.2f} %"])
+    return common.table(["preset", "round", "lab", "Keras fit s", "lab training s",
+                         "training ratio",
                          "Keras whole s", "lab whole s (CLI)", "lab job s (store)",
                          "whole ratio", "test acc Keras / lab"], out)
 
 
 def phase_table(rows: list[dict]) -> str:
-    """Every job's phases in seconds ('-': the plain job has no such phase)."""
+    """Every job's phases in seconds ('-': the plain job has no such phase), with the
+    1-minute load average at its start."""
     names = list(dict.fromkeys(LAB_PHASES + KERAS_PHASES))
-    out = [[r["preset"], r["round"], r["variant"]]
+    out = [[r["preset"], r["round"], r["variant"], f"{r['load']:.1f}"]
            + [f"{r['phases'][n]:.2f}" if n in r["phases"] else "-" for n in names]
            + [f"{sum(r['phases'].values()):.1f}", f"{r['whole']:.1f}"] for r in rows]
-    return common.table(["preset", "round", "job", *names, "sum", "whole"], out)
+    return common.table(["preset", "round", "job", "load", *names, "sum", "whole"], out)
 
 
 def main() -> None:
@@ -184,7 +216,9 @@ def main() -> None:
     body = (f"{size}; {args.rounds} round(s), order alternating. Plain Keras: a fresh "
             "process running the tutorial's job (core.data arrays, build_model, fit at the "
             "preset's batch size, evaluate, save). Lab: `python -m core train` (queue, worker, "
-            "live metrics, fast mode where it applies), stderr on a terminal. Whole = process "
+            "live metrics, fast mode where it applies), stderr on a terminal, run by a fresh "
+            "worker ('lab') or by a warm worker waiting with the seed LSTM's model prepared "
+            "('lab (warm)', as on a running lab server). Whole = process "
             "start to exit; 'lab job' = submit to finish in the run store; phases are "
             "results['phases'] (start = process creation to the job's code; imports = Keras "
             "and TensorFlow). Test accuracies are single runs (section 1b compares fast and "

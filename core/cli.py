@@ -26,12 +26,18 @@ from core.config import (
     preset,
     validate_seeds,
 )
-from core.data import DataError, load_dataset
+from core.data import DataError, load_dataset, split_sizes
 from core.identity import IdentityError
 from core.predict import PredictError
 from core.store import COMPLETED, DIVERGED, QUEUED, Run, RunNotFound, RunStore
 
-POLL_S = 0.5  # how often `train` reads the store while following a run
+# `train` following a run: it reads the run's row this often (one primary-key read), so it
+# returns this soon after the run ends; it shows progress every SHOW_S on a terminal and
+# every PIPE_SHOW_S into a pipe or file, and dispatches every DISPATCH_S.
+WAKE_S = 0.25
+SHOW_S = 0.5
+PIPE_SHOW_S = 5.0
+DISPATCH_S = 5.0
 
 
 class CliError(Exception):
@@ -60,55 +66,66 @@ def build_config(preset_name: str | None, overrides: Sequence[str], config_file:
     return load_config(values, base)
 
 
+def _progress_line(store: RunStore, run: Run, seen: dict) -> str:
+    """The progress line for ``run``; ``seen`` keeps the last batch metrics read."""
+    for row in store.metrics(run.id, phase="batch", after_id=seen["last_id"]):
+        seen["last_id"] = row["id"]
+        if row["name"] in ("loss", "accuracy"):
+            seen[row["name"]] = row["value"]
+    loss, acc, p = seen["loss"], seen["accuracy"], run.progress
+    if run.status == QUEUED:
+        return f"queued (position {store.queue_position(run.id)})"
+    if p.get("stage") == "training" and p.get("total"):
+        width = 28
+        frac = p.get("done", 0) / p["total"]
+        bar = "#" * int(width * frac) + "." * (width - int(width * frac))
+        return (f"[{bar}] {100 * frac:5.1f}% epoch {p.get('epoch', 0) + 1}/{p.get('epochs')}"
+                f" batch {p.get('batch', 0)}/{p.get('steps_per_epoch')}"
+                f" loss {loss if loss is None else f'{loss:.4f}'}"
+                f" acc {acc if acc is None else f'{acc:.3f}'}"
+                f" ETA {_fmt_s(p.get('eta_s'))}")
+    return f"{run.status}: {p.get('stage', '')}"
+
+
 def follow(store: RunStore, run_id: str, out=sys.stderr) -> Run:
-    """Print a live progress line until the run ends; Ctrl-C cancels it."""
-    last_id, loss, acc = 0, None, None
-    width = 28
+    """Print a live progress line until the run ends; Ctrl-C cancels it.
+
+    Every WAKE_S it reads the run's row alone, so it returns within WAKE_S of the run's
+    end; the progress line (and the new batch metrics under it) every SHOW_S on a terminal,
+    every PIPE_SHOW_S into a pipe or file; a dispatch every DISPATCH_S."""
+    seen = {"last_id": 0, "loss": None, "accuracy": None}
+    tty = out.isatty()
+    show_next = dispatch_next = 0.0
     try:
         while True:
-            jobs.dispatch(store)  # a dead worker's slot goes to the next queued run
-            run = store.get(run_id)
-            for row in store.metrics(run_id, phase="batch", after_id=last_id):
-                last_id = row["id"]
-                if row["name"] == "loss":
-                    loss = row["value"]
-                elif row["name"] == "accuracy":
-                    acc = row["value"]
-            p = run.progress
-            if run.status == QUEUED:
-                pos = store.queue_position(run_id)
-                line = f"queued (position {pos})"
-            elif p.get("stage") == "training" and p.get("total"):
-                frac = p.get("done", 0) / p["total"]
-                bar = "#" * int(width * frac) + "." * (width - int(width * frac))
-                line = (f"[{bar}] {100 * frac:5.1f}% epoch {p.get('epoch', 0) + 1}/{p.get('epochs')}"
-                        f" batch {p.get('batch', 0)}/{p.get('steps_per_epoch')}"
-                        f" loss {loss if loss is None else f'{loss:.4f}'}"
-                        f" acc {acc if acc is None else f'{acc:.3f}'}"
-                        f" ETA {_fmt_s(p.get('eta_s'))}")
-            else:
-                line = f"{run.status}: {p.get('stage', '')}"
-            if out.isatty():
-                out.write("\r" + line[:120].ljust(120))
-            else:
-                out.write(line + "\n")
+            now = time.monotonic()
+            if now >= dispatch_next:
+                jobs.dispatch(store)  # a dead worker's slot goes to the next queued run
+                dispatch_next = now + DISPATCH_S
+            run = store.get(run_id, reap=False)
+            if run.active and now < show_next:
+                time.sleep(WAKE_S)
+                continue
+            line = _progress_line(store, run, seen)
+            out.write("\r" + line[:120].ljust(120) if tty else line + "\n")
             out.flush()
             if not run.active:
-                if out.isatty():
+                if tty:
                     out.write("\n")
                 return run
-            time.sleep(POLL_S if out.isatty() else max(POLL_S, 5.0))
+            show_next = now + (SHOW_S if tty else PIPE_SHOW_S)
+            time.sleep(WAKE_S)
     except KeyboardInterrupt:
         jobs.cancel(store, run_id, access.cli_actor(store))
         out.write("\ncancelling...\n")
         while store.get(run_id).active:
-            time.sleep(POLL_S)
+            time.sleep(WAKE_S)
         return store.get(run_id)
 
 
 def _data_sizes() -> tuple[int, int]:
-    ds = load_dataset()
-    return len(ds.train), len(ds.test)
+    """Reviews per split, for submit's checks: from the data cache's labels alone."""
+    return split_sizes()
 
 
 def submit(store: RunStore, cfg: TrainConfig, probes: Sequence[str] = (),

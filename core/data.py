@@ -355,12 +355,33 @@ def _source_rows(src: SourceInfo):
     return None
 
 
+def cache_path(src: SourceInfo, cache_dir: Path | None = None) -> Path:
+    """The encoded-data cache file for ``src``."""
+    return (cache_dir or paths.cache_dir()) / f"data-{src.kind}-{_cache_key(src)}.npz"
+
+
+def split_sizes(src: SourceInfo | None = None) -> tuple[int, int]:
+    """Reviews in the training and test splits: from the cache's label arrays alone
+    (milliseconds: nothing else of the file is read), else by loading (and caching) the
+    dataset."""
+    src = src or resolve_source()
+    path = cache_path(src)
+    if path.exists():
+        try:
+            with np.load(path) as z:
+                return len(z["train_labels"]), len(z["test_labels"])
+        except (OSError, KeyError, ValueError):
+            pass  # a corrupt cache: load_dataset rebuilds it
+    ds = load_dataset(src)
+    return len(ds.train), len(ds.test)
+
+
 def load_dataset(src: SourceInfo | None = None, cache_dir: Path | None = None) -> Dataset:
     """The dataset for ``src`` (default: resolve_source()), from the disk cache when fresh."""
     src = src or resolve_source()
     cache_dir = cache_dir or paths.cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    cache = cache_dir / f"data-{src.kind}-{_cache_key(src)}.npz"
+    cache = cache_path(src, cache_dir)
     if cache.exists():
         try:
             with np.load(cache) as z:

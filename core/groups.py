@@ -17,12 +17,15 @@ import secrets
 import statistics
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from core.config import NAME_MAX_CHARS, REPORTED_ACCURACY, TrainConfig, preset_of
 from core.store import COMPLETED
+
+# pandas (a second's import on the shared machine) is imported where a frame is made: the
+# queue (core.jobs), and with it the CLI and every worker, imports this module without it.
+if TYPE_CHECKING:
+    import pandas as pd
 
 PHASES = {"train": "train", "val": "validation"}  # stored phase -> shown phase
 STAT_COLUMNS = ["phase", "metric", "epoch", "mean", "std", "lo", "hi", "seeds"]
@@ -61,6 +64,8 @@ def epoch_stats(rows_by_run: Mapping[str, Iterable[Mapping[str, Any]]]) -> pd.Da
     ('train' / 'validation'), metric (loss, accuracy) and epoch (1-based): the mean across
     the runs that reached it, the sample standard deviation (0 for one run), mean ∓ std
     (lo, hi) and how many runs (seeds) it counts. Non-finite values are left out."""
+    import pandas as pd
+
     values = pd.DataFrame(
         [(PHASES[r["phase"]], r["name"], int(r["epoch"]) + 1, run_id, float(r["value"]))
          for run_id, rows in rows_by_run.items() for r in rows
@@ -79,6 +84,8 @@ def epoch_stats(rows_by_run: Mapping[str, Iterable[Mapping[str, Any]]]) -> pd.Da
 def seed_frame(runs: Sequence[Any]) -> pd.DataFrame:
     """One row per run: its seed, status, test and best validation accuracy (%, None until
     known) and id, in seed order."""
+    import pandas as pd
+
     rows = []
     for r in runs:
         res = r.results or {}

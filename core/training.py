@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from core import warmstart
 from core.config import ARCHITECTURES, check
-from core.data import load_dataset
 from core.evaluate import evaluate
 from core.store import (
     CANCELLED,
@@ -192,13 +192,17 @@ def make_store_callback(store: RunStore, run_id: str, progress: Progress,
 
 
 def make_probe_callback(store: RunStore, run_id: str, probes_x: np.ndarray,
-                        steps_per_epoch: int):
-    """Re-scores the user's probe sentences at every epoch end (and before training)."""
+                        steps_per_epoch: int, score=None):
+    """Re-scores the user's probe sentences at every epoch end (and before training).
+    ``score(model, x)``: P(positive) per row; default the Keras model called eagerly (for a
+    500-step LSTM a Python loop of seconds on the shared machine: fast runs pass fast
+    mode's compiled forward pass: milliseconds, within ~1e-7 of it, BENCHMARKS.md section 9)."""
     Callback = _keras_callback_base()
 
     class ProbeCallback(Callback):
         def score(self, epoch: int, step: int) -> None:
-            p = np.asarray(self.model(probes_x, training=False)).ravel()
+            p = (np.asarray(self.model(probes_x, training=False)).ravel() if score is None
+                 else score(self.model, probes_x))
             now = time.time()
             store.add_metrics(run_id, [(step, epoch, "probe", f"probe{i}", float(v), now)
                                        for i, v in enumerate(p)])
@@ -283,14 +287,16 @@ class JobData:
 
 
 def load_job_data(store: RunStore, run_id: str, cfg) -> JobData:
-    """Load and pad the run's data (recording the source in the run's environment)."""
-    ds = load_dataset()
+    """Load and pad the run's data (recording the source in the run's environment); a warm
+    worker's kept dataset view and padded rows when they are still the source's
+    (core/warmstart.py)."""
+    ds = warmstart.dataset()
     check(cfg, len(ds.train), len(ds.test))
     env = environment()
     env["data"] = {"source": ds.source.kind, "label": ds.source.label(), "path": ds.source.path}
     store.set_env(run_id, env)
     encoder = ds.encoder(cfg.top_words, cfg.maxlen)
-    x_all, y_all = ds.arrays("train", cfg.top_words, cfg.maxlen, cfg.train_size)
+    x_all, y_all = warmstart.arrays(ds, "train", cfg.top_words, cfg.maxlen, cfg.train_size)
     n_val = int(round(len(x_all) * cfg.validation_split))
     # Keras's validation_split convention: the last fraction, taken before shuffling.
     n_fit = len(x_all) - n_val
@@ -299,7 +305,7 @@ def load_job_data(store: RunStore, run_id: str, cfg) -> JobData:
         x_test = encoder.encode_ragged(*ds.ragged("test", cfg.top_words, cfg.test_size))
         y_test = ds.test.head(cfg.test_size).labels.astype(np.float32)
     else:
-        x_test, y_test = ds.arrays("test", cfg.top_words, cfg.maxlen, cfg.test_size)
+        x_test, y_test = warmstart.arrays(ds, "test", cfg.top_words, cfg.maxlen, cfg.test_size)
     lengths_all = ds.train.head(cfg.train_size).lengths() + 1  # codes incl. start token
     y_train = y_all[:n_fit]
     if os.environ.get(FAULT_ENV) == "nan-label":
@@ -335,12 +341,15 @@ def predict_test_set(model, cfg, x_test: np.ndarray, use_fast: bool) -> np.ndarr
 
 def build_job_model(store: RunStore, run_id: str, cfg, data: JobData, phases: Phases):
     """Build and compile the model, load fast mode's loops; records what was built.
-    Returns (model, fast mode used)."""
+    Returns (model, fast mode used). In a warm worker that prepared this configuration's
+    model, the freshly built model's state moves into that traced twin, which trains
+    instead (core/warmstart.py: the same run, without tracing)."""
     from core import fast
     from core.models import build_model, compile_model, prepare_model, summary_text
 
-    model = compile_model(build_model(cfg), cfg)
-    prepare_model(model, cfg, data.x_train, data.y_train)
+    fresh = compile_model(build_model(cfg), cfg)
+    prepare_model(fresh, cfg, data.x_train, data.y_train)
+    model = warmstart.adopt(fresh, cfg)
     phases.mark("model")
     use_fast, fast_reason = fast.applies(cfg)
     if use_fast:
@@ -349,7 +358,8 @@ def build_job_model(store: RunStore, run_id: str, cfg, data: JobData, phases: Ph
     n_val = 0 if data.val is None else len(data.val[0])
     store.update_results(run_id, params=int(model.count_params()), summary=summary_text(model),
                          n_train=len(data.x_train), n_val=n_val, n_test=len(data.x_test),
-                         fast=use_fast, fast_reason=fast_reason)
+                         fast=use_fast, fast_reason=fast_reason,
+                         prepared_model=model is not fresh)
     return model, use_fast
 
 
@@ -364,15 +374,18 @@ def train_model(cfg, model, use_fast: bool, data: JobData, callbacks: list) -> N
                   validation_data=data.val, callbacks=callbacks, verbose=0, shuffle=True)
 
 
-def make_callbacks(store: RunStore, run, progress: Progress, data: JobData) -> list:
-    """The live-metrics callback first, then the probe scorer if the run has probes."""
+def make_callbacks(store: RunStore, run, progress: Progress, data: JobData,
+                   use_fast: bool = False) -> list:
+    """The live-metrics callback first, then the probe scorer if the run has probes
+    (through fast mode's forward pass when it trains the model)."""
     cfg, n_fit = run.config, len(data.x_train)
     steps = math.ceil(n_fit / cfg.batch_size)
     callbacks = [make_store_callback(store, run.id, progress, steps, cfg.epochs,
                                      cfg.batch_size, n_fit)]
     if run.probes:
         probes_x = data.encoder.encode_batch(run.probes)
-        callbacks.append(make_probe_callback(store, run.id, probes_x, steps))
+        score = (lambda model, x: predict_test_set(model, cfg, x, True)) if use_fast else None
+        callbacks.append(make_probe_callback(store, run.id, probes_x, steps, score))
     return callbacks
 
 
@@ -393,7 +406,7 @@ def run_training(store: RunStore, run_id: str, progress: Progress) -> str:
     phases.mark("encoder")
     progress.update(stage="building model")
     model, use_fast = build_job_model(store, run_id, cfg, data, phases)
-    callbacks = make_callbacks(store, run, progress, data)
+    callbacks = make_callbacks(store, run, progress, data, use_fast)
     cb = callbacks[0]
     if store.cancel_requested(run_id):
         return CANCELLED

@@ -1,8 +1,9 @@
 """Worker process entry point: ``python -m core.worker RUN_ID`` or ``--warm``.
 
 Runs one claimed run to a final status, whatever happens, then starts the next queued job.
-A warm worker (``core.warm``) imports TensorFlow and loads the native kernels first, then
-waits for ``jobs.dispatch`` to hand it its run.
+A warm worker (``core.warm``) imports TensorFlow and loads the native kernels first, keeps the
+dataset view and prepares the likeliest run's model (``core.warmstart``), then waits for
+``jobs.dispatch`` to hand it its run.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from core.training import RAY_NODE_ENV, Heartbeat, Progress, run_training, where
 WORKER_MEMORY_SHARE = 0.75
 FINAL_WRITE_S = 300.0  # a lost PostgreSQL server has this long to return for the final status
 START_WAIT_S = 60.0  # a warm worker waits at most this long for the run before it to start
+NEEDED_POLL_S = 0.5  # a loaded warm worker looks this often whether its head start is wanted
 OOM_MARKERS = ("ResourceExhaustedError", "MemoryError", "OOM when allocating",
                "std::bad_alloc", "Cannot allocate memory")
 
@@ -123,11 +125,13 @@ def preload() -> None:
     native.enabled()  # builds (first time) and loads the kernels unless switched off
 
 
-def wait_until_started(store: RunStore, run_id: str, timeout: float = START_WAIT_S) -> None:
+def wait_until_started(store: RunStore, run_id: str, timeout: float = START_WAIT_S,
+                       handed=lambda: False) -> None:
     """Until ``run_id`` (the run whose start made this warm worker) has its first batch or
-    has ended: a warm worker loading TensorFlow meanwhile would delay that batch."""
+    has ended: a warm worker loading TensorFlow meanwhile would delay that batch. Not
+    beyond the moment this worker is ``handed()`` a run."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not handed():
         try:
             run = store.get(run_id, reap=False)
         except RunNotFound:
@@ -137,13 +141,58 @@ def wait_until_started(store: RunStore, run_id: str, timeout: float = START_WAIT
         time.sleep(0.2)
 
 
+def wait_until_needed(store: RunStore, run_id: str, handed=lambda: False) -> None:
+    """Until a loaded warm worker's preparation is wanted: ``run_id`` (the run whose start
+    made it) has ended, a run waits in the queue, or this worker was ``handed()`` a run
+    (which it then runs at once). Until then preparing would only slow ``run_id`` down, on
+    a machine whose cores it uses."""
+    while not handed():
+        try:
+            run = store.get(run_id, reap=False)
+        except RunNotFound:
+            return
+        if run.status != RUNNING or store.queue_order():
+            return
+        time.sleep(NEEDED_POLL_S)
+
+
+def prepare(store: RunStore) -> None:
+    """A warm worker's head start (core/warmstart.py): the dataset view kept and padded,
+    and the likeliest run's model built and traced. A failure here only costs that head start."""
+    from core import warmstart
+
+    t0 = time.monotonic()
+    try:
+        cfg = warmstart.likeliest_config(store)
+        loaded = warmstart.keep_data(cfg)
+        done = warmstart.prepare(cfg)
+        print(f"warm worker {os.getpid()}: data {loaded:.1f} s; {done}; ready after "
+              f"{time.monotonic() - t0:.1f} s", flush=True)
+    except Exception:  # noqa: BLE001 - the run then reads and builds everything itself
+        warmstart.forget()
+        print(f"warm worker {os.getpid()}: nothing prepared\n{traceback.format_exc()}",
+              flush=True)
+
+
 def warm_main(after: str | None = None) -> int:
+    """Load, then prepare the next run (core/warmstart.py) once that is wanted, then wait
+    for a run; a run handed over while starting skips the rest (it builds its own)."""
     limit_memory()
+    store, home = RunStore(), paths.lab_home()
+
+    def handed() -> bool:
+        return warm.handed(home)
+
     if after:
-        wait_until_started(RunStore(), after)
+        wait_until_started(store, after, handed=handed)
     set_threads()
     preload()
-    run_id = warm.wait_for_run(paths.lab_home())
+    if after:
+        wait_until_needed(store, after, handed)
+    if not handed():
+        prepare(store)
+    store.close()  # the run opens its own; none is held open while this worker idles
+    run_id = warm.wait_for_run(home)
     return 0 if run_id is None else main(run_id, limited=True)
 
 

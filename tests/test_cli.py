@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 from conftest import TINY
 from core.config import load_config
@@ -20,8 +23,15 @@ def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
 def test_train_runs_predict_round_trip(lab):
     sets = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
     done = cli("train", *sets, "--set", "name=cli run")
+    exited = time.time()
     assert done.returncode == 0, done.stderr
     assert "completed; test accuracy" in done.stdout
+    # Its stderr is a pipe here: it still returns promptly after the run ends (it used to
+    # look every 5 s), with a progress line every 5 s at most while the run lasted.
+    ended = lab.list_runs()[0]
+    assert exited - ended.ended_at < 2.0
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith(("running", "queued", "["))]
+    assert len(lines) <= 2 + (ended.ended_at - ended.created_at) / 5
     runs = json.loads(cli("runs", "--json").stdout)
     assert [r["name"] for r in runs] == ["cli run"] and runs[0]["status"] == "completed"
     run_id = runs[0]["id"]
@@ -49,6 +59,47 @@ def test_bad_input_is_one_line_and_exit_2(lab):
     assert missing.returncode == 2 and "no run with id" in missing.stderr
     noeq = cli("train", "--set", "units")
     assert noeq.returncode == 2 and "key=value" in noeq.stderr
+
+
+def test_follow_returns_within_a_wake_of_the_end_and_reads_little(lab, monkeypatch):
+    """Into a pipe: one progress line per PIPE_SHOW_S, the run's row every WAKE_S, a
+    dispatch every DISPATCH_S; it returns within about WAKE_S of the run's end."""
+    from core import cli as cli_mod
+    from core import jobs
+    from core.store import COMPLETED
+
+    run_id = lab.create_run(load_config(TINY))
+    lab.claim_next(1)
+    calls = {"dispatch": 0, "metrics": 0}
+    monkeypatch.setattr(jobs, "dispatch", lambda store: calls.__setitem__(
+        "dispatch", calls["dispatch"] + 1))
+    metrics = lab.metrics
+    monkeypatch.setattr(lab, "metrics", lambda *a, **k: calls.__setitem__(
+        "metrics", calls["metrics"] + 1) or metrics(*a, **k))
+    ended = []
+    threading.Timer(6.0, lambda: (lab.finish(run_id, COMPLETED), ended.append(time.time()))
+                    ).start()
+    out = io.StringIO()
+    run = cli_mod.follow(lab, run_id, out=out)
+    returned = time.time()
+    assert run.status == COMPLETED and returned - ended[0] < cli_mod.WAKE_S + 0.5
+    assert len(out.getvalue().splitlines()) == 3  # at 0 s, 5 s and the end
+    assert calls == {"dispatch": 2, "metrics": 3}
+
+
+def test_train_reads_the_sizes_from_the_data_cache(lab, monkeypatch):
+    """The CLI checks a run against the data's sizes from the cache's labels alone."""
+    from core import cli as cli_mod
+    from core import data
+
+    load = data.load_dataset
+    ds = load()  # the cache exists
+    monkeypatch.setattr(data, "load_dataset", lambda *a, **k: 1 / 0)
+    assert cli_mod._data_sizes() == (len(ds.train), len(ds.test)) == (2000, 2000)
+    monkeypatch.setattr(data, "load_dataset", load)
+    monkeypatch.setenv("LAB_CACHE", str(lab.home / "empty-cache"))  # no cache: loaded once
+    assert cli_mod._data_sizes() == (2000, 2000)
+    assert data.cache_path(data.resolve_source()).exists()
 
 
 def test_data_reports_source_and_reason(lab):
