@@ -56,6 +56,12 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "help": "Two LSTM layers, the second reading the first's output sequence.",
         "uses": ("embedding_dim", "units"),
     },
+    "lstm-maxpool": {
+        "label": "LSTM + max pooling",
+        "help": "The LSTM's state after every word, max-pooled over the review (each unit's "
+        "strongest signal wherever it occurs) → sigmoid, instead of the last state alone.",
+        "uses": ("embedding_dim", "units"),
+    },
     # Beyond the tutorial: bag-of-n-grams baselines. Their bigrams are extra vocabulary ids
     # (core.text, learned from the training reviews and saved with the run's encoder).
     "bigram-fasttext": {
