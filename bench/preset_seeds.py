@@ -100,12 +100,12 @@ def render(rows: list[dict]) -> str:
         acc = 100 * np.asarray([r["test_accuracy"] for r in runs])
         cpu = np.asarray([r["job_cpu_s"] for r in runs])
         wall = np.asarray([r["job_wall_s"] for r in runs])
-        std = f"{acc.std(ddof=1):.2f}" if len(acc) > 1 else "-"
+        spread = f" ± {acc.std(ddof=1):.2f}" if len(acc) > 1 else " (1 seed so far)"
         ref = (f"tutorial {REPORTED_ACCURACY[name]:.2f}" if name in REPORTED_ACCURACY
                else f"goal ≥ {GOALS[name]:.1f}" if name in GOALS else "")
         table.append([
             f"`{name}`", ref, " / ".join(f"{r['seed']}: {a:.2f}" for r, a in zip(runs, acc)),
-            f"**{acc.mean():.2f} ± {std}**",
+            f"**{acc.mean():.2f}{spread}**",
             f"{np.mean([r['auc'] for r in runs]):.4f}",
             "on" if runs[0]["fast"] else "off",
             f"{cpu.mean() / 60:.2f} ({cpu.min() / 60:.2f} .. {cpu.max() / 60:.2f})",
@@ -117,7 +117,10 @@ def render(rows: list[dict]) -> str:
             "CPU minutes: the process's CPU time over all threads, from encoding the arrays "
             "to the test evaluation (mean, and min .. max over the seeds); the cores were "
             "shared with other work (runs under `nice -n 10`), which inflates wall times but "
-            "not CPU times. Raw results: `bench/preset_seeds.json`.\n\n"
+            "not CPU times. Raw results: `bench/preset_seeds.json`; each preset's runs come "
+            "from `IMDB_DATA=../shared/data/aclImdb_v1_labeled.tar.gz nice -n 10 .venv/bin/python "
+            "bench/preset_seeds.py --presets NAME --seeds 7,1,2`, this section from the last "
+            "invocation (below).\n\n"
             + common.table(["preset", "reference %", "test accuracy by seed", "mean ± std", "AUC", "fast",
                             "CPU min per run", "training; whole run (wall, mean)", "measured"],
                            table))
