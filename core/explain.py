@@ -17,9 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 
 IG_STEPS = 48  # trapezoid intervals from the baseline to the review: 49 rows in one batch
-# Architectures whose LSTM reads one step per word (no pooling, one direction) and whose
-# Dense head reads the last LSTM's hidden state: the running sentiment is exact for them.
-INSIDE_ARCHITECTURES = ("lstm", "lstm-dropout", "stacked-lstm")
+# Architectures whose LSTM reads one step per word (no convolution, one direction) and whose
+# Dense head reads the last LSTM's hidden state, or (lstm-maxpool) the max of its states over
+# the steps: the running sentiment (the head on the state so far, or on the running max) is
+# exact for them, its last point the prediction.
+INSIDE_ARCHITECTURES = ("lstm", "lstm-dropout", "stacked-lstm", "lstm-maxpool")
 
 
 class ExplainError(ValueError):
@@ -206,6 +208,8 @@ def inside_lstm(model, architecture: str, row: np.ndarray) -> dict[str, np.ndarr
         seq = lstm_sequence(x, kernel, recurrent, bias)
         x = seq["h"]
     w, b = (np.asarray(v, dtype=np.float64) for v in layers["output"].get_weights())
-    seq["running"] = _sigmoid(seq["h"] @ w[:, 0] + b[0])
+    pooled = any(type(layer).__name__ == "GlobalMaxPooling1D" for layer in model.layers)
+    head_in = np.maximum.accumulate(seq["h"], axis=0) if pooled else seq["h"]
+    seq["running"] = _sigmoid(head_in @ w[:, 0] + b[0])
     seq["layer"] = lstms[-1].name
     return seq

@@ -31,6 +31,7 @@ EXACT_CASES = [
     ("lstm", {}),
     ("gru", {}),
     ("stacked-lstm", {}),
+    ("lstm-maxpool", {}),
     ("cnn-lstm", {}),
     ("cnn-lstm", {"kernel_size": 4, "pool_size": 3, "maxlen": 47}),  # even kernel, ragged pool
     ("cnn-lstm", {"kernel_size": 5, "pool_size": 2, "maxlen": 45}),  # halo wider than pool

@@ -89,6 +89,13 @@ def build_stacked_lstm(cfg: TrainConfig) -> keras.Model:
     return keras.Model(inputs, _head(x), name="stacked_lstm")
 
 
+def build_lstm_maxpool(cfg: TrainConfig) -> keras.Model:
+    inputs = _inputs(cfg)
+    x = layers.LSTM(cfg.units, return_sequences=True, name="lstm")(_embed(cfg, inputs))
+    x = layers.GlobalMaxPooling1D(name="max_pool")(x)  # over every step, padding included
+    return keras.Model(inputs, _head(x), name="lstm_maxpool")
+
+
 def ngram_input_dim(cfg: TrainConfig) -> int:
     """Word codes below top_words, then one id per kept bigram (core.text)."""
     return cfg.top_words + cfg.bigrams
@@ -148,6 +155,7 @@ BUILDERS: dict[str, Callable[[TrainConfig], keras.Model]] = {
     "bilstm": build_bilstm,
     "gru": build_gru,
     "stacked-lstm": build_stacked_lstm,
+    "lstm-maxpool": build_lstm_maxpool,
     "bigram-fasttext": build_bigram_fasttext,
     "nbsvm-bigram": build_nbsvm_bigram,
 }

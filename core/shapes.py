@@ -104,6 +104,13 @@ def _stacked(cfg: TrainConfig) -> list[LayerRow]:
     return _head(rows)
 
 
+def _lstm_maxpool(cfg: TrainConfig) -> list[LayerRow]:
+    rows = _start(cfg)
+    _recurrent(rows, "lstm", "LSTM", cfg.units, sequences=True)
+    rows.append(LayerRow("max_pool", "GlobalMaxPooling1D", (None, cfg.units), 0))
+    return _head(rows)
+
+
 def _bigram_fasttext(cfg: TrainConfig) -> list[LayerRow]:
     dim = cfg.top_words + cfg.bigrams  # core.models.ngram_input_dim
     rows = [LayerRow("codes", "InputLayer", (None, cfg.maxlen), 0),
@@ -132,6 +139,7 @@ LAYERS: dict[str, tuple[str, Callable[[TrainConfig], list[LayerRow]]]] = {
     "bilstm": ("bilstm", _bilstm),
     "gru": ("gru", _single("GRU")),
     "stacked-lstm": ("stacked_lstm", _stacked),
+    "lstm-maxpool": ("lstm_maxpool", _lstm_maxpool),
     "bigram-fasttext": ("bigram_fasttext", _bigram_fasttext),
     "nbsvm-bigram": ("nbsvm_bigram", _nbsvm_bigram),
 }

@@ -192,3 +192,25 @@ def test_the_field_table_bounds_every_value(name):
     for value in (above, below):
         assert any(e.startswith(f"{name}:") for e in validate(load_config({name: value})))
     assert "Allowed:" in FIELD_HELP[name]
+
+
+def test_beyond_presets_are_valid_and_lstm_best_trains_in_fast_mode():
+    from core import fast
+    from core.config import BEYOND_PRESETS
+
+    for name in BEYOND_PRESETS:
+        assert validate(preset(name), 25000, 25000) == [], name
+        assert preset_of(preset(name)) is None  # not one of the tutorial's
+    used, reason = fast.applies(preset("lstm-best"))
+    assert used, reason
+
+
+def test_the_max_pooled_lstm_reads_embedding_and_units_and_is_exact_in_fast_mode():
+    from core import fast
+
+    cfg = load_config({"architecture": "lstm-maxpool", "units": 16, "embedding_dim": 8})
+    assert validate(cfg, 100, 100) == []
+    assert {"embedding_dim", "units"} <= set(cfg.uses()) and "dropout" not in cfg.uses()
+    assert fast.applies(cfg)[0]
+    assert any("units: 0" in e for e in validate(load_config({"architecture": "lstm-maxpool",
+                                                               "units": 0})))

@@ -108,6 +108,19 @@ class _Forward:
         return self.runs[("gru", sequences)](xw, *state_p, rk, cell.bias[1] * scale, start,
                                              end)
 
+    def _max_pool(self, pad_seq, seq, n_prefix, start):
+        """GlobalMaxPooling1D over the padded model's steps: the shared prefix's states
+        (pad_seq's first n_prefix steps, one row) and each row's own (seq from ``start``).
+        One reduce_max over exactly those steps' values, so ties split the gradient as the
+        padded model's reduce_max does."""
+        tf = self.tf
+        low = tf.constant(-np.inf, tf.float32)
+        in_pad = tf.range(tf.shape(pad_seq)[0])[:, None, None] < n_prefix
+        in_own = tf.range(tf.shape(seq)[0])[:, None, None] >= start
+        pad = tf.broadcast_to(tf.where(in_pad, pad_seq, low),
+                              tf.concat([tf.shape(pad_seq)[:1], tf.shape(seq)[1:]], 0))
+        return tf.reduce_max(tf.concat([pad, tf.where(in_own, seq, low)], 0), axis=0)
+
     def logits(self, codes, n_steps, window, training: bool):
         """Logits for the codes of the last ``window`` steps' positions (B, columns), the
         longest row needing ``n_steps`` steps; n_steps is a tensor, window a static int
@@ -122,12 +135,12 @@ class _Forward:
         feats = self._features(codes, left, max(0, q1 - plan.maxlen))
         start = window - n_steps
         for li, (kind, layer) in enumerate(plan.recurrent):
-            sequences = li + 1 < len(plan.recurrent)
+            sequences = li + 1 < len(plan.recurrent) or plan.pool is not None
             zeros = [tf.zeros([1, layer.cell.units])] * (2 if kind == "lstm" else 1)
             pad_feats, state = self._recur(kind, layer, pad_feats, zeros, 0, n_prefix,
                                            sequences)
             feats, last = self._recur(kind, layer, feats, state, start, window, sequences)
-        h = last[0]
+        h = last[0] if plan.pool is None else self._max_pool(pad_feats, feats, n_prefix, start)
         for layer in plan.after:
             h = layer(h, training=training)
         head = plan.head

@@ -24,7 +24,7 @@ WINDOW_COUNT = 4
 WINDOW_MIN = 64
 
 # Architectures where the padding prefix is shared and fast mode is exact.
-EXACT = ("lstm", "gru", "stacked-lstm", "cnn-lstm")
+EXACT = ("lstm", "gru", "stacked-lstm", "cnn-lstm", "lstm-maxpool")
 # Architectures with dropout before the recurrence: exact only with dropout == 0.
 DROPOUT_BEFORE_RECURRENCE = {
     "lstm-dropout": "Dropout on the embeddings",
@@ -76,6 +76,9 @@ class Plan:
     pad_left: int = 0  # Conv1D 'same' zero padding before position 0
     pad_right: int = 0  # ... and after position maxlen - 1
     recurrent: list = field(default_factory=list)  # [("lstm" | "gru", keras layer)]
+    # "max": the top layer's states are max-pooled over all steps (GlobalMaxPooling1D),
+    # the shared prefix's states included; None: its last state feeds the head.
+    pool: str | None = None
     after: list = field(default_factory=list)  # layers between recurrence and head
     head: Any = None
 
@@ -131,6 +134,11 @@ def make_plan(model, maxlen: int | None = None, training: bool = True) -> Plan:
         _take_conv(chain, plan)
         _skip_dropout(chain, training)
     _take_recurrent(chain, plan)
+    if chain and isinstance(chain[0], layers.GlobalMaxPooling1D):
+        pool = chain.pop(0)
+        if pool.data_format != "channels_last" or pool.keepdims:
+            raise ValueError("only GlobalMaxPooling1D(channels_last, keepdims=False)")
+        plan.pool = "max"
     while chain and isinstance(chain[0], layers.Dropout):
         plan.after.append(chain.pop(0))  # dropout after the recurrence: any rate is exact
     plan.head = _take_head(chain)
@@ -205,9 +213,10 @@ def _take_recurrent(chain: list, plan: Plan) -> None:
             raise ValueError(f"{rnn.name}: only forward, dropout-free, tanh/sigmoid "
                              "LSTM/GRU layers (GRU with reset_after) are supported")
         plan.recurrent.append((kind, rnn))
-        if chain and isinstance(chain[0], (layers.LSTM, layers.GRU)) != rnn.return_sequences:
+        feeds = (layers.LSTM, layers.GRU, layers.GlobalMaxPooling1D)
+        if bool(chain) and isinstance(chain[0], feeds) != rnn.return_sequences:
             raise ValueError(f"{rnn.name}: return_sequences must be set exactly on layers "
-                             "that feed another recurrent layer")
+                             "that feed another recurrent layer or a GlobalMaxPooling1D")
     if not plan.recurrent:
         raise ValueError("no LSTM/GRU layer where expected (Bidirectional is not supported)")
 

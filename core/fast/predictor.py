@@ -41,6 +41,10 @@ class FastPredictor:
             self.conv_act = plan.conv.activation
         with _one_blas_thread(), np.errstate(over="ignore"):
             self._pad_states()
+        if plan.pool == "max":  # after k padding steps, the max of the top layer's states
+            top = self.layers[-1].pad_h
+            self.pad_max = np.vstack([np.full((1, top.shape[1]), -np.inf, np.float32),
+                                      np.maximum.accumulate(top[1:], axis=0)])
 
     @classmethod
     def try_build(cls, model, cfg: TrainConfig | None = None) -> FastPredictor | None:
@@ -86,20 +90,26 @@ class FastPredictor:
         """Run rows sorted by ``starts`` (the step each begins at) ascending from their
         states ``init`` (per layer: h, c) to the last step. Returns the top layer's final
         h (n, units) and, with ``record``, per layer the states after each step from
-        ``first`` on: (h, c) arrays (steps - first + 1, n, units)."""
+        ``first`` on: (h, c) arrays (steps - first + 1, n, units). A max-pooled model
+        returns the pooled top states instead of the final h (its prefix part from
+        ``pad_max`` at each row's start)."""
         # active[t]: how many rows are already running at step first + t.
         active = np.searchsorted(starts, np.arange(first, self.steps), side="right")
         h, history = None, []
         for li in range(len(self.layers)):
-            h, src, hist = self._run_layer(li, src, active, init[li], record)
+            top_max = self.pad_max[starts] if self.plan.pool and li + 1 == len(self.layers) \
+                else None
+            h, src, hist = self._run_layer(li, src, active, init[li], record, top_max)
             if record:
                 history.append(hist)
         return h, history
 
     def _run_layer(self, li: int, src: np.ndarray, active: np.ndarray, init: tuple,
-                   record: bool) -> tuple[np.ndarray, np.ndarray | None, tuple | None]:
-        """One layer of _run: (its final h, its output sequence for the next layer (None
-        for the top layer), with ``record`` its (h, c) history, else None)."""
+                   record: bool, top_max: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray | None, tuple | None]:
+        """One layer of _run: (its final h, or with ``top_max`` (each row's max over its
+        prefix) the max over all its steps; its output sequence for the next layer (None
+        for the top layer); with ``record`` its (h, c) history, else None)."""
         layer, n_steps = self.layers[li], len(active)
         h, c = (None if a is None else a.copy() for a in init)
         n, width = len(h), layer.rk.shape[1]
@@ -132,11 +142,13 @@ class FastPredictor:
                 step(every[t, :a])
             if seq is not None:
                 seq[t, :a] = h[:a]
+            if top_max is not None:
+                np.maximum(top_max[:a], h[:a], out=top_max[:a])
             if record:
                 hist_h[t + 1] = h
                 if c is not None:
                     hist_c[t + 1] = c
-        return h, seq, (hist_h, hist_c) if record else None
+        return h if top_max is None else top_max, seq, (hist_h, hist_c) if record else None
 
     def _pad_init(self, shared: np.ndarray) -> list[tuple]:
         """Per layer, the padding states after ``shared`` steps, one row per entry."""
@@ -200,7 +212,7 @@ class FastPredictor:
         padding prefix, or, for rows (after the second) that begin like row 0 beyond the
         padding, where they part from row 0, from row 0's recorded states."""
         init = self._pad_init(shared)
-        if len(x) <= 2:
+        if len(x) <= 2 or self.plan.pool:  # a pooled row needs its own steps' max
             return shared, init
         same = self._steps_equal_to(x, x[0])
         reuse = same > shared  # begins like row 0 beyond the padding
