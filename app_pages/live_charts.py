@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 from streamlit import dataframe_util
 
 from app_pages import views
@@ -55,9 +56,14 @@ def arrow_spec(spec: dict) -> dict:
     """``spec`` with each inline dataset (a list of records) serialized to Arrow IPC bytes,
     as Streamlit would do on every call."""
     out = dict(spec)
-    out["datasets"] = {name: dataframe_util.convert_anything_to_arrow_bytes(pd.DataFrame(rows))
+    out["datasets"] = {name: _arrow(pd.DataFrame(rows))
                        for name, rows in spec.get("datasets", {}).items()}
     return out
+
+
+def _arrow(data) -> bytes:
+    """Arrow IPC bytes, as Streamlit serializes chart data (a DataFrame or an Arrow table)."""
+    return dataframe_util.convert_anything_to_arrow_bytes(data)
 
 
 class ChartCache:
@@ -92,11 +98,13 @@ class ChartCache:
 
 
 def _batch(out: LiveCharts, run: Run, board: Board, curves: views.CurveBuffer) -> None:
+    """Rebuilt every second while the run trains: the points go straight from the buffer
+    to Arrow (no DataFrame), into the spec template."""
     out.batches_read, out.bin_width = curves.rows_read // 2, curves.width
     if curves.points():
-        batch = curves.frame()
-        out.batch_loss = arrow_spec(views.batch_spec(batch, "loss"))
-        out.batch_accuracy = arrow_spec(views.batch_spec(batch, "accuracy"))
+        out.batch_loss, out.batch_accuracy = (
+            {**views.batch_template(metric), "datasets": {views.POINTS: _arrow(
+                pa.table(curves.columns(metric)))}} for metric in ("loss", "accuracy"))
 
 
 def _epoch(out: LiveCharts, run: Run, board: Board, curves: views.CurveBuffer) -> None:

@@ -187,6 +187,12 @@ class CurveBuffer:
                 for name, s in self.series.items() for b in s["bins"]]
         return pd.DataFrame(rows, columns=["metric", "step", "value", "smoothed"])
 
+    def columns(self, name: str) -> dict[str, list]:
+        """One metric's points as columns (``frame``'s, without building a DataFrame)."""
+        bins = self.series.get(name, {}).get("bins", [])
+        return {"metric": [name] * len(bins), "step": [b[4] for b in bins],
+                "value": [b[1] / b[2] for b in bins], "smoothed": [b[3] for b in bins]}
+
     def points(self) -> int:
         return max((len(s["bins"]) for s in self.series.values()), default=0)
 
@@ -280,11 +286,15 @@ def _batch_template(metric: str, height: int) -> str:
     return json.dumps(batch_chart(alt.Data(name=POINTS), metric, height).to_dict())
 
 
+def batch_template(metric: str, height: int = 220) -> dict[str, Any]:
+    """``batch_chart`` as a Vega-Lite spec without its points (dataset POINTS): Altair
+    builds and validates a spec in 20-50 ms here, so that is done once per metric."""
+    return json.loads(_batch_template(metric, height))
+
+
 def batch_spec(frame: pd.DataFrame, metric: str, height: int = 220) -> dict[str, Any]:
-    """``batch_chart`` as a Vega-Lite spec with the points filled in. The live view redraws
-    its batch curves every second in every watching tab: Altair builds and validates a spec
-    in 20-50 ms here, so it does that once per metric and each redraw only adds the points."""
-    spec = json.loads(_batch_template(metric, height))
+    """``batch_chart`` as a Vega-Lite spec with the points filled in."""
+    spec = batch_template(metric, height)
     spec["datasets"] = {POINTS: frame[frame["metric"] == metric].to_dict("records")}
     return spec
 

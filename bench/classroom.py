@@ -324,20 +324,20 @@ async def solo_job(url: str, store: RunStore, job: dict[str, float]
     return run_id, cold
 
 
-async def watched_job(tabs: list[Tab], store: RunStore, job: dict[str, float]) -> str:
+async def watched_job(tabs: list[Tab], store: RunStore, job: dict[str, float],
+                      mon: Monitor) -> str:
     """One job that every tab watches live: the first tab launches it from Train, the others
-    open Train on it (?run=, as the launcher's link does), all until it ends."""
+    open Train on it (?run=, as the launcher's link does), all until it ends. The server's
+    CPU counts as "one run watched" only while every tab has it on screen."""
     await tabs[0].goto("train", timeout=PAGE_TIMEOUT_S)
     await fill(tabs[0], job)
     run_id = await launch(tabs[0])
     await asyncio.gather(*(t.goto("train", f"run={run_id}", timeout=PAGE_TIMEOUT_S)
                            for t in tabs[1:]))
-    for t in tabs:
-        t.state = "watching one"
+    mon.phase = "one run watched"
     await asyncio.gather(*(t.until(lambda t=t: run_ended(t), JOB_TIMEOUT_S, "end of the run")
                            for t in tabs))
-    for t in tabs:
-        t.state = "done"
+    mon.phase = "after"
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while time.monotonic() < deadline:  # as solo_job: its worker has exited
         run = store.get(run_id)
@@ -355,8 +355,8 @@ async def one_run_watched(server: Server, store: RunStore, tabs: list[Tab], mon:
     for _ in range(WATCH_ROUNDS):
         mon.phase = "solo"
         runs["0"].append((await solo_job(server.url, store, job))[0])
-        mon.phase = "one run watched"
-        runs["n"].append(await watched_job(tabs, store, job))
+        mon.phase = "one run setup"
+        runs["n"].append(await watched_job(tabs, store, job, mon))
     mon.phase = "after"
     checked = {k: [check_job(store, r) for r in ids] for k, ids in runs.items()}
     train = {k: [j["train_s"] for j in jobs] for k, jobs in checked.items()}
