@@ -4,15 +4,18 @@ one CPU each (ray.cluster_utils.Cluster, one per module: Ray starts slowly on tw
 The lab's queue hands claimed runs to Ray; each run must record the node it ran on, stream
 every metric row into PostgreSQL, and leave a model that a web server with its own,
 empty LAB_HOME loads from the database. Killing a node mid-run must end that run
-``interrupted`` while the queue goes on."""
+``interrupted`` while the queue goes on. Warm executors must take later runs, one run per
+process; a run waiting for a CPU must stay alive with nobody dispatching."""
 
 from __future__ import annotations
 
 import math
 import time
 
+import psutil
 import pytest
 
+import core.store
 from conftest import RUN_TIMEOUT_S, tiny_config
 from core import inference, jobs, raylaunch
 from core.store import CANCELLED, COMPLETED, INTERRUPTED, MODEL_FILE, RUNNING, Run, RunStore
@@ -28,10 +31,14 @@ def cluster(pg_server, shared_cache, tmp_path_factory):
     from ray.cluster_utils import Cluster
 
     home = tmp_path_factory.mktemp("cluster-lab")
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    worker_node = c.add_node(num_cpus=1)
-    c.wait_for_nodes()
     with pytest.MonkeyPatch.context() as mp:
+        # Ray starts its workers at nice 15: on a CPU shared with other tests they would
+        # starve; the local launcher's workers run at the tests' own priority.
+        mp.setenv("RAY_worker_niceness", "0")
+        c = Cluster(initialize_head=True,
+                    head_node_args={"num_cpus": 1, "include_dashboard": False})
+        worker_node = c.add_node(num_cpus=1)
+        c.wait_for_nodes()
         mp.setenv("LAB_HOME", str(home))
         mp.setenv("LAB_CACHE", str(shared_cache))
         mp.setenv("IMDB_DATA", "demo")
@@ -103,8 +110,47 @@ def test_cancel_stops_a_deaf_worker_by_force_through_ray(cluster, monkeypatch):
     assert run.progress.get("stage") != CANCELLED  # the worker never got to record it
 
 
+def test_warm_executors_take_later_runs_each_in_a_process_of_its_own(cluster, monkeypatch):
+    """With warm executors on (LAB_WARM_WORKERS), a spare that loaded TensorFlow ahead on a
+    node takes the next run placed there; every run still gets a process of its own, which
+    is gone once the run ends (its memory back to the machine)."""
+    store, _, _ = cluster
+    monkeypatch.setenv("LAB_WARM_WORKERS", "1")
+    ids = [jobs.submit(store, tiny_config(seed=i, name=f"warm {i}")) for i in range(4)]
+    runs = sorted(drain(store, ids), key=lambda r: r.started_at)
+    assert [r.status for r in runs] == [COMPLETED] * 4, [r.error for r in runs]
+    assert len({r.pid for r in runs}) == 4
+    kinds = [r.results["ray"]["executor"] for r in runs]
+    assert kinds[:2] == ["new", "new"] and set(kinds[2:]) & {"spare", "loading spare"}, kinds
+    deadline = time.monotonic() + 30
+    while any(psutil.pid_exists(r.pid) and psutil.Process(r.pid).status() != "zombie"
+              for r in runs):
+        assert time.monotonic() < deadline, "a run's executor outlived its run"
+        time.sleep(0.5)
+    ray = raylaunch.connect()
+    assert ray.get(raylaunch.launcher(store).prune.remote(0)) >= 1  # the spares it left
+
+
+def test_a_run_waiting_for_a_cpu_is_kept_alive_by_the_launcher(cluster, monkeypatch,
+                                                               slow_batches):
+    """Three slots on two CPUs: the third run waits inside Ray. Nobody dispatches meanwhile
+    (no page, no CLI), yet the launcher's heartbeat keeps it from being reaped as dead."""
+    store, _, _ = cluster
+    monkeypatch.setenv("LAB_MAX_JOBS", "3")
+    monkeypatch.setattr(core.store, "STALE_S", 3.0)
+    ids = [jobs.submit(store, tiny_config(epochs=20, seed=i, name=f"wait {i}"))
+           for i in range(3)]
+    time.sleep(2 * core.store.STALE_S)
+    runs = [store.get(i, reap=False) for i in ids]
+    assert [r.status for r in runs] == [RUNNING] * 3
+    assert any(r.pid is None for r in runs)  # one still waits for a CPU
+    assert store.reap() == []
+    runs = drain(store, ids)
+    assert [r.status for r in runs] == [COMPLETED] * 3, [r.error for r in runs]
+
+
 def test_a_node_killed_mid_run_interrupts_its_run_and_the_queue_goes_on(cluster, slow_batches):
-    """Batches slowed by fault injection: the victim is still training when its node goes,
+    """Last in the module: the cluster has one node left after it. Batches slowed by fault injection: the victim is still training when its node goes,
     however fast the kernels are."""
     store, c, worker_node = cluster
     ids = [jobs.submit(store, tiny_config(epochs=40, seed=i, name=f"kill {i}"))
