@@ -62,6 +62,7 @@ BENCH_JOB = {"train_size": 1000, "test_size": 1000, "epochs": 1}
 # own, so that its training time is not mostly noise.
 WATCH_JOB = {"epochs": 3}
 WATCH_ROUNDS = 2  # solo and watched, alternated
+WATCH_CAP_S = 900  # a tab that never sees its run end is an error, not a hang
 IDLE_S = 12.0  # tabs sit on Train this long, no job active, while the server CPU is read
 SAMPLE_S = 0.5  # CPU sampling period
 EMPTY_S = 3.0  # the server alone, before any tab
@@ -390,7 +391,8 @@ async def lessons(server: Server, n: int, job: dict[str, float], idle_s: float,
         await asyncio.sleep(idle_s)
         mon.phase = "lessons"
         together = asyncio.Barrier(n)
-        done = await asyncio.gather(*(lesson(t, job, JOB_TIMEOUT_S * (n + 1), together)
+        done = await asyncio.gather(*(lesson(t, job, min(JOB_TIMEOUT_S * (n + 1), WATCH_CAP_S),
+                                             together)
                                       for t in tabs))
         rss_after = mon.rss_mb()
         watched = await one_run_watched(server, store, tabs, mon, {**job, **WATCH_JOB})
