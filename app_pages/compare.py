@@ -39,7 +39,7 @@ def _delete(store: RunStore, run_id: str) -> None:
 
 
 def _where(run) -> str:
-    """Where a run trained: its host, and the Ray node when it ran as a Ray task."""
+    """Where a run trained: its host, and the Ray node when it ran on Ray."""
     env = run.env or {}
     host, node = env.get("host") or run.host, env.get("ray_node")
     if not host:

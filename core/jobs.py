@@ -11,8 +11,8 @@ worker that has already imported TensorFlow and waits, and a new one is started 
 the next run; otherwise a fresh interpreter is started for it. One job per process either
 way, so a finished job's memory always returns to the system.
 
-Ray (``LAB_RAY_ADDRESS`` set, see ``core.raylaunch``): a claimed run becomes a Ray task on
-any machine of the cluster instead of a local process; the queue stays this one.
+Ray (``LAB_RAY_ADDRESS`` set, see ``core.raylaunch``): a claimed run executes in its own Ray
+actor on any machine of the cluster instead of a local process; the queue stays this one.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def spawn_worker(store: RunStore, run_id: str) -> int:
 def dispatch(store: RunStore) -> list[str]:
     """Start queued runs while slots are free; returns the ids started. Keeps one warm
     worker waiting for the next run when warm workers are on (on Ray: each run becomes a
-    Ray task)."""
+    Ray actor)."""
     on_ray = raylaunch.enabled()
     if on_ray:
         raylaunch.poll(store)  # tasks Ray saw die: their runs end, their slots free up
@@ -147,7 +147,7 @@ def dispatch(store: RunStore) -> list[str]:
             try:
                 raylaunch.launch(store, run.id)  # the task records its own pid and node
             except Exception as exc:  # noqa: BLE001 - unreachable cluster, refused task
-                store.finish(run.id, FAILED, error=f"could not start the Ray task: {exc}")
+                store.finish(run.id, FAILED, error=f"could not start the run on Ray: {exc}")
                 continue
             started.append(run.id)
             continue

@@ -34,7 +34,7 @@ from core.text import Encoder, learn_bigrams
 
 FLUSH_EVERY_S = 0.5  # batch metrics are buffered and written at most twice a second
 PREDICT_BATCH = 512  # batch size for test-set prediction
-RAY_NODE_ENV = "LAB_RAY_NODE_ID"  # set by core.raylaunch in a Ray task
+RAY_NODE_ENV = "LAB_RAY_NODE_ID"  # set by core.raylaunch in a run's Ray actor
 FAULT_ENV = "LAB_FAULT"  # tests only: "nan-label" injects a non-finite loss, "deaf" a worker
 # that ignores the cancel flag (the launcher must then stop it by force), "slow-batch:0.05"
 # sleeps 0.05 s after every training batch (a job that stays mid-epoch long enough to be
@@ -267,7 +267,7 @@ def environment() -> dict[str, Any]:
 
 
 def where() -> dict[str, Any]:
-    """Where this worker runs: its host, and the Ray node id when it runs as a Ray task."""
+    """Where this worker runs: its host, and the Ray node id when it runs on Ray."""
     node = os.environ.get(RAY_NODE_ENV)
     return {"host": socket.gethostname(), **({"ray_node": node} if node else {})}
 

@@ -86,14 +86,14 @@ def set_threads() -> None:
 
 def main(run_id: str, limited: bool = False) -> int:
     cap = limit_memory() if not limited else resource.getrlimit(resource.RLIMIT_AS)[0]
-    if not limited:  # a warm worker did both before loading; a Ray task's threads are Ray's
+    if not limited:  # a warm worker did both before loading; a Ray actor's threads are Ray's
         set_threads()
     store = RunStore()
     run = store.get(run_id, reap=False)
     if run.status != RUNNING:
         return 0  # cancelled while queued or claimed by someone else: nothing to do
     if run.pid != os.getpid():
-        store.set_worker(run_id, os.getpid())  # started by hand, a Ray task, not by dispatch
+        store.set_worker(run_id, os.getpid())  # started by hand or on Ray, not by dispatch
     if os.environ.get(RAY_NODE_ENV):  # say where at once (training records the rest)
         store.set_env(run_id, where())
     progress = Progress()
