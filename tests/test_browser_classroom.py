@@ -97,7 +97,7 @@ def walk(base: str, store: RunStore, ana, ben, blocker: str) -> None:
     # Ana's run: Stop for her, not for Ben, who sees whose it is.
     goto(ana, f"{base}/train?run={queued}", "Run: ana waiting")
     assert "by Ana (you)" in main_text(ana)
-    assert ana.get_by_role("button", name="Stop").count() == 1
+    ana.get_by_role("button", name="Stop").wait_for()  # (drawn just after the title)
     goto(ben, f"{base}/train?run={queued}", "Run: ana waiting")
     assert "by Ana" in main_text(ben) and "(you)" not in main_text(ben)
     assert ben.get_by_role("button", name="Stop").count() == 0
