@@ -111,8 +111,7 @@ def _epoch(out: LiveCharts, run: Run, board: Board, curves: views.CurveBuffer) -
     epochs = views.epoch_frame(board.metrics(run.id, "train") + board.metrics(run.id, "val"))
     if not epochs.empty:
         pname = preset_of(run.config)
-        ref = REPORTED_ACCURACY[pname] / 100 if pname else None
-        ref_label = f"tutorial's test accuracy {REPORTED_ACCURACY[pname]:.2f} %" if pname else ""
+        ref, ref_label = views.tutorial_line(REPORTED_ACCURACY.get(pname))
         out.epoch_loss = arrow_spec(views.epoch_chart(epochs, "loss").to_dict())
         out.epoch_accuracy = arrow_spec(views.epoch_chart(epochs, "accuracy", ref,
                                                           ref_label).to_dict())

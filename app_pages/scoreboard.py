@@ -35,16 +35,14 @@ def _board(home: str, group_id: str, version: tuple) -> dict[str, Any]:
                                 for r in runs})
     acc = groups.accuracy_stats(runs)
     seeds = groups.seed_frame(runs)
-    ref = acc["reference"]
-    ref_label = f"tutorial's test accuracy {ref:.2f} %" if ref is not None else ""
+    ref, ref_label = views.tutorial_line(acc["reference"])
     return {
         "label": runs[0].group_label or runs[0].name, "progress": sv.progress(runs),
         "ids": [r.id for r in runs],
         "epochs": not stats.empty, "accuracy": acc, "summary": sv.summary(acc),
         "seeds": sv.seeds_table(seeds),
         "loss": sv.band_chart(stats, "loss").to_dict(),
-        "val_accuracy": sv.band_chart(stats, "accuracy", None if ref is None else ref / 100,
-                                      ref_label).to_dict(),
+        "val_accuracy": sv.band_chart(stats, "accuracy", ref, ref_label).to_dict(),
         "test": sv.seeds_chart(seeds, acc).to_dict(),
     }
 

@@ -181,17 +181,18 @@ class CurveBuffer:
                     merged.append([index // 2, total, count, ema, step])
             s["bins"] = merged
 
-    def frame(self) -> pd.DataFrame:
-        """Columns: metric, step (last step of the bin), value (bin mean), smoothed (EMA)."""
-        rows = [{"metric": name, "step": b[4], "value": b[1] / b[2], "smoothed": b[3]}
-                for name, s in self.series.items() for b in s["bins"]]
-        return pd.DataFrame(rows, columns=["metric", "step", "value", "smoothed"])
-
     def columns(self, name: str) -> dict[str, list]:
-        """One metric's points as columns (``frame``'s, without building a DataFrame)."""
+        """One metric's points as columns: metric, step (last step of the bin), value (bin
+        mean), smoothed (EMA)."""
         bins = self.series.get(name, {}).get("bins", [])
         return {"metric": [name] * len(bins), "step": [b[4] for b in bins],
                 "value": [b[1] / b[2] for b in bins], "smoothed": [b[3] for b in bins]}
+
+    def frame(self) -> pd.DataFrame:
+        """Every metric's points (``columns``), one row each."""
+        parts = [pd.DataFrame(self.columns(name)) for name in self.series]
+        return (pd.concat(parts, ignore_index=True) if parts
+                else pd.DataFrame(columns=["metric", "step", "value", "smoothed"]))
 
     def points(self) -> int:
         return max((len(s["bins"]) for s in self.series.values()), default=0)
@@ -262,7 +263,7 @@ def _fit(chart, height: int):
 _PHASE_COLORS = alt.Scale(domain=["train", "validation"], range=["#3b6fd8", "#e0682b"])
 
 
-POINTS = "points"  # the named dataset of batch_spec's template
+POINTS = "points"  # the named dataset of batch_template's spec
 
 
 def batch_chart(frame: pd.DataFrame | alt.Data, metric: str, height: int = 220) -> alt.Chart:
@@ -292,11 +293,12 @@ def batch_template(metric: str, height: int = 220) -> dict[str, Any]:
     return json.loads(_batch_template(metric, height))
 
 
-def batch_spec(frame: pd.DataFrame, metric: str, height: int = 220) -> dict[str, Any]:
-    """``batch_chart`` as a Vega-Lite spec with the points filled in."""
-    spec = batch_template(metric, height)
-    spec["datasets"] = {POINTS: frame[frame["metric"] == metric].to_dict("records")}
-    return spec
+def tutorial_line(percent: float | None) -> tuple[float | None, str]:
+    """The tutorial's reported test accuracy as a chart's reference line: (fraction, label),
+    or (None, "") when the config is not one of its presets."""
+    if percent is None:
+        return None, ""
+    return percent / 100, f"tutorial's test accuracy {percent:.2f} %"
 
 
 def epoch_chart(frame: pd.DataFrame, metric: str, reference: float | None = None,

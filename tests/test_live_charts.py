@@ -57,9 +57,10 @@ def test_charts_hold_the_points_of_a_tabs_own_buffer(watched):
     charts = cache.charts(store.get(run_id))
     own = views.CurveBuffer()
     own.feed(store.metrics(run_id, "batch"))
-    expected = views.batch_spec(own.frame(), "accuracy")
-    assert charts.batch_accuracy["layer"] == expected["layer"]
-    assert records(charts.batch_accuracy)[views.POINTS] == expected["datasets"][views.POINTS]
+    frame = own.frame()
+    assert charts.batch_accuracy["layer"] == views.batch_template("accuracy")["layer"]
+    assert records(charts.batch_accuracy)[views.POINTS] == frame[
+        frame["metric"] == "accuracy"].to_dict("records")
     epoch = records(charts.epoch_accuracy)
     assert sorted(r["value"] for rows in epoch.values() for r in rows
                   if "phase" in r) == [0.65, 0.7]

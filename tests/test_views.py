@@ -238,7 +238,7 @@ def test_fmt_helpers_and_md_escape():
     assert views.safe_filename("my run/../x: ü") == "my_run_.._x"
 
 
-def test_batch_spec_is_the_batch_chart_with_its_points():
+def test_batch_template_is_the_batch_chart_and_columns_its_points():
     """The live view draws batch curves from a template filled with the points: the same
     layers and encodings as the Altair chart, and exactly the metric's rows."""
     buf = views.CurveBuffer()
@@ -246,8 +246,9 @@ def test_batch_spec_is_the_batch_chart_with_its_points():
                "name": ("loss", "accuracy")[i % 2], "value": 0.1 * (i % 7)}
               for i in range(1, 41)])
     frame = buf.frame()
-    spec = views.batch_spec(frame, "loss")
+    spec = views.batch_template("loss")
     chart = views.batch_chart(frame, "loss").to_dict()
     assert spec["layer"] == chart["layer"] and spec["title"] == chart["title"]
-    assert spec["datasets"][views.POINTS] == frame[frame["metric"] == "loss"].to_dict("records")
-    assert len(spec["datasets"][views.POINTS]) == 20
+    points = pd.DataFrame(buf.columns("loss")).to_dict("records")
+    assert points == frame[frame["metric"] == "loss"].to_dict("records")
+    assert len(points) == 20
