@@ -20,6 +20,7 @@ import os
 import re
 import socket
 import tarfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -316,8 +317,14 @@ def fingerprint(src: SourceInfo) -> str:
     return _cache_key(src)
 
 
+def _private_tmp(path: Path, suffix: str) -> Path:
+    """A temporary name beside ``path`` that no other writer uses: workers that find the
+    cache missing at once each write their own file, and each rename is atomic."""
+    return path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.tmp{suffix}")
+
+
 def _save(path: Path, words: list[str], arrays: dict, src: SourceInfo) -> None:
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = _private_tmp(path, ".npz")
     np.savez(tmp, words=np.array(json.dumps(words)), source=np.array(json.dumps(src.__dict__)),
              **{f"{k}_{a}": getattr(arrays[k], a) for k in ("train", "test")
                 for a in ("flat", "offsets", "labels", "ratings")})
@@ -341,7 +348,7 @@ def _load_texts(ds: Dataset) -> dict[str, list[str]]:
         for split in ("train", "test"):
             order = np.random.default_rng(SHUFFLE_SEED).permutation(len(rows[split]))
             texts[split] = [rows[split][i][2] for i in order]
-    tmp = tpath.with_suffix(".tmp")
+    tmp = _private_tmp(tpath, ".json")
     tmp.write_text(json.dumps(texts), encoding="utf-8")
     os.replace(tmp, tpath)
     return texts

@@ -92,13 +92,37 @@ def connect():
     import ray
     from ray.job_config import JobConfig
 
-    if not ray.is_initialized():
-        # A private JobConfig field (ray is pinned): what Ray itself fills with the driver's
-        # working folder for the same purpose.
+    if ray.is_initialized():
+        return ray
+    # A private JobConfig field (ray is pinned): what Ray itself fills with the driver's
+    # working folder for the same purpose.
+    sys_path = [str(paths.PROJECT_ROOT)]
+    if address().startswith("ray://"):
+        # Ray Client (a web server outside the cluster): ray.init would send its arguments
+        # as JSON, which a JobConfig is not; the client's builder carries it instead. The
+        # cluster's machines hold the project at the same path, as with a driver.
+        _connect_client(ray, sys_path)
+    else:
         ray.init(address=address(), namespace=NAMESPACE, log_to_driver=False,
                  logging_level="ERROR", configure_logging=False,
-                 job_config=JobConfig(_py_driver_sys_path=[str(paths.PROJECT_ROOT)]))
+                 job_config=JobConfig(_py_driver_sys_path=sys_path))
     return ray
+
+
+def _connect_client(ray, sys_path: list[str], attempts: int = 3) -> None:
+    """Connect through Ray Client. Its server starts a server process per client, which
+    now and then exits at once on a loaded head ("SpecificServer startup failed"): try
+    again, then give up with Ray's message."""
+    for attempt in range(1, attempts + 1):
+        builder = ray.client(address(), _deprecation_warn_enabled=False).namespace(NAMESPACE)
+        builder._job_config._py_driver_sys_path = sys_path
+        try:
+            builder.connect()
+            return
+        except ConnectionAbortedError:
+            if attempt == attempts:
+                raise
+            time.sleep(1.0)
 
 
 def _worker_env(home) -> dict[str, str]:

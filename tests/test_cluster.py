@@ -19,6 +19,7 @@ import core.store
 from conftest import RUN_TIMEOUT_S, tiny_config
 from core import inference, jobs, raylaunch
 from core.store import CANCELLED, COMPLETED, INTERRUPTED, MODEL_FILE, RUNNING, Run, RunStore
+from pgserver import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -35,8 +36,11 @@ def cluster(pg_server, shared_cache, tmp_path_factory):
         # Ray starts its workers at nice 15: on a CPU shared with other tests they would
         # starve; the local launcher's workers run at the tests' own priority.
         mp.setenv("RAY_worker_niceness", "0")
+        # The head also serves Ray Client (``ray://``), as a head started with ``ray start
+        # --head`` does on port 10001.
         c = Cluster(initialize_head=True,
-                    head_node_args={"num_cpus": 1, "include_dashboard": False})
+                    head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                    "ray_client_server_port": free_port()})
         worker_node = c.add_node(num_cpus=1)
         c.wait_for_nodes()
         mp.setenv("LAB_HOME", str(home))
@@ -93,6 +97,26 @@ def test_four_jobs_run_on_both_nodes_and_the_web_side_predicts(cluster, tmp_path
     finally:
         inference.stop(web)
     assert (web / "runs" / runs[0].id / MODEL_FILE).is_file()  # fetched, then cached
+
+
+def test_a_ray_client_address_runs_the_queue_too(cluster, monkeypatch):
+    """``LAB_RAY_ADDRESS=ray://host:port`` (Ray Client, for a web server outside the
+    cluster): the same launcher takes the runs, they record their nodes and complete."""
+    store, c, _ = cluster
+    ray = raylaunch.connect()
+    port = c.head_node._ray_params.ray_client_server_port
+    ray.shutdown()
+    monkeypatch.setenv("LAB_RAY_ADDRESS", f"ray://127.0.0.1:{port}")
+    try:
+        ray = raylaunch.connect()
+        assert ray.util.client.ray.is_connected()  # through Ray Client, not the driver API
+        ids = [jobs.submit(store, tiny_config(seed=i, name=f"client {i}")) for i in range(2)]
+        runs = drain(store, ids)
+        assert [r.status for r in runs] == [COMPLETED] * 2, [r.error for r in runs]
+        assert all(r.env.get("ray_node") for r in runs)
+        assert all(store.metric_count(r.id, "batch") for r in runs)
+    finally:
+        ray.shutdown()  # the next test connects as a driver again
 
 
 def test_cancel_stops_a_deaf_worker_by_force_through_ray(cluster, monkeypatch):

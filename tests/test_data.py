@@ -4,7 +4,10 @@ the disk cache, the demo set, and the real archive when it is present."""
 from __future__ import annotations
 
 import io
+import os
 import tarfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -84,6 +87,25 @@ def test_second_load_comes_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "_read_aclimdb", boom)
     second = data.load_dataset(src, tmp_path / "c")
     np.testing.assert_array_equal(second.train.flat, first.train.flat)
+
+
+def test_writers_that_find_the_cache_missing_at_once_all_succeed(tmp_path, monkeypatch):
+    """Jobs started together (several Ray executors, warm workers) each build the missing
+    cache; every write and rename must succeed and leave one whole cache file."""
+    src = data.SourceInfo("aclimdb", str(_write_tar(tmp_path / "a.tar.gz")), "t")
+    written = threading.Barrier(4)
+    replace = os.replace
+
+    def replace_together(tmp, path):
+        written.wait(timeout=30)  # all four have written before any renames
+        replace(tmp, path)
+
+    monkeypatch.setattr(os, "replace", replace_together)
+    with ThreadPoolExecutor(4) as pool:
+        loaded = list(pool.map(lambda _: data.load_dataset(src, tmp_path / "c"), range(4)))
+    assert [p.name for p in (tmp_path / "c").iterdir()] == [loaded[0].cache_file.name]
+    again = data.load_dataset(src, tmp_path / "c")
+    np.testing.assert_array_equal(again.train.flat, loaded[0].train.flat)
 
 
 def test_resolution_order(tmp_path, monkeypatch):
