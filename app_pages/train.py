@@ -25,11 +25,9 @@ from core.config import (
 )
 from core.data import DataError, load_dataset
 from core.guard import check_budget
-from core.store import ACTIVE, CANCELLED, COMPLETED, DIVERGED, QUEUED, RUNNING, RunNotFound
+from core.store import CANCELLED, COMPLETED, DIVERGED, RunNotFound
 
 K = "train_"  # every session_state key of this page starts with it
-POLL_S = 1.0  # the live view redraws once a second while the run trains
-QUEUED_POLL_S = 5.0  # ... and every 5 s while it waits in the queue
 DEFAULT_PROBES = ("A wonderful, moving film with a brilliant cast.\n"
                   "A boring waste of time: the plot was predictable and dull.\n"
                   "The acting was great but the ending was awful.")
@@ -62,18 +60,21 @@ def _field(name: str) -> None:
         st.number_input(label, key=key, step=step, format=fmt, help=help_)
 
 
-def _live(home: str, run_id: str, shown: str) -> None:
-    """One run's state, curves and probes; a fragment redrawn every POLL_S while it runs,
-    every QUEUED_POLL_S while it waits (only its place in the queue changes), never once it
-    ended. Everything comes from the server's one job board, shared by every watching tab."""
+def _poll_every(jobs_board, run) -> float | None:
+    return views.live_poll_s(run.status, jobs_board.queue_position(run.id))
+
+
+def _live(home: str, run_id: str, every: float | None) -> None:
+    """One run's state, curves and probes; a fragment redrawn every ``every`` seconds.
+    Everything comes from the server's one job board, shared by every watching tab."""
     jobs_board = board(home)
     try:
         run = jobs_board.run(run_id)
     except RunNotFound:
         st.warning("This run was deleted.")
         return
-    if shown in ACTIVE and run.status != shown:
-        st.rerun()  # started or ended: redraw once in full, which sets the polling anew
+    if every is not None and _poll_every(jobs_board, run) != every:
+        st.rerun()  # ended, or moved up the queue: redraw once in full to set the polling
     _live_header(home, run)
     frac, text = views.progress_view(run, jobs_board.queue_position(run.id),
                                      jobs_board.estimated_wait(run.id))
@@ -233,10 +234,9 @@ def _reattach(home: str, store, actor) -> None:
             run_id = max(active, key=lambda r: r.seq).id
             st.query_params["run"] = run_id
     if run_id:
-        status = jobs_board.run(run_id).status
-        every = {RUNNING: POLL_S, QUEUED: QUEUED_POLL_S}.get(status)
+        every = _poll_every(jobs_board, jobs_board.run(run_id))
         with st.container(border=True):
-            st.fragment(run_every=every)(_live)(home, run_id, status)
+            st.fragment(run_every=every)(_live)(home, run_id, every)
         scoreboard.under_run(home, run_id)  # its seed group's scoreboard, if in one
 
 

@@ -225,6 +225,18 @@ def probe_frame(rows: Iterable[Mapping[str, Any]], probes: Sequence[str]) -> pd.
     return pd.DataFrame(out, columns=["epoch", "sentence", "probability"])
 
 
+LIVE_POLL_S = 1.0  # a run's live view redraws once a second while it trains or is next
+QUEUED_POLL_S = 5.0  # ... and every 5 s while it waits further back (only its place changes)
+
+
+def live_poll_s(status: str, queue_position: int | None) -> float | None:
+    """How often a run's live view redraws: a run next in the queue is polled as often as a
+    training one, so that its start shows at once without a full redraw; never once ended."""
+    if status == RUNNING or (status == QUEUED and queue_position == 1):
+        return LIVE_POLL_S
+    return QUEUED_POLL_S if status == QUEUED else None
+
+
 def progress_view(run: Any, queue_position: int | None = None,
                   wait_s: float | None = None) -> tuple[float, str]:
     """(fraction 0..1, one line of text) for a run's progress bar."""
@@ -293,6 +305,31 @@ def batch_template(metric: str, height: int = 220) -> dict[str, Any]:
     return json.loads(_batch_template(metric, height))
 
 
+@functools.cache
+def _epoch_template(metric: str, reference: float | None, reference_label: str,
+                    max_epoch: int, height: int) -> str:
+    return json.dumps(epoch_chart(alt.Data(name=POINTS), metric, reference, reference_label,
+                                  height, max_epoch).to_dict())
+
+
+def epoch_template(metric: str, max_epoch: int, reference: float | None = None,
+                   reference_label: str = "", height: int = 220) -> dict[str, Any]:
+    """``epoch_chart`` as a spec without its rows (dataset POINTS: one metric's rows of
+    epoch_frame), built once per metric, reference line and number of epochs."""
+    return json.loads(_epoch_template(metric, reference, reference_label, max_epoch, height))
+
+
+@functools.cache
+def _probe_template(max_epoch: int, height: int) -> str:
+    return json.dumps(probe_chart(alt.Data(name=POINTS), height, max_epoch).to_dict())
+
+
+def probe_template(max_epoch: int, height: int = 240) -> dict[str, Any]:
+    """``probe_chart`` as a spec without its rows (dataset POINTS: probe_frame's rows),
+    built once per number of epochs."""
+    return json.loads(_probe_template(max_epoch, height))
+
+
 def tutorial_line(percent: float | None) -> tuple[float | None, str]:
     """The tutorial's reported test accuracy as a chart's reference line: (fraction, label),
     or (None, "") when the config is not one of its presets."""
@@ -301,12 +338,15 @@ def tutorial_line(percent: float | None) -> tuple[float | None, str]:
     return percent / 100, f"tutorial's test accuracy {percent:.2f} %"
 
 
-def epoch_chart(frame: pd.DataFrame, metric: str, reference: float | None = None,
-                reference_label: str = "", height: int = 220) -> alt.LayerChart:
+def epoch_chart(frame: pd.DataFrame | alt.Data, metric: str, reference: float | None = None,
+                reference_label: str = "", height: int = 220,
+                max_epoch: int | None = None) -> alt.LayerChart:
     """Train vs validation per epoch; an optional dashed reference line (e.g. the tutorial's
-    reported test accuracy)."""
-    d = frame[frame["metric"] == metric]
-    max_epoch = int(d["epoch"].max()) if len(d) else 1
+    reported test accuracy). ``frame``: epoch_frame's rows, or a named data source (holding
+    one metric's rows) for a template, which then needs ``max_epoch``."""
+    d = frame[frame["metric"] == metric] if isinstance(frame, pd.DataFrame) else frame
+    if max_epoch is None:
+        max_epoch = int(d["epoch"].max()) if len(d) else 1
     lines = alt.Chart(d).mark_line(point=True).encode(
         x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1),
                 scale=alt.Scale(domain=[1, max(2, max_epoch)])),
@@ -324,8 +364,12 @@ def epoch_chart(frame: pd.DataFrame, metric: str, reference: float | None = None
     return _fit(alt.layer(*layers).properties(title=f"Epoch {metric}"), height)
 
 
-def probe_chart(frame: pd.DataFrame, height: int = 240) -> alt.LayerChart:
-    max_epoch = int(frame["epoch"].max()) if len(frame) else 1
+def probe_chart(frame: pd.DataFrame | alt.Data, height: int = 240,
+                max_epoch: int | None = None) -> alt.LayerChart:
+    """Each probe sentence's P(positive) per epoch (``frame``: probe_frame's rows, or a named
+    data source for a template, which then needs ``max_epoch``)."""
+    if max_epoch is None:
+        max_epoch = int(frame["epoch"].max()) if len(frame) else 1
     lines = alt.Chart(frame).mark_line(point=True).encode(
         x=alt.X("epoch:Q", title="epoch (0 = before training)", axis=alt.Axis(tickMinStep=1),
                 scale=alt.Scale(domain=[0, max(1, max_epoch)])),

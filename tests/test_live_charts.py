@@ -9,6 +9,7 @@ import pytest
 from app_pages import views
 from app_pages.live_charts import ChartCache
 from core.board import Board
+from core.config import preset
 from core.store import RunStore
 from tests.conftest import tiny_config
 
@@ -74,3 +75,40 @@ def test_a_tab_may_consume_its_copy(watched):
     run = store.get(run_id)
     cache.charts(run).batch_loss.pop("datasets")
     assert records(cache.charts(run).batch_loss)[views.POINTS]
+
+
+def resolved(spec: dict) -> dict:
+    """A spec with each layer's named data replaced by its rows (Arrow bytes read back), so
+    that a template filled with rows and a chart Altair built from them compare equal."""
+    data = {name: (pa.ipc.open_stream(rows).read_all().to_pylist()
+                   if isinstance(rows, bytes) else rows)
+            for name, rows in spec.get("datasets", {}).items()}
+
+    def fill(part: dict) -> dict:
+        named = part.get("data", {}).get("name")
+        return {**part, **({"data": data[named]} if named else {}),
+                **({"layer": [fill(layer) for layer in part["layer"]]} if "layer" in part else {})}
+
+    return fill({k: v for k, v in spec.items() if k != "datasets"})
+
+
+def test_epoch_and_probe_charts_from_templates_equal_altairs_own(watched):
+    """The epoch and probe charts are filled templates (Altair runs once per shape): they
+    must draw what Altair builds from the same rows."""
+    store, _, cache = watched
+    run_id = store.create_run(preset("seed-lstm"), probes=["A fine film.", "Dull."])
+    rows = [(0, e, phase, name, 0.1 * e + len(phase) / 10, 0.0) for e in (0, 1)
+            for phase in ("train", "val") for name in ("loss", "accuracy")]
+    rows += [(0, e, "probe", f"probe{i}", 0.3 + 0.1 * e + 0.05 * i, 0.0)
+             for e in (-1, 0, 1) for i in (0, 1)]
+    store.add_metrics(run_id, rows)
+    run = store.get(run_id)
+    charts = cache.charts(run)
+    epochs = views.epoch_frame(store.metrics(run_id, "train") + store.metrics(run_id, "val"))
+    ref, label = views.tutorial_line(87.48)
+    expected = {"epoch_loss": views.epoch_chart(epochs, "loss"),
+                "epoch_accuracy": views.epoch_chart(epochs, "accuracy", ref, label),
+                "probes": views.probe_chart(views.probe_frame(store.metrics(run_id, "probe"),
+                                                              run.probes))}
+    for name, chart in expected.items():
+        assert resolved(getattr(charts, name)) == resolved(chart.to_dict()), name

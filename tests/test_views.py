@@ -252,3 +252,13 @@ def test_batch_template_is_the_batch_chart_and_columns_its_points():
     points = pd.DataFrame(buf.columns("loss")).to_dict("records")
     assert points == frame[frame["metric"] == "loss"].to_dict("records")
     assert len(points) == 20
+
+
+def test_the_live_view_polls_fast_only_while_its_run_trains_or_is_next():
+    """A run next in the queue is followed each second, so its start shows without a
+    full-page redraw; runs further back are followed slowly; an ended run not at all."""
+    assert views.live_poll_s("running", None) == views.LIVE_POLL_S
+    assert views.live_poll_s("queued", 1) == views.LIVE_POLL_S
+    assert views.live_poll_s("queued", 2) == views.QUEUED_POLL_S > views.LIVE_POLL_S
+    assert all(views.live_poll_s(s, None) is None
+               for s in ("completed", "failed", "cancelled", "interrupted", "diverged"))
