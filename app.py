@@ -20,7 +20,7 @@ import os
 import streamlit as st
 
 from app_pages import views
-from app_pages.common import board, me, remember, run_store, write_cookie
+from app_pages.common import board, live_charts, me, remember, run_store, write_cookie
 from core import access, identity, paths
 from core.data import DataError, SourceInfo, resolve_source
 from core.store import QUEUED, RUNNING
@@ -136,7 +136,9 @@ def run() -> None:
     st.set_page_config(page_title="LSTM Sentiment Lab", page_icon=":material/psychology:",
                        layout="wide")
     page = _navigation()
-    _sidebar(str(paths.lab_home()))
+    home = str(paths.lab_home())
+    live_charts(home)  # the server's first page starts its chart templates (background)
+    _sidebar(home)
     page.run()
 
 

@@ -34,8 +34,11 @@ def board(home: str) -> Board:
 
 @st.cache_resource(show_spinner=False)
 def live_charts(home: str) -> ChartCache:
-    """One cache of the live view's charts per lab home, fed by the job board."""
-    return ChartCache(board(home))
+    """One cache of the live view's charts per lab home, fed by the job board; created with
+    the server's first page, when it starts building the usual chart templates."""
+    cache = ChartCache(board(home))
+    cache.warm_in_background()
+    return cache
 
 
 @st.cache_resource(show_spinner=False)

@@ -76,6 +76,12 @@ class ChartCache:
         self._runs: dict[str, _RunCharts] = {}
         self.builds = 0  # chart rebuilds so far (tests read it)
 
+    def warm_in_background(self) -> threading.Thread:
+        """Build the usual chart templates in a thread of their own (see warm_templates)."""
+        thread = threading.Thread(target=warm_templates, name="chart-templates", daemon=True)
+        thread.start()
+        return thread
+
     def charts(self, run: Run) -> LiveCharts:
         """The run's charts as of the board's latest rows, rebuilt only if they changed."""
         now = time.monotonic()
@@ -127,6 +133,23 @@ def _probe(out: LiveCharts, run: Run, board: Board, curves: views.CurveBuffer) -
 
 
 _TEMPLATES = {"epoch": views.epoch_template, "probe": views.probe_template}
+WARM_EPOCHS = 3  # templates built ahead for runs of up to this many epochs (the presets')
+
+
+def warm_templates() -> None:
+    """Build the usual charts' templates ahead (~1 s of Altair here), so that the first run
+    a fresh server shows costs its watchers no more than later ones: the batch charts, and
+    the epoch and probe charts of 1..WARM_EPOCHS epochs, with each tutorial reference line."""
+    for metric in ("loss", "accuracy"):
+        views.batch_template(metric)
+    refs = [views.tutorial_line(None)] + [views.tutorial_line(p)
+                                          for p in REPORTED_ACCURACY.values()]
+    for last in range(WARM_EPOCHS + 1):
+        _template("probe", last)
+        if last:
+            _template("epoch", "loss", last)
+            for ref in refs:
+                _template("epoch", "accuracy", last, *ref)
 
 
 @functools.cache

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from app_pages import views
+from app_pages import live_charts, views
 from app_pages.live_charts import ChartCache
 from core.board import Board
 from core.config import preset
@@ -112,3 +112,18 @@ def test_epoch_and_probe_charts_from_templates_equal_altairs_own(watched):
                                                               run.probes))}
     for name, chart in expected.items():
         assert resolved(getattr(charts, name)) == resolved(chart.to_dict()), name
+
+
+def test_templates_built_ahead_are_the_ones_a_run_uses(watched):
+    """The background warm-up must build the very templates a preset run's charts use, or
+    the first run a fresh server shows would still pay Altair's builds."""
+    store, _, cache = watched
+    live_charts._template.cache_clear()
+    cache.warm_in_background().join(timeout=120)
+    built = live_charts._template.cache_info().currsize
+    run_id = store.create_run(preset("seed-cnn-lstm"), probes=["A fine film."])
+    store.add_metrics(run_id, [(0, e, phase, name, 0.5, 0.0) for e in range(3)
+                               for phase in ("train", "val") for name in ("loss", "accuracy")]
+                      + [(0, e, "probe", "probe0", 0.5, 0.0) for e in range(-1, 3)])
+    cache.charts(store.get(run_id))
+    assert live_charts._template.cache_info().currsize == built  # nothing new to build
