@@ -572,8 +572,8 @@ def _run_color(colors: Mapping[str, str] | None, title: str | None = None) -> al
                      legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=500))
 
 
-RUN_COLUMNS = ["Name", "Owner", "Architecture", "Params", "Epochs", "Status", "Best val acc",
-               "Test acc", "AUC", "Training time (s)", "Date", "Run id"]
+RUN_COLUMNS = ["Name", "Group", "Seed", "Owner", "Architecture", "Params", "Epochs", "Status",
+               "Best val acc", "Test acc", "AUC", "Training time (s)", "Date", "Run id"]
 
 
 def owner_of(run: Any) -> str:
@@ -600,6 +600,10 @@ def runs_frame(runs: Sequence[Any], me: str | None = None) -> pd.DataFrame:
         res = r.results or {}
         rows.append({
             "Name": r.name,
+            # A seed group's runs sort together (their label), each with its seed.
+            "Group": (getattr(r, "group_label", None) or r.name)
+            if getattr(r, "group_id", None) else None,
+            "Seed": r.config.seed,
             "Owner": owner_of(r) + (" (you)" if me and getattr(r, "owner", None) == me
                                     else ""),
             "Architecture": ARCHITECTURES.get(r.architecture, {}).get("label", r.architecture),
@@ -614,7 +618,7 @@ def runs_frame(runs: Sequence[Any], me: str | None = None) -> pd.DataFrame:
             "Run id": r.id,
         })
     df = pd.DataFrame(rows, columns=RUN_COLUMNS)
-    for col in ("Params",):
+    for col in ("Params", "Seed"):
         df[col] = df[col].astype("Int64")
     for col in ("Best val acc", "Test acc", "AUC", "Training time (s)"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("Float64")

@@ -87,7 +87,7 @@ def _assert_scoreboard(at) -> None:
     for title in ("Epoch loss across seeds", "Epoch accuracy across seeds",
                   "Test accuracy per seed"):
         assert title in specs
-    table = next(d.value for d in at.dataframe if "Seed" in d.value.columns)
+    table = next(d.value for d in at.dataframe if "Test acc (%)" in d.value.columns)
     assert list(table["Seed"]) == [1, 2, 3]
     assert list(table["Test acc (%)"]) == pytest.approx([70.0, 74.0, 78.0])
 

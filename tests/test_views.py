@@ -194,8 +194,11 @@ def test_runs_frame_and_config_diff():
              train_seconds=3.0, best_val_accuracy=0.7)
     b = _run("20260101-000001-bbbbbb", "second", status="failed")
     b.config = TrainConfig(name="second", architecture="cnn-lstm", units=50)
+    b.group_id, b.group_label = "g1", "seed sweep"  # one run of a seed group, one alone
     frame = views.runs_frame([a, b])
     assert list(frame["Status"]) == ["completed", "failed"]
+    assert pd.isna(frame["Group"][0]) and frame["Group"][1] == "seed sweep"
+    assert list(frame["Seed"]) == [a.config.seed, b.config.seed]
     assert frame["Test acc"][0] == 0.8 and pd.isna(frame["Test acc"][1])
     diff, differs = views.config_diff([a, b])
     assert {"architecture", "units", "conv_filters"} <= set(differs)
