@@ -61,7 +61,7 @@ def train_one(ds, name: str, seed: int) -> dict:
     else:
         model.fit(x, y, batch_size=cfg.batch_size, epochs=cfg.epochs, verbose=0, shuffle=True)
     w2, c2 = time.monotonic(), time.process_time()
-    p = predict_test_set(model, cfg, x_test, use_fast)
+    p, _ = predict_test_set(model, cfg, x_test, use_fast)
     results = evaluate(y_test, p, ds.test.lengths(), cfg.maxlen)
     w3, c3 = time.monotonic(), time.process_time()
     return {"preset": name, "seed": seed, "test_accuracy": results["test_accuracy"],

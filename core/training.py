@@ -328,15 +328,19 @@ def ngram_arrays(ds, cfg, n_fit: int) -> tuple[Encoder, np.ndarray]:
     return encoder, encoder.encode_ragged(flat, offsets)
 
 
-def predict_test_set(model, cfg, x_test: np.ndarray, use_fast: bool) -> np.ndarray:
-    """P(positive) for the test rows: through fast mode's exact engine when it trained the
-    model (length-sorted batches skip the padding: ~5 s instead of ~37 s for 25,000 reviews
-    of the seed LSTM, within 1e-5 of predict), else model.predict on the padded rows."""
-    if use_fast:
-        from core import fast
+def predict_test_set(model, cfg, x_test: np.ndarray, use_fast: bool) -> tuple[np.ndarray, str]:
+    """(P(positive) for the test rows, how they were computed): through fast mode's exact
+    engine when it trained the model, or when fast mode was asked for and the model's
+    inference is exact there though its training was not (dropout before the recurrence:
+    the identity at inference); length-sorted batches skip the padding, ~5 s instead of
+    ~37 s for 25,000 reviews of the seed LSTM, within 1e-5 of predict. Else (``fast``
+    off, or no shared padding prefix) model.predict on the padded rows."""
+    from core import fast
 
-        return fast.predict(model, cfg, x_test)
-    return np.asarray(model.predict(x_test, batch_size=PREDICT_BATCH, verbose=0)).ravel()
+    if use_fast or (cfg.fast and fast.predicts(model, cfg)):
+        return fast.predict(model, cfg, x_test), "fast exact forward pass"
+    return (np.asarray(model.predict(x_test, batch_size=PREDICT_BATCH, verbose=0)).ravel(),
+            "model.predict on the padded rows")
 
 
 def build_job_model(store: RunStore, run_id: str, cfg, data: JobData, phases: Phases):
@@ -384,7 +388,7 @@ def make_callbacks(store: RunStore, run, progress: Progress, data: JobData,
                                      cfg.batch_size, n_fit)]
     if run.probes:
         probes_x = data.encoder.encode_batch(run.probes)
-        score = (lambda model, x: predict_test_set(model, cfg, x, True)) if use_fast else None
+        score = (lambda model, x: predict_test_set(model, cfg, x, True)[0]) if use_fast else None
         callbacks.append(make_probe_callback(store, run.id, probes_x, steps, score))
     return callbacks
 
@@ -431,8 +435,9 @@ def finish_run(store, run_id, cfg, model, use_fast: bool, data: JobData, cb,
                progress: Progress, phases: Phases) -> str:
     """Evaluate the test set, save the model, record results and phases."""
     progress.update(stage="evaluating", eta_s=None)
-    p = predict_test_set(model, cfg, data.x_test, use_fast)
-    results = evaluate(data.y_test, p, data.lengths_test, cfg.maxlen)
+    results: dict = {}
+    p, results["test_predict"] = predict_test_set(model, cfg, data.x_test, use_fast)
+    results.update(evaluate(data.y_test, p, data.lengths_test, cfg.maxlen))
     val_acc = [r["value"] for r in store.metrics(run_id, phase="val") if r["name"] == "accuracy"]
     results["best_val_accuracy"] = max(val_acc) if val_acc else None
     results["epochs_done"] = len(cb.epoch_times)

@@ -341,6 +341,19 @@ def test_engine_predict_matches_model_predict(backend, arch, overrides):
     assert fast.predict(model, cfg, x[:0]).shape == (0,)
 
 
+@pytest.mark.parametrize("arch", ["lstm-dropout", "cnn-lstm-dropout"])
+def test_engine_predict_is_exact_for_dropout_models(backend, arch):
+    """Dropout before the recurrence rules fast mode out for training, not for inference
+    (the identity there): such a run's test set also goes through fast.predict."""
+    cfg = small_config(arch, dropout=0.3)
+    model = random_model(cfg)
+    assert not fast.applies(cfg)[0] and fast.predicts(model, cfg)
+    x, _ = reviews(cfg, MIXED_LENGTHS + SHORT_LENGTHS + [3 * cfg.maxlen, 0], seed=6)
+    expected = np.asarray(model.predict(x, verbose=0))[:, 0]
+    assert np.abs(fast.predict(model, cfg, x) - expected).max() <= ATOL
+    assert not fast.predicts(random_model(small_config("bilstm")), small_config("bilstm"))
+
+
 @pytest.mark.parametrize("arch", ["lstm", "gru", "stacked-lstm", "cnn-lstm", "lstm-maxpool"])
 def test_predictor_occlusion_batches_match(arch):
     """Attribution's batch: a review and copies with one code replaced each. The copies
@@ -411,4 +424,25 @@ def test_plain_run_evaluates_with_model_predict(lab, monkeypatch):
     assert training.run_training(lab, run_id, training.Progress()) == COMPLETED
     r = lab.get(run_id, reap=False).results
     assert not calls and r["fast"] is False and r["test_reviews"] == cfg.test_size
+    assert r["test_predict"] == "model.predict on the padded rows"
     assert "kernels" not in r["phases"] and {"first batch", "evaluation"} <= set(r["phases"])
+
+
+def test_a_dropout_run_trains_plain_and_evaluates_through_the_fast_forward_pass(lab):
+    """LSTM + Dropout (fast asked for, not exact for training): plain fit, then the test
+    set through fast.predict, with the results the saved model's predict gives."""
+    from core.data import load_dataset
+    from core.evaluate import evaluate
+    from core.store import COMPLETED, RUNNING
+    from core.training import Progress, run_training
+
+    cfg = tiny_config(architecture="lstm-dropout", dropout=0.3, fast=True)
+    run_id = lab.create_run(cfg, status=RUNNING)
+    assert run_training(lab, run_id, Progress()) == COMPLETED
+    r = lab.get(run_id, reap=False).results
+    assert r["fast"] is False and r["test_predict"] == "fast exact forward pass"
+    x, y = load_dataset().arrays("test", cfg.top_words, cfg.maxlen, cfg.test_size)
+    p = keras.saving.load_model(lab.model_path(run_id)).predict(x, verbose=0).ravel()
+    want = evaluate(y, p, np.zeros(len(y)), cfg.maxlen)
+    assert abs(r["test_loss"] - want["test_loss"]) < ATOL
+    assert abs(r["test_accuracy"] - want["test_accuracy"]) <= 1 / len(y)

@@ -54,6 +54,7 @@ from core.fast.engine import (
     fit,
     loops,
     predict,
+    predicts,
 )
 from core.fast.forward import LOOP_SPLIT, _candidate_scale
 from core.fast.plan import (
@@ -80,7 +81,7 @@ def _recurrences(with_native: bool = False) -> dict[Any, Any]:
 __all__ = [
     "DROPOUT_BEFORE_RECURRENCE", "EXACT", "LOOP_SPLIT", "LSTM_ORDER", "PROJECT_ALL_BYTES",
     "SHUFFLE_SALT", "STEP_GRID", "WINDOW_COUNT", "WINDOW_MIN", "FastPredictor", "Plan",
-    "applies", "batch_gradients", "fit", "loops", "make_plan", "predict",
+    "applies", "batch_gradients", "fit", "loops", "make_plan", "predict", "predicts",
     "_ENGINES", "_Engine", "_Layer", "_batches", "_candidate_scale", "_engine_for",
     "_evaluate", "_length_batches", "_one_blas_thread", "_predictor_weights", "_recurrences",
 ]

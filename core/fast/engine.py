@@ -177,15 +177,26 @@ def _evaluate(engine: _Engine, x: np.ndarray, y: np.ndarray, batch: int,
     return {"loss": loss_sum / n, "accuracy": hits / n}
 
 
+def predicts(model, cfg: TrainConfig) -> bool:
+    """Whether ``predict`` is exact for this model: its inference shares the padding prefix
+    (dropout is then the identity), however it was trained."""
+    try:
+        make_plan(model, cfg.maxlen, training=False)
+    except (ValueError, AttributeError, TypeError):
+        return False
+    return True
+
+
 def predict(model, cfg: TrainConfig, x: np.ndarray, batch: int | None = None) -> np.ndarray:
     """P(positive) for padded rows through the training engine (its exact fast forward
     pass, native kernels where they apply), in batches of similar length so the padding
-    is skipped: the test-set evaluation of a fast run, ~8x quicker than model.predict.
+    is skipped: the test-set evaluation of a fast run, or of a dropout model that trained
+    with plain fit (``predicts``), ~8x quicker than model.predict.
 
     ``batch`` defaults to the training batch size: the XLA loops compile per batch shape
     and window, and training compiled those; with the native kernels 64, 128 and 256 rows
     take the same time (bench/eval_speed.py). Rows come back in their own order."""
-    plan = make_plan(model, cfg.maxlen, training=True)
+    plan = make_plan(model, cfg.maxlen, training=False)
     engine = _engine_for(model, plan)
     x = np.asarray(x, np.int32)
     batch = int(batch or cfg.batch_size)
