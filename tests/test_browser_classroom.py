@@ -104,11 +104,11 @@ def walk(base: str, store: RunStore, ana, ben, blocker: str) -> None:
     ben.locator("[data-testid='stSidebar']").get_by_text("ana waiting · Ana").wait_for()
 
     # Compare: rename/delete only for the owner.
-    goto(ben, f"{base}/compare?runs={done}", "Manage and download")
-    assert "belongs to Ana" in main_text(ben)
+    goto(ben, f"{base}/compare?runs={done}", "belongs to Ana")  # (drawn after the title)
     assert ben.get_by_role("button", name="Rename").count() == 0
     assert ben.get_by_role("button", name="Delete run").count() == 0
     goto(ana, f"{base}/compare?runs={done}", "Manage and download")
+    ana.get_by_role("button", name="Rename").wait_for()  # (drawn after the section's title)
     assert ana.get_by_role("button", name="Rename").count() == 1
 
     # Core refuses Ben whatever the page shows.
