@@ -130,4 +130,5 @@ def walk(base: str, store: RunStore, ana, ben, blocker: str) -> None:
     ben.get_by_text("Stopped on request").wait_for()
     assert store.get(queued).status == CANCELLED
     goto(ben, f"{base}/compare?runs={done}", "Manage and download")
+    ben.get_by_role("button", name="Rename").wait_for()
     assert ben.get_by_role("button", name="Rename").count() == 1
