@@ -12,13 +12,14 @@
 extern "C" {
 void lab_lstm_forward(int T, int B, int F, int U, const float *feats, const float *kernel,
                       const float *bias, const float *rk, int start, int end, float *acts,
-                      float *hprev, float *cprev, float *h, float *c);
+                      float *hprev, float *cprev, float *h, float *c, float *scratch);
 void lab_lstm_backward(int T, int B, int F, int U, const float *feats, const float *acts,
                        const float *hprev, const float *cprev, const float *dseq, float *dh,
                        float *dc, const float *kernel, const float *rk, int start, int end,
-                       float *dfeats, float *dkernel, float *dbias, float *drk, float *dz,
-                       float *rkt, float *kt);
-int lab_lstm_dz_rows(int B);
+                       float *dfeats, float *dkernel, float *dbias, float *drk,
+                       float *scratch);
+long lab_lstm_forward_scratch(int F, int U);
+long lab_lstm_backward_scratch(int B, int F, int U);
 long lab_conv_pool_scratch(int L, int E, int K, int C, int pl, int pr);
 void lab_conv_pool_forward(int B, int L, int E, int K, int C, int pl, int pr, int P,
                            const float *e, const float *kernel, const float *bias,
@@ -134,8 +135,12 @@ class LstmForwardOp : public OpKernel {
     ZeroOutside(F32(cprev), T, int64_t{B} * U, start, end);
     std::memcpy(F32(h), F32(h0), sizeof(float) * B * U);
     std::memcpy(F32(c), F32(c0), sizeof(float) * B * U);
+    Tensor scratch;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT,
+                                           TensorShape({lab_lstm_forward_scratch(F, U)}),
+                                           &scratch));
     lab_lstm_forward(T, B, F, U, F32(feats), F32(kernel), F32(bias), F32(rk), start, end,
-                     F32(acts), F32(hprev), F32(cprev), F32(h), F32(c));
+                     F32(acts), F32(hprev), F32(cprev), F32(h), F32(c), F32(&scratch));
   }
 };
 
@@ -168,18 +173,17 @@ class LstmBackwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(3, kernel.shape(), &dkernel));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({4 * U}), &dbias));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(5, rk.shape(), &drk));
-    Tensor dz, rkt, kt;
+    Tensor scratch;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT,
-                                           TensorShape({lab_lstm_dz_rows(B), 4 * U}), &dz));
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({4 * U, U}), &rkt));
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({4 * U, F}), &kt));
+                                           TensorShape({lab_lstm_backward_scratch(B, F, U)}),
+                                           &scratch));
     ZeroOutside(F32(dfeats), T, int64_t{B} * F, start, end);
     std::memcpy(F32(dh0), F32(dh), sizeof(float) * B * U);
     std::memcpy(F32(dc0), F32(dc), sizeof(float) * B * U);
     lab_lstm_backward(T, B, F, U, F32(feats), F32(acts), F32(hprev), F32(cprev),
                       no_dseq ? nullptr : F32(dseq), F32(dh0), F32(dc0),
                       F32(kernel), F32(rk), start, end, F32(dfeats), F32(dkernel),
-                      F32(dbias), F32(drk), F32(&dz), F32(&rkt), F32(&kt));
+                      F32(dbias), F32(drk), F32(&scratch));
   }
 };
 
