@@ -242,22 +242,93 @@ long lab_lstm_forward_scratch(int F, int U) {
  * order (4U x round16(U), 4U x round16(F)), and the weight gradients in storage order. */
 long lab_lstm_backward_scratch(int B, int F, int U) {
   const long G = 4L * U;
-  return round16(dz_steps(B) * B * G) + G * (round16(U) + round16(F)) + (F + U + 1) * G + 16;
+  return round16(dz_steps(B) * B * G) + G * (round16(U) + round16(F) + 4) + (F + U + 1) * G +
+         16;
+}
+
+/* Cache lines to ask for while a step computes: the next step's rows, which are in memory
+ * (acts alone is 51 KB a step at the seed's sizes). Up to 3 ranges, handed out a few lines
+ * per register block (see accumulate), so that the requests overlap the arithmetic; asked
+ * for in one burst at the start of a step, they stalled it (3 % of an epoch, perf). */
+typedef struct {
+  const char *p[3];
+  long left[3]; /* lines */
+  int write;    /* for writing: hprev and cprev rows, about to be written */
+} Ahead;
+
+static Ahead ahead(int write, const float *p0, size_t n0, const float *p1, size_t n1,
+                   const float *p2, size_t n2) {
+  Ahead a = {{(const char *)p0, (const char *)p1, (const char *)p2},
+             {p0 ? (long)(n0 + 15) / 16 : 0, p1 ? (long)(n1 + 15) / 16 : 0,
+              p2 ? (long)(n2 + 15) / 16 : 0},
+             write};
+  return a;
+}
+
+/* Up to max lines of a's next range: their start (NULL when none is left) and count. */
+static inline const char *ahead_take(Ahead *a, int max, int *n) {
+  for (int i = 0; i < 3; i++)
+    if (a->left[i] > 0) {
+      *n = a->left[i] < max ? (int)a->left[i] : max;
+      const char *at = a->p[i];
+      a->p[i] += 64L * *n;
+      a->left[i] -= *n;
+      return at;
+    }
+  *n = 0;
+  return NULL;
 }
 
 /* acc[r][v] += sum_k a[r * lda + k] * w[k * ldw + 16 v] for r < R, v < NV (w's rows
  * 64-byte aligned). Inlined with constant R and NV, the accumulators stay in registers
- * and each loaded vector of w serves R rows. */
+ * and each loaded vector of w serves R rows. Every 4th k also asks for one of ahead's
+ * lines. */
 static inline __attribute__((always_inline)) void accumulate(
     const int R, const int NV, int K, const float *a, int lda, const float *w, ptrdiff_t ldw,
-    __m512 (*acc)[4]) {
+    __m512 (*acc)[4], Ahead *ah) {
+  int npf = 0;
+  const char *pf = ah ? ahead_take(ah, K / 4, &npf) : NULL;
+  const int write = ah ? ah->write : 0;
   for (int k = 0; k < K; k++, w += ldw) {
+    if ((k & 3) == 0 && (k >> 2) < npf) {
+      if (write)
+        __builtin_prefetch(pf + 64 * (k >> 2), 1, 3);
+      else
+        __builtin_prefetch(pf + 64 * (k >> 2), 0, 3);
+    }
     __m512 wv[4];
     for (int v = 0; v < NV; v++) wv[v] = _mm512_load_ps(w + 16 * v);
     for (int r = 0; r < R; r++) {
       const __m512 b = _mm512_set1_ps(a[r * lda + k]);
       for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(b, wv[v], acc[r][v]);
     }
+  }
+}
+
+/* acc[r] = the dot products of row r of a (K = 4 kq floats) with up to 4 columns of w,
+ * which wq holds as kq vectors, lane 4 u + p of vector n = w[4 n + p][u]: lanes (u, p)
+ * sum the k = p (mod 4) terms, then each unit's 4 lanes are added; the sums in lanes
+ * 0..3. For the last <= 4 units of the backward's dh (the seed's 100 = 6 x 16 + 4): a
+ * quarter of the FMAs of a 16-lane vector with 12 lanes idle. */
+static inline __attribute__((always_inline)) void accumulate_quads(
+    const int R, int K, const float *a, int lda, const float *wq, __m512 (*acc)[4],
+    Ahead *ah) {
+  int npf = 0;
+  const char *pf = ah ? ahead_take(ah, K / 16, &npf) : NULL;
+  for (int r = 0; r < R; r++) acc[r][0] = _mm512_setzero_ps();
+  for (int n = 0; n < K / 4; n++) {
+    if ((n & 3) == 0 && (n >> 2) < npf) __builtin_prefetch(pf + 64 * (n >> 2), 0, 3);
+    const __m512 wv = _mm512_load_ps(wq + 16 * n);
+    for (int r = 0; r < R; r++)
+      acc[r][0] = _mm512_fmadd_ps(_mm512_broadcast_f32x4(_mm_loadu_ps(a + r * lda + 4 * n)),
+                                  wv, acc[r][0]);
+  }
+  const __m512i first = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0);
+  for (int r = 0; r < R; r++) {
+    __m512 x = acc[r][0];
+    x = _mm512_add_ps(x, _mm512_permute_ps(x, _MM_SHUFFLE(2, 3, 0, 1)));
+    x = _mm512_add_ps(x, _mm512_permute_ps(x, _MM_SHUFFLE(1, 0, 3, 2)));
+    acc[r][0] = _mm512_permutexvar_ps(first, x);
   }
 }
 
@@ -269,15 +340,15 @@ static inline __attribute__((always_inline)) void accumulate(
 static inline __attribute__((always_inline)) void fwd_rows(
     const int R, const int kind, const Layout *L, int F, int u0, int col, int scol,
     const float *h, const float *x, const float *wp, const float *bp, const float *cp,
-    float *acts, float *cn, float *hn) {
+    float *acts, float *cn, float *hn, Ahead *ah) {
   const int NV = kind == 1 ? 1 : 4, U = L->U, G = 4 * U, Gp = L->Gp, t = L->t;
   __m512 acc[16][4];
   for (int v = 0; v < NV; v++) {
     const __m512 b = _mm512_load_ps(bp + col + 16 * v);
     for (int r = 0; r < R; r++) acc[r][v] = b;
   }
-  accumulate(R, NV, U, h, U, wp + col, Gp, acc);
-  accumulate(R, NV, F, x, F, wp + (size_t)U * Gp + col, Gp, acc);
+  accumulate(R, NV, U, h, U, wp + col, Gp, acc, ah);
+  accumulate(R, NV, F, x, F, wp + (size_t)U * Gp + col, Gp, acc, NULL);
   const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f);
   const __mmask16 m = kind == 0 ? 0xFFFF : lanes(t);
   for (int r = 0; r < R; r++) {
@@ -323,11 +394,11 @@ static inline __attribute__((always_inline)) void fwd_rows(
  * floats, stay in the L1 cache while every row block reads them). */
 static void fwd_step(const Layout *L, int B, int F, const float *h, const float *x,
                      const float *wp, const float *bp, const float *cp, float *acts, float *cn,
-                     float *hn) {
+                     float *hn, Ahead *ah) {
   const int U = L->U, G = 4 * U;
 #define FWD(R, kind, u0, col, scol)                                                        \
   fwd_rows(R, kind, L, F, u0, col, scol, h + (size_t)r * U, x + (size_t)r * F, wp, bp,     \
-           cp + (size_t)r * U, acts + (size_t)r * G, cn + (size_t)r * U, hn + (size_t)r * U)
+           cp + (size_t)r * U, acts + (size_t)r * G, cn + (size_t)r * U, hn + (size_t)r * U, ah)
   for (int j = 0; j < L->ng; j++) {
     int r = 0;
     for (; r + 6 <= B; r += 6) FWD(6, 0, 16 * j, 64 * j, 64 * j);
@@ -375,8 +446,10 @@ void lab_lstm_forward(int T, int B, int F, int U, const float *feats, const floa
 
     float *hn = t + 1 < end ? hprev + (t + 1) * BU : h;
     float *cn = t + 1 < end ? cprev + (t + 1) * BU : c;
+    Ahead ah = ahead(1, t + 2 < end ? hprev + (t + 2) * BU : NULL, BU,
+                     t + 2 < end ? cprev + (t + 2) * BU : NULL, BU, NULL, 0);
     fwd_step(&L, B, F, hprev + t * BU, feats + (size_t)t * B * F, wp, bp, cprev + t * BU,
-             acts + (size_t)t * B * G, cn, hn);
+             acts + (size_t)t * B * G, cn, hn, &ah);
   }
   _mm_sfence(); /* the streamed rows of acts are seen before whatever runs next */
 }
@@ -387,15 +460,19 @@ void lab_lstm_forward(int T, int B, int F, int U, const float *feats, const floa
  * sequence's ds; then the cell's backward step: dz (step t's, storage order) and dc. */
 static inline __attribute__((always_inline)) void bwd_rows(
     const int R, const int NV, const Layout *L, int K, int v0, const float *dzn,
-    const float *rkt, int ldr, const float *dh, const float *ds, const float *a,
-    const float *cp, float *dc, float *dz) {
+    const float *rkt, int ldr, const float *wq, const float *dh, const float *ds,
+    const float *a, const float *cp, float *dc, float *dz, Ahead *ah) {
   const int U = L->U, G = 4 * U;
   __m512 acc[16][4];
-  for (int r = 0; r < R; r++)
-    for (int v = 0; v < NV; v++)
-      acc[r][v] = K ? _mm512_setzero_ps()
-                    : _mm512_maskz_loadu_ps(lanes(U - 16 * (v0 + v)), dh + r * U + 16 * (v0 + v));
-  accumulate(R, NV, K, dzn, G, rkt + 16 * v0, ldr, acc);
+  if (K && wq) {
+    accumulate_quads(R, K, dzn, G, wq, acc, ah);
+  } else {
+    for (int r = 0; r < R; r++)
+      for (int v = 0; v < NV; v++)
+        acc[r][v] = K ? _mm512_setzero_ps()
+                      : _mm512_maskz_loadu_ps(lanes(U - 16 * (v0 + v)), dh + r * U + 16 * (v0 + v));
+    accumulate(R, NV, K, dzn, G, rkt + 16 * v0, ldr, acc, ah);
+  }
   const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f),
                half = _mm512_set1_ps(0.5f);
   for (int v = 0; v < NV; v++) {
@@ -428,25 +505,28 @@ static inline __attribute__((always_inline)) void bwd_rows(
   }
 }
 
-/* One backward step over all B rows: row blocks of 8, unit vectors two at a time. */
+/* One backward step over all B rows: row blocks of 8, unit vectors two at a time; the
+ * tail of <= 4 units by accumulate_quads (wq). */
 static void bwd_step(const Layout *L, int B, int K, const float *dzn, const float *rkt,
-                     int ldr, const float *dh, const float *ds, const float *a,
-                     const float *cp, float *dc, float *dz) {
-  const int U = L->U, G = 4 * U, nv = (U + 15) / 16;
-#define BWD(R, NV)                                                                           \
-  bwd_rows(R, NV, L, K, v, dzn + (size_t)r * G, rkt, ldr, dh + (size_t)r * U,               \
+                     int ldr, const float *wq, const float *dh, const float *ds,
+                     const float *a, const float *cp, float *dc, float *dz, Ahead *ah) {
+  const int U = L->U, G = 4 * U, nv = L->ng + (L->tailv == 4);
+#define BWD(R, NV, wq)                                                                       \
+  bwd_rows(R, NV, L, K, v, dzn + (size_t)r * G, rkt, ldr, wq, dh + (size_t)r * U,           \
            ds ? ds + (size_t)r * U : NULL, a + (size_t)r * G, cp + (size_t)r * U,             \
-           dc + (size_t)r * U, dz + (size_t)r * G)
+           dc + (size_t)r * U, dz + (size_t)r * G, ah)
   int r = 0;
   for (; r + 8 <= B; r += 8) {
     int v = 0;
-    for (; v + 2 <= nv; v += 2) BWD(8, 2);
-    if (v < nv) BWD(8, 1);
+    for (; v + 2 <= nv; v += 2) BWD(8, 2, NULL);
+    if (v < nv) BWD(8, 1, NULL), v++;
+    if (L->tailv == 1) BWD(8, 1, wq);
   }
   for (; r < B; r++) {
     int v = 0;
-    for (; v + 2 <= nv; v += 2) BWD(1, 2);
-    if (v < nv) BWD(1, 1);
+    for (; v + 2 <= nv; v += 2) BWD(1, 2, NULL);
+    if (v < nv) BWD(1, 1, NULL), v++;
+    if (L->tailv == 1) BWD(1, 1, wq);
   }
 #undef BWD
 }
@@ -466,12 +546,13 @@ void lab_lstm_backward(int T, int B, int F, int U, const float *feats, const flo
   const Layout L = layout(U);
   const int G = 4 * U, Ur = round16(U), Fr = round16(F), chunk = dz_steps(B);
   float *dzb = aligned(scratch), *rkt = dzb + round16(chunk * B * G), *kt = rkt + (size_t)G * Ur;
-  float *dks = kt + (size_t)G * Fr, *drks = dks + (size_t)F * G, *dbs = drks + (size_t)U * G;
+  float *wq = kt + (size_t)G * Fr, *dks = wq + 4 * G, *drks = dks + (size_t)F * G;
+  float *dbs = drks + (size_t)U * G;
   memset(dkernel, 0, sizeof(float) * F * G);
   memset(dbias, 0, sizeof(float) * G);
   memset(drk, 0, sizeof(float) * U * G);
   if (end <= start) return;
-  memset(rkt, 0, sizeof(float) * (size_t)G * (Ur + Fr));
+  memset(rkt, 0, sizeof(float) * (size_t)G * (Ur + Fr + 4));
   memset(dks, 0, sizeof(float) * (size_t)(F + U + 1) * G);
   for (int q = 0; q < 4; q++)
     for (int u = 0; u < U; u++) {
@@ -479,18 +560,17 @@ void lab_lstm_backward(int T, int B, int F, int U, const float *feats, const flo
       for (int k = 0; k < U; k++) rkt[(size_t)s * Ur + k] = rk[(size_t)k * G + from];
       for (int k = 0; k < F; k++) kt[(size_t)s * Fr + k] = kernel[(size_t)k * G + from];
     }
+  for (int k = 0; k < G && L.tailv == 1; k++) /* the tail units' columns for accumulate_quads */
+    for (int u = 0; u < L.t; u++) wq[(k / 4) * 16 + 4 * u + k % 4] = rkt[(size_t)k * Ur + 16 * L.ng + u];
   int pending = end; /* steps [t, pending) await their weight-gradient GEMMs */
   const float *dzn = NULL;
   for (int t = end - 1; t >= start; t--) {
     float *dzt = dzb + (size_t)(t - pending + chunk) * B * G; /* its rows in step order */
-    if (t > start) {
-      const float *an = acts + (size_t)(t - 1) * B * G, *cn = cprev + (size_t)(t - 1) * B * U;
-      for (size_t n = 0; n < (size_t)B * G; n += 16) __builtin_prefetch(an + n, 0, 3);
-      for (size_t n = 0; n < (size_t)B * U; n += 16) __builtin_prefetch(cn + n, 0, 3);
-      if (dseq) for (size_t n = 0; n < (size_t)B * U; n += 16) __builtin_prefetch(dseq + (size_t)(t - 1) * B * U + n, 0, 3);
-    }
-    bwd_step(&L, B, dzn ? G : 0, dzn, rkt, Ur, dh, dseq ? dseq + (size_t)t * B * U : NULL,
-             acts + (size_t)t * B * G, cprev + (size_t)t * B * U, dc, dzt);
+    Ahead ah = ahead(0, t > start ? acts + (size_t)(t - 1) * B * G : NULL, (size_t)B * G,
+                     t > start ? cprev + (size_t)(t - 1) * B * U : NULL, (size_t)B * U,
+                     t > start && dseq ? dseq + (size_t)(t - 1) * B * U : NULL, (size_t)B * U);
+    bwd_step(&L, B, dzn ? G : 0, dzn, rkt, Ur, wq, dh, dseq ? dseq + (size_t)t * B * U : NULL,
+             acts + (size_t)t * B * G, cprev + (size_t)t * B * U, dc, dzt, &ah);
     dzn = dzt;
     if (pending - t == chunk || t == start) { /* the weight gradients of the last few steps */
       weight_grads((pending - t) * B, F, U, dzt, feats + (size_t)t * B * F,
