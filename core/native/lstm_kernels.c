@@ -716,6 +716,66 @@ static void padded_row(int L, int E, int pl, int pr, const float *e, float *xp) 
   memset(xp + (size_t)(pl + L) * E, 0, sizeof(float) * pr * E);
 }
 
+/* One pool window of the C channels: y (P rows of C), out = relu of the maximum, which =
+ * its row (the first of equal values, as TensorFlow's MaxPoolGrad routes it); a NaN
+ * stays NaN. */
+static void pool_window(int C, int P, const float *y, float *out, unsigned char *which) {
+#if defined(__AVX512F__)
+  for (int c = 0; c < C; c += 16) {
+    const __mmask16 m = lanes(C - c);
+    __m512 best = _mm512_maskz_loadu_ps(m, y + c);
+    __m512i arg = _mm512_setzero_si512();
+    for (int j = 1; j < P; j++) {
+      const __m512 v = _mm512_maskz_loadu_ps(m, y + (size_t)j * C + c);
+      const __mmask16 more = _mm512_cmp_ps_mask(v, best, _CMP_NLE_UQ); /* larger, or NaN */
+      best = _mm512_mask_mov_ps(best, more, v);
+      arg = _mm512_mask_mov_epi32(arg, more, _mm512_set1_epi32(j));
+    }
+    const __mmask16 keep = _mm512_cmp_ps_mask(best, _mm512_setzero_ps(), _CMP_NLE_UQ);
+    _mm512_mask_storeu_ps(out + c, m, _mm512_maskz_mov_ps(keep, best));
+    _mm512_mask_cvtepi32_storeu_epi8(which + c, m, arg);
+  }
+#else
+  for (int c = 0; c < C; c++) {
+    float best = y[c];
+    int arg = 0;
+    for (int j = 1; j < P; j++) {
+      const float v = y[(size_t)j * C + c];
+      if (!(v <= best)) best = v, arg = j; /* larger, or NaN */
+    }
+    out[c] = best > 0.0f || best != best ? best : 0.0f;
+    which[c] = (unsigned char)arg;
+  }
+#endif
+}
+
+/* Its gradient: dy (P rows of C) = dout in the row the maximum came from where out > 0,
+ * else 0; dbias += the gradients passed. */
+static void unpool_window(int C, int P, const float *out, const unsigned char *which,
+                          const float *dout, float *dy, float *dbias) {
+#if defined(__AVX512F__)
+  for (int c = 0; c < C; c += 16) {
+    const __mmask16 m = lanes(C - c);
+    const __mmask16 pass = _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, out + c),
+                                                   _mm512_setzero_ps(), _CMP_GT_OQ);
+    const __m512 d = _mm512_maskz_loadu_ps(pass, dout + c);
+    const __m512i w = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, which + c));
+    _mm512_mask_storeu_ps(dbias + c, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dbias + c), d));
+    for (int j = 0; j < P; j++)
+      _mm512_mask_storeu_ps(dy + (size_t)j * C + c, m,
+                            _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(w, _mm512_set1_epi32(j)), d));
+  }
+#else
+  for (int c = 0; c < C; c++) {
+    for (int j = 0; j < P; j++) dy[(size_t)j * C + c] = 0.0f;
+    if (out[c] > 0.0f) {
+      dy[(size_t)which[c] * C + c] = dout[c];
+      dbias[c] += dout[c];
+    }
+  }
+#endif
+}
+
 /* Scratch floats for either pass. */
 long lab_conv_pool_scratch(int L, int E, int K, int C, int pl, int pr) {
   const long Lp = (long)L + pl + pr;
@@ -735,18 +795,12 @@ void lab_conv_pool_forward(int B, int L, int E, int K, int C, int pl, int pr, in
     padded_row(L, E, pl, pr, e + (size_t)b * L * E, xp);
     gemm(T * P, C, K * E, xp, E, 1, kernel, C, y, C, bias, 0); /* y = bias + conv */
     for (int t = 0; t < T; t++) {
-      float *o = out + ((size_t)t * B + b) * C;
-      unsigned char *w = which + ((size_t)t * B + b) * C;
-      for (int c = 0; c < C; c++) {
-        float best = y[(size_t)t * P * C + c];
-        int arg = 0;
-        for (int j = 1; j < P; j++) {
-          const float v = y[(size_t)(t * P + j) * C + c];
-          if (!(v <= best)) best = v, arg = j; /* larger, or NaN */
-        }
-        o[c] = best > 0.0f || best != best ? best : 0.0f;
-        w[c] = (unsigned char)arg;
+      const size_t at = ((size_t)t * B + b) * C;
+      if (b + 1 < B) { /* the next row's windows: a page apart, not prefetched by the CPU */
+        __builtin_prefetch(out + at + C, 1, 3);
+        __builtin_prefetch(which + at + C, 1, 3);
       }
+      pool_window(C, P, y + (size_t)t * P * C, out + at, which + at);
     }
   }
 }
@@ -775,14 +829,16 @@ void lab_conv_pool_backward(int B, int L, int E, int K, int C, int pl, int pr, i
         wrev[((size_t)j * C + c) * E + i] = kernel[((size_t)(K - 1 - j) * E + i) * C + c];
   for (int b = 0; b < B; b++) {
     padded_row(L, E, pl, pr, e + (size_t)b * L * E, xp);
-    memset(dypad, 0, sizeof(float) * (Lp + K) * C);
+    memset(dypad, 0, sizeof(float) * (K - 1) * C); /* unpool_window writes rows [0, T P) */
+    memset(dy + (size_t)T * P * C, 0, sizeof(float) * (Lp + 1 - T * P) * C);
     for (int t = 0; t < T; t++) {
       const size_t at = ((size_t)t * B + b) * C;
-      for (int c = 0; c < C; c++)
-        if (out[at + c] > 0.0f) {
-          dy[(size_t)(t * P + which[at + c]) * C + c] = dout[at + c];
-          dbias[c] += dout[at + c];
-        }
+      if (b + 1 < B) { /* as in the forward pass */
+        __builtin_prefetch(out + at + C, 0, 3);
+        __builtin_prefetch(dout + at + C, 0, 3);
+        __builtin_prefetch(which + at + C, 0, 3);
+      }
+      unpool_window(C, P, out + at, which + at, dout + at, dy + (size_t)t * P * C, dbias);
     }
     /* dkernel += unfold(xp)^T dy: row (k, i) of the transposed unfolding, step n, is
      * xp[n * E + k * E + i] */
