@@ -341,14 +341,15 @@ static inline __attribute__((always_inline)) void fwd_rows(
     const int R, const int kind, const Layout *L, int F, int u0, int col, int scol,
     const float *h, const float *x, const float *wp, const float *bp, const float *cp,
     float *acts, float *cn, float *hn, Ahead *ah) {
-  const int NV = kind == 1 ? 1 : 4, U = L->U, G = 4 * U, Gp = L->Gp, t = L->t;
+  const int NV = kind == 1 ? 1 : 4, U = L->U, G = 4 * U, t = L->t;
   __m512 acc[16][4];
   for (int v = 0; v < NV; v++) {
     const __m512 b = _mm512_load_ps(bp + col + 16 * v);
     for (int r = 0; r < R; r++) acc[r][v] = b;
   }
-  accumulate(R, NV, U, h, U, wp + col, Gp, acc, ah);
-  accumulate(R, NV, F, x, F, wp + (size_t)U * Gp + col, Gp, acc, NULL);
+  const float *w = wp + (size_t)(U + F) * col; /* the group's panel, 16 NV floats a row */
+  accumulate(R, NV, U, h, U, w, 16 * NV, acc, ah);
+  accumulate(R, NV, F, x, F, w + (size_t)U * 16 * NV, 16 * NV, acc, NULL);
   const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f);
   const __mmask16 m = kind == 0 ? 0xFFFF : lanes(t);
   for (int r = 0; r < R; r++) {
@@ -436,8 +437,11 @@ void lab_lstm_forward(int T, int B, int F, int U, const float *feats, const floa
   for (int q = 0; q < 4; q++)
     for (int u = 0; u < U; u++) {
       const int to = padded_col(&L, q, u), from = q * U + u;
-      for (int k = 0; k < U; k++) wp[(size_t)k * Gp + to] = rk[(size_t)k * G + from];
-      for (int k = 0; k < F; k++) wp[(size_t)(U + k) * Gp + to] = kernel[(size_t)k * G + from];
+      const int group = to < 64 * L.ng ? to / 64 * 64 : 64 * L.ng; /* its first column */
+      const int width = to < 64 * L.ng ? 64 : 16 * L.tailv;
+      float *panel = wp + (size_t)(U + F) * group + (to - group);
+      for (int k = 0; k < U; k++) panel[(size_t)k * width] = rk[(size_t)k * G + from];
+      for (int k = 0; k < F; k++) panel[(size_t)(U + k) * width] = kernel[(size_t)k * G + from];
       bp[to] = bias[from];
     }
   memcpy(hprev + start * BU, h, sizeof(float) * BU);
