@@ -199,7 +199,7 @@ static void weight_grads(int rows, int F, int U, const float *dz, const float *f
 }
 
 #if defined(__AVX512F__)
-static int round16(int n) { return (n + 15) / 16 * 16; }
+static long round16(long n) { return (n + 15) / 16 * 16; }
 
 /* -- The gate columns' storage order (the AVX-512 kernels) ----------------------------------
  *
@@ -238,11 +238,13 @@ long lab_lstm_forward_scratch(int F, int U) {
   return ((long)U + F + 1) * layout(U).Gp + 16;
 }
 
-/* The backward's: dz (dz_steps(B) * B rows, 4U), rk and kernel transposed into storage
- * order (4U x round16(U), 4U x round16(F)), and the weight gradients in storage order. */
+/* The backward's: dz (dz_steps(B) steps of B rows, at least 2, 4U wide), rk and kernel
+ * transposed into storage order (4U x round16(U), 4U x round16(F)), the tail's columns
+ * for accumulate_quads (4 x 4U), and the weight gradients in storage order. */
 long lab_lstm_backward_scratch(int B, int F, int U) {
   const long G = 4L * U;
-  return round16(dz_steps(B) * B * G) + G * (round16(U) + round16(F) + 4) + (F + U + 1) * G +
+  const int slots = dz_steps(B) > 1 ? dz_steps(B) : 2;
+  return round16(slots * B * G) + G * (round16(U) + round16(F) + 4) + (F + U + 1) * G +
          16;
 }
 
@@ -548,8 +550,9 @@ void lab_lstm_backward(int T, int B, int F, int U, const float *feats, const flo
                        float *scratch) {
   (void)T;
   const Layout L = layout(U);
-  const int G = 4 * U, Ur = round16(U), Fr = round16(F), chunk = dz_steps(B);
-  float *dzb = aligned(scratch), *rkt = dzb + round16(chunk * B * G), *kt = rkt + (size_t)G * Ur;
+  const int G = 4 * U, Ur = (int)round16(U), Fr = (int)round16(F), chunk = dz_steps(B);
+  float *dzb = aligned(scratch), *rkt = dzb + round16((chunk > 1 ? chunk : 2) * (long)B * G);
+  float *kt = rkt + (size_t)G * Ur;
   float *wq = kt + (size_t)G * Fr, *dks = wq + 4 * G, *drks = dks + (size_t)F * G;
   float *dbs = drks + (size_t)U * G;
   memset(dkernel, 0, sizeof(float) * F * G);
@@ -569,7 +572,9 @@ void lab_lstm_backward(int T, int B, int F, int U, const float *feats, const flo
   int pending = end; /* steps [t, pending) await their weight-gradient GEMMs */
   const float *dzn = NULL;
   for (int t = end - 1; t >= start; t--) {
-    float *dzt = dzb + (size_t)(t - pending + chunk) * B * G; /* its rows in step order */
+    /* its rows in step order; the GEMM reads step t + 1's while step t's are written, so
+     * one-step chunks alternate between two slots */
+    float *dzt = dzb + (size_t)(chunk > 1 ? t - pending + chunk : t & 1) * B * G;
     Ahead ah = ahead(0, t > start ? acts + (size_t)(t - 1) * B * G : NULL, (size_t)B * G,
                      t > start ? cprev + (size_t)(t - 1) * B * U : NULL, (size_t)B * U,
                      t > start && dseq ? dseq + (size_t)(t - 1) * B * U : NULL, (size_t)B * U);
