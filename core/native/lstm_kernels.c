@@ -5,17 +5,20 @@
  * reached ~60 GFLOP/s here (TensorFlow's prebuilt kernels; its start-up message lists
  * AVX2, AVX-512 and FMA as unused); a step of a batch-32 LSTM spent two thirds of its time
  * outside the matmul (BENCHMARKS.md, "How fast mode got here"). Here a whole
- * layer's forward (or backward) pass is one call: input projection, every step's
- * recurrent matmul and gate math, and the weight gradients, with one small GEMM written
- * for this CPU (compiled with -march=native on the machine that runs it). The same GEMM
- * runs the convolution both ways (end of this file); BENCHMARKS.md section 1c measures
- * them against the CPU's peak.
+ * layer's forward (or backward) pass is one call, compiled with -march=native on the
+ * machine that runs it. With AVX-512, each step is one register-blocked GEMM with the
+ * cell's update on its accumulators: forward, [h, x] @ [rk; kernel] (recurrent matmul and
+ * input projection in one, K = U + F) and the gate math; backward, dz @ rk^T and the
+ * cell's backward step. The weight gradients run every few steps as larger GEMMs on rows
+ * still in the L2 cache. A general GEMM (below) serves those and the convolution both
+ * ways (end of this file); BENCHMARKS.md section 1c measures them against the CPU's peak.
  *
- * Conventions (same as core/fast.py's XLA loops): arrays are time-major and row-major,
- * feats (T, B, F), gates (T, B, 4U) in Keras order [i, f, g, o]; the candidate block g
- * of kernel, bias and rk arrives scaled by 2, so one sigmoid serves every gate:
- * tanh(a) = 2 * sigmoid(2a) - 1. Only steps [start, end) run; the caller zeroes the
- * other rows of the outputs.
+ * Conventions (same as core/fast's XLA loops): arrays are time-major and row-major,
+ * feats (T, B, F); kernel, bias and rk in Keras's gate order [i, f, g, o], the candidate
+ * block g scaled by 2, so one sigmoid serves every gate: tanh(a) = 2 * sigmoid(2a) - 1.
+ * acts (T, B, 4U), the gate sigmoids the forward pass leaves for the backward, are in
+ * the AVX-512 kernels' own column order (see Layout), in Keras's otherwise. Only steps
+ * [start, end) run; the caller zeroes the other rows of the outputs.
  */
 #include <math.h>
 #include <stddef.h>
@@ -80,8 +83,8 @@ PANEL(16, 1)
 
 /* Rows of w (the K dimension) per pass: each pass's panels of w fit the L1 cache. */
 #define KC 256
-/* Rows of a (steps x batch rows) per input-projection or weight-gradient GEMM: they run
- * every few steps, on rows still in the L2 cache. */
+/* Rows of a (steps x batch rows) per weight-gradient GEMM (and, without AVX-512, per
+ * input-projection GEMM): they run every few steps, on rows still in the L2 cache. */
 #define CHUNK_ROWS 128
 
 /* z[i][j] = z0[i * ldz0 + j] (0 where z0 is NULL) + sum_k a[i * ars + k * acs] * w[k * ldw + j]
