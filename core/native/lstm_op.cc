@@ -1,7 +1,10 @@
 // TensorFlow ops around lstm_kernels.c: LabLstmForward and LabLstmBackward (see there
 // and core/native.py). Each op runs on one core; core/fast.py runs a batch's halves as
 // two ops that TensorFlow executes concurrently.
+#include <time.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <limits>
 
@@ -31,6 +34,21 @@ void lab_conv_pool_backward(int B, int L, int E, int K, int C, int pl, int pr, i
 }
 
 namespace {
+
+// CPU time spent inside these ops, all threads (bench/kernel_speed.py compares it with a
+// training epoch's): two clock reads per op call, microseconds against its milliseconds.
+std::atomic<int64_t> cpu_ns{0};
+
+int64_t ThreadCpuNs() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return int64_t{t.tv_sec} * 1000000000 + t.tv_nsec;
+}
+
+struct CpuTimer {
+  int64_t start = ThreadCpuNs();
+  ~CpuTimer() { cpu_ns += ThreadCpuNs() - start; }
+};
 
 using ::tensorflow::OpKernel;
 using ::tensorflow::OpKernelConstruction;
@@ -114,6 +132,7 @@ class LstmForwardOp : public OpKernel {
  public:
   explicit LstmForwardOp(OpKernelConstruction *ctx) : OpKernel(ctx) {}
   void Compute(OpKernelContext *ctx) override {
+    const CpuTimer timer;
     const char *op = "LabLstmForward";
     const Tensor &feats = ctx->input(0), &h0 = ctx->input(1), &c0 = ctx->input(2),
                  &kernel = ctx->input(3), &bias = ctx->input(4), &rk = ctx->input(5);
@@ -148,6 +167,7 @@ class LstmBackwardOp : public OpKernel {
  public:
   explicit LstmBackwardOp(OpKernelConstruction *ctx) : OpKernel(ctx) {}
   void Compute(OpKernelContext *ctx) override {
+    const CpuTimer timer;
     const char *op = "LabLstmBackward";
     const Tensor &feats = ctx->input(0), &acts = ctx->input(1), &hprev = ctx->input(2),
                  &cprev = ctx->input(3), &dseq = ctx->input(4), &dh = ctx->input(5),
@@ -226,6 +246,7 @@ class ConvPoolOp : public OpKernel {
  public:
   explicit ConvPoolOp(OpKernelConstruction *ctx) : OpKernel(ctx) {}
   void Compute(OpKernelContext *ctx) override {
+    const CpuTimer timer;
     const char *op = "LabConvPool";
     const Tensor &e = ctx->input(0), &kernel = ctx->input(1), &bias = ctx->input(2);
     ConvSizes s;
@@ -246,6 +267,7 @@ class ConvPoolGradOp : public OpKernel {
  public:
   explicit ConvPoolGradOp(OpKernelConstruction *ctx) : OpKernel(ctx) {}
   void Compute(OpKernelContext *ctx) override {
+    const CpuTimer timer;
     const char *op = "LabConvPoolGrad";
     const Tensor &e = ctx->input(0), &kernel = ctx->input(1), &out = ctx->input(2),
                  &which = ctx->input(3), &dout = ctx->input(4);
@@ -382,3 +404,6 @@ REGISTER_KERNEL_BUILDER(Name("LabConvPool").Device(tensorflow::DEVICE_CPU), Conv
 REGISTER_KERNEL_BUILDER(Name("LabConvPoolGrad").Device(tensorflow::DEVICE_CPU), ConvPoolGradOp);
 REGISTER_KERNEL_BUILDER(Name("LabLstmForward").Device(tensorflow::DEVICE_CPU), LstmForwardOp);
 REGISTER_KERNEL_BUILDER(Name("LabLstmBackward").Device(tensorflow::DEVICE_CPU), LstmBackwardOp);
+
+// Seconds of CPU time the ops above have taken in this process so far.
+extern "C" double lab_native_cpu_seconds() { return 1e-9 * double(cpu_ns.load()); }
