@@ -5,17 +5,20 @@
  * reached ~60 GFLOP/s here (TensorFlow's prebuilt kernels; its start-up message lists
  * AVX2, AVX-512 and FMA as unused); a step of a batch-32 LSTM spent two thirds of its time
  * outside the matmul (BENCHMARKS.md, "How fast mode got here"). Here a whole
- * layer's forward (or backward) pass is one call: input projection, every step's
- * recurrent matmul and gate math, and the weight gradients, with one small GEMM written
- * for this CPU (compiled with -march=native on the machine that runs it). The same GEMM
- * runs the convolution both ways (end of this file); BENCHMARKS.md section 1c measures
- * them against the CPU's peak.
+ * layer's forward (or backward) pass is one call, compiled with -march=native on the
+ * machine that runs it. With AVX-512, each step is one register-blocked GEMM with the
+ * cell's update on its accumulators: forward, [h, x] @ [rk; kernel] (recurrent matmul and
+ * input projection in one, K = U + F) and the gate math; backward, dz @ rk^T and the
+ * cell's backward step. The weight gradients run every few steps as larger GEMMs on rows
+ * still in the L2 cache. A general GEMM (below) serves those and the convolution both
+ * ways (end of this file); BENCHMARKS.md section 1c measures them against the CPU's peak.
  *
- * Conventions (same as core/fast.py's XLA loops): arrays are time-major and row-major,
- * feats (T, B, F), gates (T, B, 4U) in Keras order [i, f, g, o]; the candidate block g
- * of kernel, bias and rk arrives scaled by 2, so one sigmoid serves every gate:
- * tanh(a) = 2 * sigmoid(2a) - 1. Only steps [start, end) run; the caller zeroes the
- * other rows of the outputs.
+ * Conventions (same as core/fast's XLA loops): arrays are time-major and row-major,
+ * feats (T, B, F); kernel, bias and rk in Keras's gate order [i, f, g, o], the candidate
+ * block g scaled by 2, so one sigmoid serves every gate: tanh(a) = 2 * sigmoid(2a) - 1.
+ * acts (T, B, 4U), the gate sigmoids the forward pass leaves for the backward, are in
+ * the AVX-512 kernels' own column order (see Layout), in Keras's otherwise. Only steps
+ * [start, end) run; the caller zeroes the other rows of the outputs.
  */
 #include <math.h>
 #include <stddef.h>
@@ -80,8 +83,8 @@ PANEL(16, 1)
 
 /* Rows of w (the K dimension) per pass: each pass's panels of w fit the L1 cache. */
 #define KC 256
-/* Rows of a (steps x batch rows) per input-projection or weight-gradient GEMM: they run
- * every few steps, on rows still in the L2 cache. */
+/* Rows of a (steps x batch rows) per weight-gradient GEMM (and, without AVX-512, per
+ * input-projection GEMM): they run every few steps, on rows still in the L2 cache. */
 #define CHUNK_ROWS 128
 
 /* z[i][j] = z0[i * ldz0 + j] (0 where z0 is NULL) + sum_k a[i * ars + k * acs] * w[k * ldw + j]
@@ -173,35 +176,442 @@ static inline __mmask16 lanes(int left) {
 }
 #endif
 
+/* Steps per weight-gradient GEMM: lab_lstm_dz_steps(B) steps of B rows, CHUNK_ROWS in all. */
+static int dz_steps(int B) { return B >= CHUNK_ROWS ? 1 : CHUNK_ROWS / B; }
+
+/* 64-byte aligned start of a scratch buffer (the ops allocate 16 floats more). */
+static float *aligned(float *p) {
+  return (float *)(((size_t)p + 63) & ~(size_t)63);
+}
+
+/* The weight gradients of a few steps' rows (their dz still in the L2 cache): dfeats =
+ * dz @ kernel^T (kt: kernel transposed, rows of ldk floats), and added to dk, drk, db:
+ * feats^T @ dz, hprev^T @ dz and dz's column sums. */
+static void weight_grads(int rows, int F, int U, const float *dz, const float *feats,
+                         const float *hprev, const float *kt, int ldk, float *dfeats,
+                         float *dk, float *drk, float *db) {
+  const int G = 4 * U;
+  gemm(rows, F, G, dz, G, 1, kt, ldk, dfeats, F, NULL, 0);
+  gemm(F, G, rows, feats, 1, F, dz, G, dk, G, dk, G);
+  gemm(U, G, rows, hprev, 1, U, dz, G, drk, G, drk, G);
+  for (int r = 0; r < rows; r++) {
+    const float *restrict zr = dz + (size_t)r * G;
+#pragma omp simd
+    for (int j = 0; j < G; j++) db[j] += zr[j];
+  }
+}
+
+#if defined(__AVX512F__)
+static long round16(long n) { return (n + 15) / 16 * 16; }
+
+/* -- The gate columns' storage order (the AVX-512 kernels) ----------------------------------
+ *
+ * Units go in groups of 16: group j's 64 columns are [i, f, g, o] of units 16j .. 16j + 15,
+ * so that one register block of 4 vectors holds every gate of 16 units and the cell update
+ * runs on the GEMM's accumulators, with no pass over the pre-activations in memory. The
+ * last t = U % 16 units follow, gate q's at column 64 ng + q t. acts and dz rows use this
+ * order (4U columns each); the forward's packed weights pad the tail to one vector
+ * [i f g o] (t lanes each) where t <= 4 (the seed models' 100 units: 6 groups and 4 units,
+ * 25 vectors, none wasted), else to 4 vectors of t lanes. */
+typedef struct {
+  int U, ng, t, tailv, Gp; /* units, full groups, tail units, tail vectors, padded columns */
+} Layout;
+
+static Layout layout(int U) {
+  Layout L = {U, U / 16, U % 16, 0, 0};
+  L.tailv = L.t == 0 ? 0 : L.t <= 4 ? 1 : 4;
+  L.Gp = 64 * L.ng + 16 * L.tailv;
+  return L;
+}
+
+/* Storage column of gate q of unit u. */
+static int stored_col(const Layout *L, int q, int u) {
+  return u < 16 * L->ng ? 64 * (u / 16) + 16 * q + u % 16
+                        : 64 * L->ng + q * L->t + (u - 16 * L->ng);
+}
+
+/* Its column in the forward's padded weights. */
+static int padded_col(const Layout *L, int q, int u) {
+  return u < 16 * L->ng || L->tailv == 1 ? stored_col(L, q, u)
+                                         : 64 * L->ng + 16 * q + (u - 16 * L->ng);
+}
+
+/* Scratch floats: the forward's packed weights [rk; kernel] ((U + F) x Gp) and bias. */
+long lab_lstm_forward_scratch(int F, int U) {
+  return ((long)U + F + 1) * layout(U).Gp + 16;
+}
+
+/* The backward's: dz (dz_steps(B) steps of B rows, at least 2, 4U wide), rk and kernel
+ * transposed into storage order (4U x round16(U), 4U x round16(F)), the tail's columns
+ * for accumulate_quads (4 x 4U), and the weight gradients in storage order. */
+long lab_lstm_backward_scratch(int B, int F, int U) {
+  const long G = 4L * U;
+  const int slots = dz_steps(B) > 1 ? dz_steps(B) : 2;
+  return round16(slots * B * G) + G * (round16(U) + round16(F) + 4) + (F + U + 1) * G +
+         16;
+}
+
+/* Cache lines to ask for while a step computes: the next step's rows, which are in memory
+ * (acts alone is 51 KB a step at the seed's sizes). Up to 3 ranges, handed out a few lines
+ * per register block (see accumulate), so that the requests overlap the arithmetic; asked
+ * for in one burst at the start of a step, they stalled it (3 % of an epoch, perf). */
+typedef struct {
+  const char *p[3];
+  long left[3]; /* lines */
+  int write;    /* for writing: hprev and cprev rows, about to be written */
+} Ahead;
+
+static Ahead ahead(int write, const float *p0, size_t n0, const float *p1, size_t n1,
+                   const float *p2, size_t n2) {
+  Ahead a = {{(const char *)p0, (const char *)p1, (const char *)p2},
+             {p0 ? (long)(n0 + 15) / 16 : 0, p1 ? (long)(n1 + 15) / 16 : 0,
+              p2 ? (long)(n2 + 15) / 16 : 0},
+             write};
+  return a;
+}
+
+/* Up to max lines of a's next range: their start (NULL when none is left) and count. */
+static inline const char *ahead_take(Ahead *a, int max, int *n) {
+  for (int i = 0; i < 3; i++)
+    if (a->left[i] > 0) {
+      *n = a->left[i] < max ? (int)a->left[i] : max;
+      const char *at = a->p[i];
+      a->p[i] += 64L * *n;
+      a->left[i] -= *n;
+      return at;
+    }
+  *n = 0;
+  return NULL;
+}
+
+/* acc[r][v] += sum_k a[r * lda + k] * w[k * ldw + 16 v] for r < R, v < NV (w's rows
+ * 64-byte aligned). Inlined with constant R and NV, the accumulators stay in registers
+ * and each loaded vector of w serves R rows. Every 4th k also asks for one of ahead's
+ * lines. */
+static inline __attribute__((always_inline)) void accumulate(
+    const int R, const int NV, int K, const float *a, int lda, const float *w, ptrdiff_t ldw,
+    __m512 (*acc)[4], Ahead *ah) {
+  int npf = 0;
+  const char *pf = ah ? ahead_take(ah, K / 4, &npf) : NULL;
+  const int write = ah ? ah->write : 0;
+  for (int k = 0; k < K; k++, w += ldw) {
+    if ((k & 3) == 0 && (k >> 2) < npf) {
+      if (write)
+        __builtin_prefetch(pf + 64 * (k >> 2), 1, 3);
+      else
+        __builtin_prefetch(pf + 64 * (k >> 2), 0, 3);
+    }
+    __m512 wv[4];
+    for (int v = 0; v < NV; v++) wv[v] = _mm512_load_ps(w + 16 * v);
+    for (int r = 0; r < R; r++) {
+      const __m512 b = _mm512_set1_ps(a[r * lda + k]);
+      for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(b, wv[v], acc[r][v]);
+    }
+  }
+}
+
+/* acc[r] = the dot products of row r of a (K = 4 kq floats) with up to 4 columns of w,
+ * which wq holds as kq vectors, lane 4 u + p of vector n = w[4 n + p][u]: lanes (u, p)
+ * sum the k = p (mod 4) terms, then each unit's 4 lanes are added; the sums in lanes
+ * 0..3. For the last <= 4 units of the backward's dh (the seed's 100 = 6 x 16 + 4): a
+ * quarter of the FMAs of a 16-lane vector with 12 lanes idle. */
+static inline __attribute__((always_inline)) void accumulate_quads(
+    const int R, int K, const float *a, int lda, const float *wq, __m512 (*acc)[4],
+    Ahead *ah) {
+  int npf = 0;
+  const char *pf = ah ? ahead_take(ah, K / 16, &npf) : NULL;
+  for (int r = 0; r < R; r++) acc[r][0] = _mm512_setzero_ps();
+  for (int n = 0; n < K / 4; n++) {
+    if ((n & 3) == 0 && (n >> 2) < npf) __builtin_prefetch(pf + 64 * (n >> 2), 0, 3);
+    const __m512 wv = _mm512_load_ps(wq + 16 * n);
+    for (int r = 0; r < R; r++)
+      acc[r][0] = _mm512_fmadd_ps(_mm512_broadcast_f32x4(_mm_loadu_ps(a + r * lda + 4 * n)),
+                                  wv, acc[r][0]);
+  }
+  const __m512i first = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0);
+  for (int r = 0; r < R; r++) {
+    __m512 x = acc[r][0];
+    x = _mm512_add_ps(x, _mm512_permute_ps(x, _MM_SHUFFLE(2, 3, 0, 1)));
+    x = _mm512_add_ps(x, _mm512_permute_ps(x, _MM_SHUFFLE(1, 0, 3, 2)));
+    acc[r][0] = _mm512_permutexvar_ps(first, x);
+  }
+}
+
+/* The forward step for rows [0, R) of a row block and one group of columns: kind 0, a group
+ * of 16 units (4 vectors); kind 2, the tail's 4 vectors of t lanes; kind 1, the tail's
+ * single vector [i f g o]. acc = bias + h @ rk + x @ kernel (packed, from column col of
+ * wp), then the gates: acts = their sigmoids (storage column scol), c and h of units
+ * [u0, u0 + 16) or the tail's. */
+static inline __attribute__((always_inline)) void fwd_rows(
+    const int R, const int kind, const Layout *L, int F, int u0, int col, int scol,
+    const float *h, const float *x, const float *wp, const float *bp, const float *cp,
+    float *acts, float *cn, float *hn, Ahead *ah) {
+  const int NV = kind == 1 ? 1 : 4, U = L->U, G = 4 * U, t = L->t;
+  __m512 acc[16][4];
+  for (int v = 0; v < NV; v++) {
+    const __m512 b = _mm512_load_ps(bp + col + 16 * v);
+    for (int r = 0; r < R; r++) acc[r][v] = b;
+  }
+  const float *w = wp + (size_t)(U + F) * col; /* the group's panel, 16 NV floats a row */
+  accumulate(R, NV, U, h, U, w, 16 * NV, acc, ah);
+  accumulate(R, NV, F, x, F, w + (size_t)U * 16 * NV, 16 * NV, acc, NULL);
+  const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f);
+  const __mmask16 m = kind == 0 ? 0xFFFF : lanes(t);
+  for (int r = 0; r < R; r++) {
+    float *ar = acts + (size_t)r * G + scol;
+    __m512 i, f, sg, o;
+    if (kind == 1) {
+      const __m512 s = sigmoid16(acc[r][0]);
+      _mm512_mask_storeu_ps(ar, lanes(4 * t), s);
+      const __m512i at = _mm512_add_epi32(
+          _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+          _mm512_set1_epi32(t));
+      i = s;
+      f = _mm512_permutexvar_ps(at, s);
+      sg = _mm512_permutexvar_ps(_mm512_add_epi32(at, _mm512_set1_epi32(t)), s);
+      o = _mm512_permutexvar_ps(_mm512_add_epi32(at, _mm512_set1_epi32(2 * t)), s);
+    } else {
+      const int step = kind == 0 ? 16 : t;
+      i = sigmoid16(acc[r][0]);
+      f = sigmoid16(acc[r][1]);
+      sg = sigmoid16(acc[r][2]);
+      o = sigmoid16(acc[r][3]);
+      if (kind == 0 && !(((size_t)acts | (size_t)(4 * G)) & 63)) {
+        _mm512_stream_ps(ar, i);
+        _mm512_stream_ps(ar + 16, f);
+        _mm512_stream_ps(ar + 32, sg);
+        _mm512_stream_ps(ar + 48, o);
+      } else {
+      _mm512_mask_storeu_ps(ar, m, i);
+      _mm512_mask_storeu_ps(ar + step, m, f);
+      _mm512_mask_storeu_ps(ar + 2 * step, m, sg);
+      _mm512_mask_storeu_ps(ar + 3 * step, m, o);
+      }
+    }
+    const __m512 g = _mm512_fmsub_ps(two, sg, one);
+    const __m512 c = _mm512_fmadd_ps(f, _mm512_maskz_loadu_ps(m, cp + r * U + u0),
+                                     _mm512_mul_ps(i, g));
+    _mm512_mask_storeu_ps(cn + r * U + u0, m, c);
+    _mm512_mask_storeu_ps(hn + r * U + u0, m, _mm512_mul_ps(o, tanh16(c)));
+  }
+}
+
+/* All B rows of one step, one group of columns at a time (its packed weights, (U + F) x 64
+ * floats, stay in the L1 cache while every row block reads them). */
+static void fwd_step(const Layout *L, int B, int F, const float *h, const float *x,
+                     const float *wp, const float *bp, const float *cp, float *acts, float *cn,
+                     float *hn, Ahead *ah) {
+  const int U = L->U, G = 4 * U;
+#define FWD(R, kind, u0, col, scol)                                                        \
+  fwd_rows(R, kind, L, F, u0, col, scol, h + (size_t)r * U, x + (size_t)r * F, wp, bp,     \
+           cp + (size_t)r * U, acts + (size_t)r * G, cn + (size_t)r * U, hn + (size_t)r * U, ah)
+  for (int j = 0; j < L->ng; j++) {
+    int r = 0;
+    for (; r + 6 <= B; r += 6) FWD(6, 0, 16 * j, 64 * j, 64 * j);
+    if (r + 4 <= B) FWD(4, 0, 16 * j, 64 * j, 64 * j), r += 4;
+    if (r + 2 <= B) FWD(2, 0, 16 * j, 64 * j, 64 * j), r += 2;
+    if (r < B) FWD(1, 0, 16 * j, 64 * j, 64 * j);
+  }
+  const int at = 64 * L->ng, u0 = 16 * L->ng;
+  if (L->tailv == 1) {
+    int r = 0;
+    for (; r + 8 <= B; r += 8) FWD(8, 1, u0, at, at);
+    for (; r < B; r++) FWD(1, 1, u0, at, at);
+  } else if (L->tailv == 4) {
+    int r = 0;
+    for (; r + 4 <= B; r += 4) FWD(4, 2, u0, at, at);
+    for (; r < B; r++) FWD(1, 2, u0, at, at);
+  }
+#undef FWD
+}
+
+/* Forward over steps [start, end): acts[t] = the gate sigmoids (storage order), hprev[t] /
+ * cprev[t] = the state before step t; h, c hold the initial state on entry and the final
+ * one on exit. Each step writes its new state straight into the next step's hprev / cprev
+ * rows. */
+void lab_lstm_forward(int T, int B, int F, int U, const float *feats, const float *kernel,
+                      const float *bias, const float *rk, int start, int end, float *acts,
+                      float *hprev, float *cprev, float *h, float *c, float *scratch) {
+  (void)T;
+  if (end <= start) return;
+  const Layout L = layout(U);
+  const int G = 4 * U, Gp = L.Gp;
+  const size_t BU = (size_t)B * U;
+  float *wp = aligned(scratch), *bp = wp + (size_t)(U + F) * Gp;
+  memset(wp, 0, sizeof(float) * (size_t)(U + F + 1) * Gp);
+  for (int q = 0; q < 4; q++)
+    for (int u = 0; u < U; u++) {
+      const int to = padded_col(&L, q, u), from = q * U + u;
+      const int group = to < 64 * L.ng ? to / 64 * 64 : 64 * L.ng; /* its first column */
+      const int width = to < 64 * L.ng ? 64 : 16 * L.tailv;
+      float *panel = wp + (size_t)(U + F) * group + (to - group);
+      for (int k = 0; k < U; k++) panel[(size_t)k * width] = rk[(size_t)k * G + from];
+      for (int k = 0; k < F; k++) panel[(size_t)(U + k) * width] = kernel[(size_t)k * G + from];
+      bp[to] = bias[from];
+    }
+  memcpy(hprev + start * BU, h, sizeof(float) * BU);
+  memcpy(cprev + start * BU, c, sizeof(float) * BU);
+  for (int t = start; t < end; t++) {
+
+    float *hn = t + 1 < end ? hprev + (t + 1) * BU : h;
+    float *cn = t + 1 < end ? cprev + (t + 1) * BU : c;
+    Ahead ah = ahead(1, t + 2 < end ? hprev + (t + 2) * BU : NULL, BU,
+                     t + 2 < end ? cprev + (t + 2) * BU : NULL, BU, NULL, 0);
+    fwd_step(&L, B, F, hprev + t * BU, feats + (size_t)t * B * F, wp, bp, cprev + t * BU,
+             acts + (size_t)t * B * G, cn, hn, &ah);
+  }
+  _mm_sfence(); /* the streamed rows of acts are seen before whatever runs next */
+}
+
+/* The backward step for rows [0, R) of a row block and unit vectors [v0, v0 + NV): the
+ * gradient of h_t, acc = dzn @ rk^T (dzn: step t + 1's dz rows; rkt: rk transposed into
+ * storage order, rows of ldr floats) or dh (K = 0: the last step), plus the output
+ * sequence's ds; then the cell's backward step: dz (step t's, storage order) and dc. */
+static inline __attribute__((always_inline)) void bwd_rows(
+    const int R, const int NV, const Layout *L, int K, int v0, const float *dzn,
+    const float *rkt, int ldr, const float *wq, const float *dh, const float *ds,
+    const float *a, const float *cp, float *dc, float *dz, Ahead *ah) {
+  const int U = L->U, G = 4 * U;
+  __m512 acc[16][4];
+  if (K && wq) {
+    accumulate_quads(R, K, dzn, G, wq, acc, ah);
+  } else {
+    for (int r = 0; r < R; r++)
+      for (int v = 0; v < NV; v++)
+        acc[r][v] = K ? _mm512_setzero_ps()
+                      : _mm512_maskz_loadu_ps(lanes(U - 16 * (v0 + v)), dh + r * U + 16 * (v0 + v));
+    accumulate(R, NV, K, dzn, G, rkt + 16 * v0, ldr, acc, ah);
+  }
+  const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f),
+               half = _mm512_set1_ps(0.5f);
+  for (int v = 0; v < NV; v++) {
+    const int j = v0 + v, u = 16 * j;
+    const __mmask16 m = lanes(U - u);
+    const int scol = j < L->ng ? 64 * j : 64 * L->ng, step = j < L->ng ? 16 : L->t;
+    for (int r = 0; r < R; r++) {
+      const float *ar = a + (size_t)r * G + scol;
+      float *dzr = dz + (size_t)r * G + scol;
+      const __m512 dhv = ds ? _mm512_add_ps(acc[r][v], _mm512_maskz_loadu_ps(m, ds + r * U + u))
+                            : acc[r][v],
+                   i = _mm512_maskz_loadu_ps(m, ar), f = _mm512_maskz_loadu_ps(m, ar + step),
+                   g = _mm512_fmsub_ps(two, _mm512_maskz_loadu_ps(m, ar + 2 * step), one),
+                   o = _mm512_maskz_loadu_ps(m, ar + 3 * step),
+                   cpv = _mm512_maskz_loadu_ps(m, cp + r * U + u);
+      const __m512 tc = tanh16(_mm512_fmadd_ps(f, cpv, _mm512_mul_ps(i, g)));
+      const __m512 dcv = _mm512_fmadd_ps(_mm512_mul_ps(dhv, o), _mm512_fnmadd_ps(tc, tc, one),
+                                         _mm512_maskz_loadu_ps(m, dc + r * U + u));
+      _mm512_mask_storeu_ps(dzr, m,
+                            _mm512_mul_ps(_mm512_mul_ps(dcv, g), _mm512_fnmadd_ps(i, i, i)));
+      _mm512_mask_storeu_ps(dzr + step, m,
+                            _mm512_mul_ps(_mm512_mul_ps(dcv, cpv), _mm512_fnmadd_ps(f, f, f)));
+      _mm512_mask_storeu_ps(dzr + 2 * step, m,
+                            _mm512_mul_ps(_mm512_mul_ps(dcv, i),
+                                          _mm512_mul_ps(_mm512_fnmadd_ps(g, g, one), half)));
+      _mm512_mask_storeu_ps(dzr + 3 * step, m,
+                            _mm512_mul_ps(_mm512_mul_ps(dhv, tc), _mm512_fnmadd_ps(o, o, o)));
+      _mm512_mask_storeu_ps(dc + r * U + u, m, _mm512_mul_ps(dcv, f));
+    }
+  }
+}
+
+/* One backward step over all B rows: row blocks of 8, unit vectors two at a time; the
+ * tail of <= 4 units by accumulate_quads (wq). */
+static void bwd_step(const Layout *L, int B, int K, const float *dzn, const float *rkt,
+                     int ldr, const float *wq, const float *dh, const float *ds,
+                     const float *a, const float *cp, float *dc, float *dz, Ahead *ah) {
+  const int U = L->U, G = 4 * U, nv = L->ng + (L->tailv == 4);
+#define BWD(R, NV, wq)                                                                       \
+  bwd_rows(R, NV, L, K, v, dzn + (size_t)r * G, rkt, ldr, wq, dh + (size_t)r * U,           \
+           ds ? ds + (size_t)r * U : NULL, a + (size_t)r * G, cp + (size_t)r * U,             \
+           dc + (size_t)r * U, dz + (size_t)r * G, ah)
+  int r = 0;
+  for (; r + 8 <= B; r += 8) {
+    int v = 0;
+    for (; v + 2 <= nv; v += 2) BWD(8, 2, NULL);
+    if (v < nv) BWD(8, 1, NULL), v++;
+    if (L->tailv == 1) BWD(8, 1, wq);
+  }
+  for (; r < B; r++) {
+    int v = 0;
+    for (; v + 2 <= nv; v += 2) BWD(1, 2, NULL);
+    if (v < nv) BWD(1, 1, NULL), v++;
+    if (L->tailv == 1) BWD(1, 1, wq);
+  }
+#undef BWD
+}
+
+/* Backward over steps end-1 .. start. dh, dc: the gradients of the final h, c on entry,
+ * of the initial h0, c0 on exit; dseq (T, B, U), the gradient of the output sequence, or
+ * NULL. Writes dfeats rows [start, end) and the weight gradients dkernel (F, 4U), dbias
+ * (4U), drk (U, 4U). The weight gradients run every few steps (dz_steps) on the dz rows
+ * of those steps, still in the L2 cache (rows for all T steps would be megabytes written
+ * to memory and read back). */
+void lab_lstm_backward(int T, int B, int F, int U, const float *feats, const float *acts,
+                       const float *hprev, const float *cprev, const float *dseq, float *dh,
+                       float *dc, const float *kernel, const float *rk, int start, int end,
+                       float *dfeats, float *dkernel, float *dbias, float *drk,
+                       float *scratch) {
+  (void)T;
+  const Layout L = layout(U);
+  const int G = 4 * U, Ur = (int)round16(U), Fr = (int)round16(F), chunk = dz_steps(B);
+  float *dzb = aligned(scratch), *rkt = dzb + round16((chunk > 1 ? chunk : 2) * (long)B * G);
+  float *kt = rkt + (size_t)G * Ur;
+  float *wq = kt + (size_t)G * Fr, *dks = wq + 4 * G, *drks = dks + (size_t)F * G;
+  float *dbs = drks + (size_t)U * G;
+  memset(dkernel, 0, sizeof(float) * F * G);
+  memset(dbias, 0, sizeof(float) * G);
+  memset(drk, 0, sizeof(float) * U * G);
+  if (end <= start) return;
+  memset(rkt, 0, sizeof(float) * (size_t)G * (Ur + Fr + 4));
+  memset(dks, 0, sizeof(float) * (size_t)(F + U + 1) * G);
+  for (int q = 0; q < 4; q++)
+    for (int u = 0; u < U; u++) {
+      const int s = stored_col(&L, q, u), from = q * U + u;
+      for (int k = 0; k < U; k++) rkt[(size_t)s * Ur + k] = rk[(size_t)k * G + from];
+      for (int k = 0; k < F; k++) kt[(size_t)s * Fr + k] = kernel[(size_t)k * G + from];
+    }
+  for (int k = 0; k < G && L.tailv == 1; k++) /* the tail units' columns for accumulate_quads */
+    for (int u = 0; u < L.t; u++) wq[(k / 4) * 16 + 4 * u + k % 4] = rkt[(size_t)k * Ur + 16 * L.ng + u];
+  int pending = end; /* steps [t, pending) await their weight-gradient GEMMs */
+  const float *dzn = NULL;
+  for (int t = end - 1; t >= start; t--) {
+    /* its rows in step order; the GEMM reads step t + 1's while step t's are written, so
+     * one-step chunks alternate between two slots */
+    float *dzt = dzb + (size_t)(chunk > 1 ? t - pending + chunk : t & 1) * B * G;
+    Ahead ah = ahead(0, t > start ? acts + (size_t)(t - 1) * B * G : NULL, (size_t)B * G,
+                     t > start ? cprev + (size_t)(t - 1) * B * U : NULL, (size_t)B * U,
+                     t > start && dseq ? dseq + (size_t)(t - 1) * B * U : NULL, (size_t)B * U);
+    bwd_step(&L, B, dzn ? G : 0, dzn, rkt, Ur, wq, dh, dseq ? dseq + (size_t)t * B * U : NULL,
+             acts + (size_t)t * B * G, cprev + (size_t)t * B * U, dc, dzt, &ah);
+    dzn = dzt;
+    if (pending - t == chunk || t == start) { /* the weight gradients of the last few steps */
+      weight_grads((pending - t) * B, F, U, dzt, feats + (size_t)t * B * F,
+                   hprev + (size_t)t * B * U, kt, Fr, dfeats + (size_t)t * B * F, dks, drks,
+                   dbs);
+      pending = t;
+    }
+  }
+  gemm(B, U, G, dzn, G, 1, rkt, Ur, dh, U, NULL, 0); /* the initial state's: dz @ rk^T */
+  for (int q = 0; q < 4; q++) /* back to Keras's column order */
+    for (int u = 0; u < U; u++) {
+      const int s = stored_col(&L, q, u), to = q * U + u;
+      for (int k = 0; k < F; k++) dkernel[(size_t)k * G + to] = dks[(size_t)k * G + s];
+      for (int k = 0; k < U; k++) drk[(size_t)k * G + to] = drks[(size_t)k * G + s];
+      dbias[to] = dbs[s];
+    }
+}
+
+#else /* without AVX-512: plain loops, Keras's column order */
 /* One row's step from its gate pre-activations s = [i, f, g, o] (g of the doubled
  * candidate), which become the gate sigmoids: c = f cp + i (2g - 1), h = o tanh(c). */
 static void cell_row(int U, float *s, const float *cp, float *c, float *h) {
   float *i_ = s, *f_ = s + U, *g_ = s + 2 * U, *o_ = s + 3 * U;
-#if defined(__AVX512F__)
-  const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f);
-  for (int u = 0; u < U; u += 16) {
-    const __mmask16 m = lanes(U - u);
-    const __m512 i = sigmoid16(_mm512_maskz_loadu_ps(m, i_ + u)),
-                 f = sigmoid16(_mm512_maskz_loadu_ps(m, f_ + u)),
-                 sg = sigmoid16(_mm512_maskz_loadu_ps(m, g_ + u)),
-                 o = sigmoid16(_mm512_maskz_loadu_ps(m, o_ + u));
-    _mm512_mask_storeu_ps(i_ + u, m, i);
-    _mm512_mask_storeu_ps(f_ + u, m, f);
-    _mm512_mask_storeu_ps(g_ + u, m, sg);
-    _mm512_mask_storeu_ps(o_ + u, m, o);
-    const __m512 g = _mm512_fmsub_ps(two, sg, one);
-    const __m512 cn = _mm512_fmadd_ps(f, _mm512_maskz_loadu_ps(m, cp + u), _mm512_mul_ps(i, g));
-    _mm512_mask_storeu_ps(c + u, m, cn);
-    _mm512_mask_storeu_ps(h + u, m, _mm512_mul_ps(o, tanh16(cn)));
-  }
-#else
   for (int n = 0; n < 4 * U; n++) s[n] = sigm(s[n]);
   for (int u = 0; u < U; u++) {
     const float cn = f_[u] * cp[u] + i_[u] * (2.0f * g_[u] - 1.0f);
     c[u] = cn;
     h[u] = o_[u] * (2.0f * sigm(2.0f * cn) - 1.0f);
   }
-#endif
 }
 
 /* One row's backward step: from dh + ds (this step's output gradient: from the step
@@ -211,33 +621,6 @@ static void cell_row(int U, float *s, const float *cp, float *c, float *h) {
 static void cell_row_backward(int U, const float *a, const float *cp, const float *dh,
                               const float *ds, float *dc, float *dz) {
   const float *i_ = a, *f_ = a + U, *g_ = a + 2 * U, *o_ = a + 3 * U;
-#if defined(__AVX512F__)
-  const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f),
-               half = _mm512_set1_ps(0.5f);
-  for (int u = 0; u < U; u += 16) {
-    const __mmask16 m = lanes(U - u);
-    const __m512 dhv = ds ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, dh + u),
-                                          _mm512_maskz_loadu_ps(m, ds + u))
-                          : _mm512_maskz_loadu_ps(m, dh + u),
-                 i = _mm512_maskz_loadu_ps(m, i_ + u),
-                 f = _mm512_maskz_loadu_ps(m, f_ + u),
-                 g = _mm512_fmsub_ps(two, _mm512_maskz_loadu_ps(m, g_ + u), one),
-                 o = _mm512_maskz_loadu_ps(m, o_ + u), cpv = _mm512_maskz_loadu_ps(m, cp + u);
-    const __m512 tc = tanh16(_mm512_fmadd_ps(f, cpv, _mm512_mul_ps(i, g)));
-    const __m512 dcv = _mm512_fmadd_ps(_mm512_mul_ps(dhv, o), _mm512_fnmadd_ps(tc, tc, one),
-                                       _mm512_maskz_loadu_ps(m, dc + u));
-    const __m512 di = _mm512_mul_ps(_mm512_mul_ps(dcv, g), _mm512_mul_ps(i, _mm512_sub_ps(one, i)));
-    const __m512 df = _mm512_mul_ps(_mm512_mul_ps(dcv, cpv), _mm512_mul_ps(f, _mm512_sub_ps(one, f)));
-    const __m512 dg = _mm512_mul_ps(_mm512_mul_ps(dcv, i),
-                                    _mm512_mul_ps(_mm512_fnmadd_ps(g, g, one), half));
-    const __m512 dov = _mm512_mul_ps(_mm512_mul_ps(dhv, tc), _mm512_mul_ps(o, _mm512_sub_ps(one, o)));
-    _mm512_mask_storeu_ps(dz + u, m, di);
-    _mm512_mask_storeu_ps(dz + U + u, m, df);
-    _mm512_mask_storeu_ps(dz + 2 * U + u, m, dg);
-    _mm512_mask_storeu_ps(dz + 3 * U + u, m, dov);
-    _mm512_mask_storeu_ps(dc + u, m, _mm512_mul_ps(dcv, f));
-  }
-#else
   for (int u = 0; u < U; u++) {
     const float dhv = ds ? dh[u] + ds[u] : dh[u], i = i_[u], f = f_[u], g = 2.0f * g_[u] - 1.0f, o = o_[u],
                 cpv = cp[u];
@@ -249,15 +632,6 @@ static void cell_row_backward(int U, const float *a, const float *cp, const floa
     dz[3 * U + u] = dhv * tc * o * (1.0f - o);
     dc[u] = dcv * f;
   }
-#endif
-}
-
-/* Ask for the cache lines of p[0, count) ahead of their first write (the next
- * projection's rows, a chunk of steps ahead). Rows that
- * far ahead are not in the cache yet; without this their misses stall the GEMM that
- * writes them first (the input projection ran at half its in-cache speed at 250 steps). */
-static void prefetch_for_write(float *p, size_t count) {
-  for (size_t n = 0; n < count; n += 16) __builtin_prefetch(p + n, 1, 3);
 }
 
 static void transpose(int rows, int cols, const float *src, float *dst) {
@@ -265,17 +639,23 @@ static void transpose(int rows, int cols, const float *src, float *dst) {
     for (int c = 0; c < cols; c++) dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
 }
 
-/* Forward over steps [start, end): acts[t] = the gate sigmoids, hprev[t] / cprev[t] = the
- * state before step t; h, c hold the initial state on entry and the final one on exit.
- * Each step writes its new state straight into the next step's hprev / cprev rows. */
+long lab_lstm_forward_scratch(int F, int U) {
+  (void)F, (void)U;
+  return 16;
+}
+
+long lab_lstm_backward_scratch(int B, int F, int U) {
+  return (long)dz_steps(B) * B * 4 * U + 4L * U * (U + F) + 16;
+}
+
 void lab_lstm_forward(int T, int B, int F, int U, const float *feats, const float *kernel,
                       const float *bias, const float *rk, int start, int end, float *acts,
-                      float *hprev, float *cprev, float *h, float *c) {
-  (void)T;
+                      float *hprev, float *cprev, float *h, float *c, float *scratch) {
+  (void)T, (void)scratch;
   if (end <= start) return;
   const int G = 4 * U;
   const size_t BU = (size_t)B * U;
-  const int chunk = B >= CHUNK_ROWS ? 1 : CHUNK_ROWS / B; /* steps per projection GEMM */
+  const int chunk = dz_steps(B); /* steps per projection GEMM */
   memcpy(hprev + start * BU, h, sizeof(float) * BU);
   memcpy(cprev + start * BU, c, sizeof(float) * BU);
   for (int t = start; t < end; t++) {
@@ -285,11 +665,6 @@ void lab_lstm_forward(int T, int B, int F, int U, const float *feats, const floa
       const int rows = (t + chunk < end ? chunk : end - t) * B;
       gemm(rows, G, F, feats + (size_t)t * B * F, F, 1, kernel, G, s, G, bias, 0);
     }
-    if (t + chunk < end) { /* the next projection's rows, a chunk of steps ahead */
-      prefetch_for_write(acts + (size_t)(t + chunk) * B * G, (size_t)B * G);
-      prefetch_for_write(hprev + (t + chunk) * BU, BU);
-      prefetch_for_write(cprev + (t + chunk) * BU, BU);
-    }
     const float *ht = hprev + t * BU, *ct = cprev + t * BU;
     float *hn = t + 1 < end ? hprev + (t + 1) * BU : h;
     float *cn = t + 1 < end ? cprev + (t + 1) * BU : c;
@@ -298,21 +673,14 @@ void lab_lstm_forward(int T, int B, int F, int U, const float *feats, const floa
   }
 }
 
-/* Backward over steps end-1 .. start. dh, dc: the gradients of the final h, c on entry,
- * of the initial h0, c0 on exit; dseq (T, B, U), the gradient of the output sequence, or
- * NULL. Writes dfeats rows [start, end) and the weight gradients dkernel (F, 4U), dbias
- * (4U), drk (U, 4U). Scratch: dz (lab_lstm_dz_rows(B), 4U), the pre-activation gradients
- * of the steps that await their weight-gradient GEMMs (a few steps, in the L2 cache; rows
- * for all T steps would be megabytes written to memory and read back); rkt (4U, U),
- * kt (4U, F). */
-int lab_lstm_dz_rows(int B) { return (B >= CHUNK_ROWS ? 1 : CHUNK_ROWS / B) * B; }
-
 void lab_lstm_backward(int T, int B, int F, int U, const float *feats, const float *acts,
                        const float *hprev, const float *cprev, const float *dseq, float *dh,
                        float *dc, const float *kernel, const float *rk, int start, int end,
-                       float *dfeats, float *dkernel, float *dbias, float *drk, float *dz,
-                       float *rkt, float *kt) {
+                       float *dfeats, float *dkernel, float *dbias, float *drk,
+                       float *scratch) {
   (void)T;
+  const int chunk = dz_steps(B); /* steps per weight-gradient GEMM */
+  float *dz = aligned(scratch), *rkt = dz + (size_t)chunk * B * 4 * U, *kt = rkt + 4 * U * U;
   const int G = 4 * U;
   memset(dkernel, 0, sizeof(float) * F * G);
   memset(dbias, 0, sizeof(float) * G);
@@ -320,8 +688,7 @@ void lab_lstm_backward(int T, int B, int F, int U, const float *feats, const flo
   if (end <= start) return;
   transpose(U, G, rk, rkt);
   transpose(F, G, kernel, kt);
-  const int chunk = lab_lstm_dz_rows(B) / B; /* steps per weight-gradient GEMM */
-  int pending = end;                         /* steps [t, pending) await them */
+  int pending = end; /* steps [t, pending) await them */
   for (int t = end - 1; t >= start; t--) {
     const float *a = acts + (size_t)t * B * G, *cp = cprev + (size_t)t * B * U;
     const float *ds = dseq ? dseq + (size_t)t * B * U : NULL;
@@ -332,20 +699,14 @@ void lab_lstm_backward(int T, int B, int F, int U, const float *feats, const flo
     gemm(B, U, G, dzt, G, 1, rkt, U, dh, U, NULL, 0); /* dh = dz @ rk^T */
     if (pending - t == chunk || t == start) { /* the weight gradients of the last few
                                                  steps, while their dz is in the L2 cache */
-      const int rows = (pending - t) * B;
-      const float *dzs = dzt, *fs = feats + (size_t)t * B * F;
-      gemm(rows, F, G, dzs, G, 1, kt, F, dfeats + (size_t)t * B * F, F, NULL, 0); /* dz @ kernel^T */
-      gemm(F, G, rows, fs, 1, F, dzs, G, dkernel, G, dkernel, G);                  /* feats^T @ dz */
-      gemm(U, G, rows, hprev + (size_t)t * B * U, 1, U, dzs, G, drk, G, drk, G);   /* hprev^T @ dz */
-      for (int r = 0; r < rows; r++) {
-        const float *restrict zr = dzs + (size_t)r * G;
-#pragma omp simd
-        for (int j = 0; j < G; j++) dbias[j] += zr[j];
-      }
+      weight_grads((pending - t) * B, F, U, dzt, feats + (size_t)t * B * F,
+                   hprev + (size_t)t * B * U, kt, F, dfeats + (size_t)t * B * F, dkernel, drk,
+                   dbias);
       pending = t;
     }
   }
 }
+#endif
 
 /* -- Conv1D('same', stride 1) + ReLU + MaxPooling1D(P, stride P), for the CNN + LSTM ------
  *
@@ -367,6 +728,66 @@ static void padded_row(int L, int E, int pl, int pr, const float *e, float *xp) 
   memset(xp + (size_t)(pl + L) * E, 0, sizeof(float) * pr * E);
 }
 
+/* One pool window of the C channels: y (P rows of C), out = relu of the maximum, which =
+ * its row (the first of equal values, as TensorFlow's MaxPoolGrad routes it); a NaN
+ * stays NaN. */
+static void pool_window(int C, int P, const float *y, float *out, unsigned char *which) {
+#if defined(__AVX512F__)
+  for (int c = 0; c < C; c += 16) {
+    const __mmask16 m = lanes(C - c);
+    __m512 best = _mm512_maskz_loadu_ps(m, y + c);
+    __m512i arg = _mm512_setzero_si512();
+    for (int j = 1; j < P; j++) {
+      const __m512 v = _mm512_maskz_loadu_ps(m, y + (size_t)j * C + c);
+      const __mmask16 more = _mm512_cmp_ps_mask(v, best, _CMP_NLE_UQ); /* larger, or NaN */
+      best = _mm512_mask_mov_ps(best, more, v);
+      arg = _mm512_mask_mov_epi32(arg, more, _mm512_set1_epi32(j));
+    }
+    const __mmask16 keep = _mm512_cmp_ps_mask(best, _mm512_setzero_ps(), _CMP_NLE_UQ);
+    _mm512_mask_storeu_ps(out + c, m, _mm512_maskz_mov_ps(keep, best));
+    _mm512_mask_cvtepi32_storeu_epi8(which + c, m, arg);
+  }
+#else
+  for (int c = 0; c < C; c++) {
+    float best = y[c];
+    int arg = 0;
+    for (int j = 1; j < P; j++) {
+      const float v = y[(size_t)j * C + c];
+      if (!(v <= best)) best = v, arg = j; /* larger, or NaN */
+    }
+    out[c] = best > 0.0f || best != best ? best : 0.0f;
+    which[c] = (unsigned char)arg;
+  }
+#endif
+}
+
+/* Its gradient: dy (P rows of C) = dout in the row the maximum came from where out > 0,
+ * else 0; dbias += the gradients passed. */
+static void unpool_window(int C, int P, const float *out, const unsigned char *which,
+                          const float *dout, float *dy, float *dbias) {
+#if defined(__AVX512F__)
+  for (int c = 0; c < C; c += 16) {
+    const __mmask16 m = lanes(C - c);
+    const __mmask16 pass = _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, out + c),
+                                                   _mm512_setzero_ps(), _CMP_GT_OQ);
+    const __m512 d = _mm512_maskz_loadu_ps(pass, dout + c);
+    const __m512i w = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, which + c));
+    _mm512_mask_storeu_ps(dbias + c, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dbias + c), d));
+    for (int j = 0; j < P; j++)
+      _mm512_mask_storeu_ps(dy + (size_t)j * C + c, m,
+                            _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(w, _mm512_set1_epi32(j)), d));
+  }
+#else
+  for (int c = 0; c < C; c++) {
+    for (int j = 0; j < P; j++) dy[(size_t)j * C + c] = 0.0f;
+    if (out[c] > 0.0f) {
+      dy[(size_t)which[c] * C + c] = dout[c];
+      dbias[c] += dout[c];
+    }
+  }
+#endif
+}
+
 /* Scratch floats for either pass. */
 long lab_conv_pool_scratch(int L, int E, int K, int C, int pl, int pr) {
   const long Lp = (long)L + pl + pr;
@@ -386,18 +807,12 @@ void lab_conv_pool_forward(int B, int L, int E, int K, int C, int pl, int pr, in
     padded_row(L, E, pl, pr, e + (size_t)b * L * E, xp);
     gemm(T * P, C, K * E, xp, E, 1, kernel, C, y, C, bias, 0); /* y = bias + conv */
     for (int t = 0; t < T; t++) {
-      float *o = out + ((size_t)t * B + b) * C;
-      unsigned char *w = which + ((size_t)t * B + b) * C;
-      for (int c = 0; c < C; c++) {
-        float best = y[(size_t)t * P * C + c];
-        int arg = 0;
-        for (int j = 1; j < P; j++) {
-          const float v = y[(size_t)(t * P + j) * C + c];
-          if (!(v <= best)) best = v, arg = j; /* larger, or NaN */
-        }
-        o[c] = best > 0.0f || best != best ? best : 0.0f;
-        w[c] = (unsigned char)arg;
+      const size_t at = ((size_t)t * B + b) * C;
+      if (b + 1 < B) { /* the next row's windows: a page apart, not prefetched by the CPU */
+        __builtin_prefetch(out + at + C, 1, 3);
+        __builtin_prefetch(which + at + C, 1, 3);
       }
+      pool_window(C, P, y + (size_t)t * P * C, out + at, which + at);
     }
   }
 }
@@ -426,14 +841,16 @@ void lab_conv_pool_backward(int B, int L, int E, int K, int C, int pl, int pr, i
         wrev[((size_t)j * C + c) * E + i] = kernel[((size_t)(K - 1 - j) * E + i) * C + c];
   for (int b = 0; b < B; b++) {
     padded_row(L, E, pl, pr, e + (size_t)b * L * E, xp);
-    memset(dypad, 0, sizeof(float) * (Lp + K) * C);
+    memset(dypad, 0, sizeof(float) * (K - 1) * C); /* unpool_window writes rows [0, T P) */
+    memset(dy + (size_t)T * P * C, 0, sizeof(float) * (Lp + 1 - T * P) * C);
     for (int t = 0; t < T; t++) {
       const size_t at = ((size_t)t * B + b) * C;
-      for (int c = 0; c < C; c++)
-        if (out[at + c] > 0.0f) {
-          dy[(size_t)(t * P + which[at + c]) * C + c] = dout[at + c];
-          dbias[c] += dout[at + c];
-        }
+      if (b + 1 < B) { /* as in the forward pass */
+        __builtin_prefetch(out + at + C, 0, 3);
+        __builtin_prefetch(dout + at + C, 0, 3);
+        __builtin_prefetch(which + at + C, 0, 3);
+      }
+      unpool_window(C, P, out + at, which + at, dout + at, dy + (size_t)t * P * C, dbias);
     }
     /* dkernel += unfold(xp)^T dy: row (k, i) of the transposed unfolding, step n, is
      * xp[n * E + k * E + i] */

@@ -1,7 +1,10 @@
 // TensorFlow ops around lstm_kernels.c: LabLstmForward and LabLstmBackward (see there
 // and core/native.py). Each op runs on one core; core/fast.py runs a batch's halves as
 // two ops that TensorFlow executes concurrently.
+#include <time.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <limits>
 
@@ -12,13 +15,14 @@
 extern "C" {
 void lab_lstm_forward(int T, int B, int F, int U, const float *feats, const float *kernel,
                       const float *bias, const float *rk, int start, int end, float *acts,
-                      float *hprev, float *cprev, float *h, float *c);
+                      float *hprev, float *cprev, float *h, float *c, float *scratch);
 void lab_lstm_backward(int T, int B, int F, int U, const float *feats, const float *acts,
                        const float *hprev, const float *cprev, const float *dseq, float *dh,
                        float *dc, const float *kernel, const float *rk, int start, int end,
-                       float *dfeats, float *dkernel, float *dbias, float *drk, float *dz,
-                       float *rkt, float *kt);
-int lab_lstm_dz_rows(int B);
+                       float *dfeats, float *dkernel, float *dbias, float *drk,
+                       float *scratch);
+long lab_lstm_forward_scratch(int F, int U);
+long lab_lstm_backward_scratch(int B, int F, int U);
 long lab_conv_pool_scratch(int L, int E, int K, int C, int pl, int pr);
 void lab_conv_pool_forward(int B, int L, int E, int K, int C, int pl, int pr, int P,
                            const float *e, const float *kernel, const float *bias,
@@ -30,6 +34,21 @@ void lab_conv_pool_backward(int B, int L, int E, int K, int C, int pl, int pr, i
 }
 
 namespace {
+
+// CPU time spent inside these ops, all threads (bench/kernel_speed.py compares it with a
+// training epoch's): two clock reads per op call, microseconds against its milliseconds.
+std::atomic<int64_t> cpu_ns{0};
+
+int64_t ThreadCpuNs() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return int64_t{t.tv_sec} * 1000000000 + t.tv_nsec;
+}
+
+struct CpuTimer {
+  int64_t start = ThreadCpuNs();
+  ~CpuTimer() { cpu_ns += ThreadCpuNs() - start; }
+};
 
 using ::tensorflow::OpKernel;
 using ::tensorflow::OpKernelConstruction;
@@ -113,6 +132,7 @@ class LstmForwardOp : public OpKernel {
  public:
   explicit LstmForwardOp(OpKernelConstruction *ctx) : OpKernel(ctx) {}
   void Compute(OpKernelContext *ctx) override {
+    const CpuTimer timer;
     const char *op = "LabLstmForward";
     const Tensor &feats = ctx->input(0), &h0 = ctx->input(1), &c0 = ctx->input(2),
                  &kernel = ctx->input(3), &bias = ctx->input(4), &rk = ctx->input(5);
@@ -134,8 +154,12 @@ class LstmForwardOp : public OpKernel {
     ZeroOutside(F32(cprev), T, int64_t{B} * U, start, end);
     std::memcpy(F32(h), F32(h0), sizeof(float) * B * U);
     std::memcpy(F32(c), F32(c0), sizeof(float) * B * U);
+    Tensor scratch;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT,
+                                           TensorShape({lab_lstm_forward_scratch(F, U)}),
+                                           &scratch));
     lab_lstm_forward(T, B, F, U, F32(feats), F32(kernel), F32(bias), F32(rk), start, end,
-                     F32(acts), F32(hprev), F32(cprev), F32(h), F32(c));
+                     F32(acts), F32(hprev), F32(cprev), F32(h), F32(c), F32(&scratch));
   }
 };
 
@@ -143,6 +167,7 @@ class LstmBackwardOp : public OpKernel {
  public:
   explicit LstmBackwardOp(OpKernelConstruction *ctx) : OpKernel(ctx) {}
   void Compute(OpKernelContext *ctx) override {
+    const CpuTimer timer;
     const char *op = "LabLstmBackward";
     const Tensor &feats = ctx->input(0), &acts = ctx->input(1), &hprev = ctx->input(2),
                  &cprev = ctx->input(3), &dseq = ctx->input(4), &dh = ctx->input(5),
@@ -168,18 +193,17 @@ class LstmBackwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(3, kernel.shape(), &dkernel));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({4 * U}), &dbias));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(5, rk.shape(), &drk));
-    Tensor dz, rkt, kt;
+    Tensor scratch;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT,
-                                           TensorShape({lab_lstm_dz_rows(B), 4 * U}), &dz));
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({4 * U, U}), &rkt));
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({4 * U, F}), &kt));
+                                           TensorShape({lab_lstm_backward_scratch(B, F, U)}),
+                                           &scratch));
     ZeroOutside(F32(dfeats), T, int64_t{B} * F, start, end);
     std::memcpy(F32(dh0), F32(dh), sizeof(float) * B * U);
     std::memcpy(F32(dc0), F32(dc), sizeof(float) * B * U);
     lab_lstm_backward(T, B, F, U, F32(feats), F32(acts), F32(hprev), F32(cprev),
                       no_dseq ? nullptr : F32(dseq), F32(dh0), F32(dc0),
                       F32(kernel), F32(rk), start, end, F32(dfeats), F32(dkernel),
-                      F32(dbias), F32(drk), F32(&dz), F32(&rkt), F32(&kt));
+                      F32(dbias), F32(drk), F32(&scratch));
   }
 };
 
@@ -222,6 +246,7 @@ class ConvPoolOp : public OpKernel {
  public:
   explicit ConvPoolOp(OpKernelConstruction *ctx) : OpKernel(ctx) {}
   void Compute(OpKernelContext *ctx) override {
+    const CpuTimer timer;
     const char *op = "LabConvPool";
     const Tensor &e = ctx->input(0), &kernel = ctx->input(1), &bias = ctx->input(2);
     ConvSizes s;
@@ -242,6 +267,7 @@ class ConvPoolGradOp : public OpKernel {
  public:
   explicit ConvPoolGradOp(OpKernelConstruction *ctx) : OpKernel(ctx) {}
   void Compute(OpKernelContext *ctx) override {
+    const CpuTimer timer;
     const char *op = "LabConvPoolGrad";
     const Tensor &e = ctx->input(0), &kernel = ctx->input(1), &out = ctx->input(2),
                  &which = ctx->input(3), &dout = ctx->input(4);
@@ -378,3 +404,6 @@ REGISTER_KERNEL_BUILDER(Name("LabConvPool").Device(tensorflow::DEVICE_CPU), Conv
 REGISTER_KERNEL_BUILDER(Name("LabConvPoolGrad").Device(tensorflow::DEVICE_CPU), ConvPoolGradOp);
 REGISTER_KERNEL_BUILDER(Name("LabLstmForward").Device(tensorflow::DEVICE_CPU), LstmForwardOp);
 REGISTER_KERNEL_BUILDER(Name("LabLstmBackward").Device(tensorflow::DEVICE_CPU), LstmBackwardOp);
+
+// Seconds of CPU time the ops above have taken in this process so far.
+extern "C" double lab_native_cpu_seconds() { return 1e-9 * double(cpu_ns.load()); }
