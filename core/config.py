@@ -62,6 +62,12 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "strongest signal wherever it occurs) → sigmoid, instead of the last state alone.",
         "uses": ("embedding_dim", "units"),
     },
+    "lstm-maxpool-dropout": {
+        "label": "LSTM + max pooling + Dropout",
+        "help": "The max-pooled LSTM with dropout on the pooled states, against overfitting "
+        "(after the recurrence, so fast mode stays exact at any rate).",
+        "uses": ("embedding_dim", "units", "dropout"),
+    },
     # Beyond the tutorial: bag-of-n-grams baselines. Their bigrams are extra vocabulary ids
     # (core.text, learned from the training reviews and saved with the run's encoder).
     "bigram-fasttext": {
