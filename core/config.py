@@ -68,6 +68,13 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "(after the recurrence, so fast mode stays exact at any rate).",
         "uses": ("embedding_dim", "units", "dropout"),
     },
+    "cnn-lstm-maxpool-dropout": {
+        "label": "CNN + LSTM + max pooling + Dropout",
+        "help": "The CNN + LSTM with the LSTM's states max-pooled over the review and dropout "
+        "on the pooled states (after the recurrence: fast mode stays exact).",
+        "uses": ("embedding_dim", "units", "dropout", "conv_filters", "kernel_size",
+                 "pool_size"),
+    },
     # Beyond the tutorial: bag-of-n-grams baselines. Their bigrams are extra vocabulary ids
     # (core.text, learned from the training reviews and saved with the run's encoder).
     "bigram-fasttext": {

@@ -34,7 +34,8 @@ from core.text import pad_pre  # noqa: E402
 
 
 def test_applies_on_and_off_with_reasons():
-    on = {"lstm", "gru", "stacked-lstm", "cnn-lstm", "lstm-maxpool", "lstm-maxpool-dropout"}
+    on = {"lstm", "gru", "stacked-lstm", "cnn-lstm", "lstm-maxpool", "lstm-maxpool-dropout",
+          "cnn-lstm-maxpool-dropout"}
     for arch in ARCHITECTURES:
         used, reason = fast.applies(small_config(arch, dropout=0.2))
         assert used == (arch in on), (arch, reason)
@@ -136,7 +137,8 @@ def test_gradients_match_when_the_batch_runs_in_a_smaller_window(monkeypatch, ba
         assert max_diff(grads, g_ref) < ATOL, n_steps
 
 
-@pytest.mark.parametrize("arch", ["lstm", "gru", "stacked-lstm", "cnn-lstm", "lstm-maxpool"])
+@pytest.mark.parametrize("arch", ["lstm", "gru", "stacked-lstm", "cnn-lstm", "lstm-maxpool",
+                                  "cnn-lstm-maxpool-dropout"])
 def test_padding_prefix_matters_in_these_checks(arch):
     """Guard for the tests above: with these weights one padding step more or less changes
     the outputs by far more than ATOL, and the gradient reaches embedding row 0, so a fast
@@ -361,11 +363,11 @@ def test_engine_predict_matches_model_predict(backend, arch, overrides):
 
 
 @pytest.mark.parametrize("arch", ["lstm", "gru", "stacked-lstm", "cnn-lstm", "lstm-maxpool",
-                                  "lstm-maxpool-dropout"])
+                                  "lstm-maxpool-dropout", "cnn-lstm-maxpool-dropout"])
 def test_predictor_occlusion_batches_match(arch):
     """Attribution's batch: a review and copies with one code replaced each. The copies
     start from the review's own state where they part from it; still exact."""
-    cfg = small_config(arch, kernel_size=4, pool_size=3, maxlen=47) if arch == "cnn-lstm" \
+    cfg = small_config(arch, kernel_size=4, pool_size=3, maxlen=47) if arch.startswith("cnn") \
         else small_config(arch)
     model = random_model(cfg)
     predictor = fast.FastPredictor.try_build(model, cfg)
