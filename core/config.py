@@ -392,7 +392,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 # (reproduce, reference accuracies).
 BEYOND_PRESETS: dict[str, dict[str, Any]] = {
     "lstm-best": {"architecture": "cnn-lstm", "top_words": 20000, "embedding_dim": 64,
-                  "learning_rate": 0.0005, "epochs": 2, "name": "best recurrent (CNN + LSTM)"},
+                  "learning_rate": 0.0003, "epochs": 3, "name": "best recurrent (CNN + LSTM)"},
     "bigram-fasttext": {"architecture": "bigram-fasttext", "top_words": 20000, "maxlen": 800,
                         "embedding_dim": 20, "bigrams": 200000, "learning_rate": 0.003,
                         "batch_size": 32, "epochs": 3, "name": "fastText uni+bigrams"},
