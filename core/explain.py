@@ -18,10 +18,12 @@ import numpy as np
 
 IG_STEPS = 48  # trapezoid intervals from the baseline to the review: 49 rows in one batch
 # Architectures whose LSTM reads one step per word (no convolution, one direction) and whose
-# Dense head reads the last LSTM's hidden state, or (lstm-maxpool) the max of its states over
-# the steps: the running sentiment (the head on the state so far, or on the running max) is
-# exact for them, its last point the prediction.
-INSIDE_ARCHITECTURES = ("lstm", "lstm-dropout", "stacked-lstm", "lstm-maxpool")
+# Dense head reads the last LSTM's hidden state, or (lstm-maxpool[-dropout]: dropout is an
+# identity at inference) the max of its states over the steps: the running sentiment (the
+# head on the state so far, or on the running max) is exact for them, its last point the
+# prediction.
+INSIDE_ARCHITECTURES = ("lstm", "lstm-dropout", "stacked-lstm", "lstm-maxpool",
+                        "lstm-maxpool-dropout")
 
 
 class ExplainError(ValueError):

@@ -32,6 +32,9 @@ EXACT_CASES = [
     ("gru", {}),
     ("stacked-lstm", {}),
     ("lstm-maxpool", {}),
+    ("lstm-maxpool-dropout", {"dropout": 0.5}),  # after the pooling: exact at any rate
+    ("cnn-lstm-maxpool-dropout", {"dropout": 0.5}),
+    ("cnn-lstm-maxpool-dropout", {"kernel_size": 5, "pool_size": 2, "maxlen": 45}),
     ("cnn-lstm", {}),
     ("cnn-lstm", {"kernel_size": 4, "pool_size": 3, "maxlen": 47}),  # even kernel, ragged pool
     ("cnn-lstm", {"kernel_size": 5, "pool_size": 2, "maxlen": 45}),  # halo wider than pool

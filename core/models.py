@@ -96,6 +96,25 @@ def build_lstm_maxpool(cfg: TrainConfig) -> keras.Model:
     return keras.Model(inputs, _head(x), name="lstm_maxpool")
 
 
+def _maxpool_dropout(cfg: TrainConfig, x):
+    """LSTM states after every step, max-pooled, then dropout (after the recurrence)."""
+    x = layers.LSTM(cfg.units, return_sequences=True, name="lstm")(x)
+    x = layers.GlobalMaxPooling1D(name="max_pool")(x)
+    return layers.Dropout(cfg.dropout, name="pool_dropout")(x)
+
+
+def build_lstm_maxpool_dropout(cfg: TrainConfig) -> keras.Model:
+    inputs = _inputs(cfg)
+    x = _maxpool_dropout(cfg, _embed(cfg, inputs))
+    return keras.Model(inputs, _head(x), name="lstm_maxpool_dropout")
+
+
+def build_cnn_lstm_maxpool_dropout(cfg: TrainConfig) -> keras.Model:
+    inputs = _inputs(cfg)
+    x = _maxpool_dropout(cfg, _conv_pool(cfg, _embed(cfg, inputs)))
+    return keras.Model(inputs, _head(x), name="cnn_lstm_maxpool_dropout")
+
+
 def ngram_input_dim(cfg: TrainConfig) -> int:
     """Word codes below top_words, then one id per kept bigram (core.text)."""
     return cfg.top_words + cfg.bigrams
@@ -156,6 +175,8 @@ BUILDERS: dict[str, Callable[[TrainConfig], keras.Model]] = {
     "gru": build_gru,
     "stacked-lstm": build_stacked_lstm,
     "lstm-maxpool": build_lstm_maxpool,
+    "lstm-maxpool-dropout": build_lstm_maxpool_dropout,
+    "cnn-lstm-maxpool-dropout": build_cnn_lstm_maxpool_dropout,
     "bigram-fasttext": build_bigram_fasttext,
     "nbsvm-bigram": build_nbsvm_bigram,
 }

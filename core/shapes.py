@@ -104,10 +104,15 @@ def _stacked(cfg: TrainConfig) -> list[LayerRow]:
     return _head(rows)
 
 
-def _lstm_maxpool(cfg: TrainConfig) -> list[LayerRow]:
+def _lstm_maxpool(cfg: TrainConfig, dropout: bool = False, conv: bool = False
+                  ) -> list[LayerRow]:
     rows = _start(cfg)
+    if conv:
+        _conv_pool(cfg, rows)
     _recurrent(rows, "lstm", "LSTM", cfg.units, sequences=True)
     rows.append(LayerRow("max_pool", "GlobalMaxPooling1D", (None, cfg.units), 0))
+    if dropout:
+        _dropout(rows, "pool_dropout")
     return _head(rows)
 
 
@@ -140,6 +145,10 @@ LAYERS: dict[str, tuple[str, Callable[[TrainConfig], list[LayerRow]]]] = {
     "gru": ("gru", _single("GRU")),
     "stacked-lstm": ("stacked_lstm", _stacked),
     "lstm-maxpool": ("lstm_maxpool", _lstm_maxpool),
+    "lstm-maxpool-dropout": ("lstm_maxpool_dropout",
+                             lambda cfg: _lstm_maxpool(cfg, dropout=True)),
+    "cnn-lstm-maxpool-dropout": ("cnn_lstm_maxpool_dropout",
+                                 lambda cfg: _lstm_maxpool(cfg, dropout=True, conv=True)),
     "bigram-fasttext": ("bigram_fasttext", _bigram_fasttext),
     "nbsvm-bigram": ("nbsvm_bigram", _nbsvm_bigram),
 }

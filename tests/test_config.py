@@ -214,3 +214,7 @@ def test_the_max_pooled_lstm_reads_embedding_and_units_and_is_exact_in_fast_mode
     assert fast.applies(cfg)[0]
     assert any("units: 0" in e for e in validate(load_config({"architecture": "lstm-maxpool",
                                                                "units": 0})))
+    # With dropout after the pooling: it reads the rate and stays exact at any rate.
+    cfg = load_config({"architecture": "lstm-maxpool-dropout", "dropout": 0.5})
+    assert validate(cfg, 100, 100) == [] and "dropout" in cfg.uses()
+    assert fast.applies(cfg)[0]

@@ -34,7 +34,8 @@ from core.text import pad_pre  # noqa: E402
 
 
 def test_applies_on_and_off_with_reasons():
-    on = {"lstm", "gru", "stacked-lstm", "cnn-lstm", "lstm-maxpool"}
+    on = {"lstm", "gru", "stacked-lstm", "cnn-lstm", "lstm-maxpool", "lstm-maxpool-dropout",
+          "cnn-lstm-maxpool-dropout"}
     for arch in ARCHITECTURES:
         used, reason = fast.applies(small_config(arch, dropout=0.2))
         assert used == (arch in on), (arch, reason)
@@ -136,7 +137,8 @@ def test_gradients_match_when_the_batch_runs_in_a_smaller_window(monkeypatch, ba
         assert max_diff(grads, g_ref) < ATOL, n_steps
 
 
-@pytest.mark.parametrize("arch", ["lstm", "gru", "stacked-lstm", "cnn-lstm", "lstm-maxpool"])
+@pytest.mark.parametrize("arch", ["lstm", "gru", "stacked-lstm", "cnn-lstm", "lstm-maxpool",
+                                  "cnn-lstm-maxpool-dropout"])
 def test_padding_prefix_matters_in_these_checks(arch):
     """Guard for the tests above: with these weights one padding step more or less changes
     the outputs by far more than ATOL, and the gradient reaches embedding row 0, so a fast
@@ -250,6 +252,25 @@ def test_fit_trains_through_callbacks_with_running_means():
     assert epochs[-1]["val_loss"] == pytest.approx(plain_loss, abs=1e-4)
 
 
+def test_fit_draws_dropout_after_the_pooling():
+    """lstm-maxpool-dropout: fast fit runs its dropout after the pooling in training mode
+    (a fresh mask per review and unit; exact at any rate), and the model still learns."""
+    cfg = small_config("lstm-maxpool-dropout", epochs=4, batch_size=16, learning_rate=0.02)
+    x, y, lengths = toy_data(cfg, 160, seed=3)
+    xv, yv, _ = toy_data(cfg, 64, seed=4)
+    start, ends = None, {}
+    for rate in (0.0, 0.5):
+        cfg.dropout = rate
+        keras.utils.set_random_seed(cfg.seed)
+        model = compile_model(build_model(cfg), cfg)
+        start = start or model.get_weights()
+        model.set_weights(start)
+        fast.fit(model, cfg, x, y, lengths, (xv, yv), [])
+        ends[rate] = model.get_weights(), model.history.history["val_accuracy"][-1]
+    assert max_diff(ends[0.0][0], ends[0.5][0]) > 1e-3  # the masks changed the steps
+    assert ends[0.5][1] >= 0.8, ends
+
+
 def test_fit_honours_stop_training_after_a_batch():
     cfg = small_config("gru", epochs=3, batch_size=16)
     x, y, lengths = toy_data(cfg, 100, seed=2)
@@ -354,11 +375,12 @@ def test_engine_predict_is_exact_for_dropout_models(backend, arch):
     assert not fast.predicts(random_model(small_config("bilstm")), small_config("bilstm"))
 
 
-@pytest.mark.parametrize("arch", ["lstm", "gru", "stacked-lstm", "cnn-lstm", "lstm-maxpool"])
+@pytest.mark.parametrize("arch", ["lstm", "gru", "stacked-lstm", "cnn-lstm", "lstm-maxpool",
+                                  "lstm-maxpool-dropout", "cnn-lstm-maxpool-dropout"])
 def test_predictor_occlusion_batches_match(arch):
     """Attribution's batch: a review and copies with one code replaced each. The copies
     start from the review's own state where they part from it; still exact."""
-    cfg = small_config(arch, kernel_size=4, pool_size=3, maxlen=47) if arch == "cnn-lstm" \
+    cfg = small_config(arch, kernel_size=4, pool_size=3, maxlen=47) if arch.startswith("cnn") \
         else small_config(arch)
     model = random_model(cfg)
     predictor = fast.FastPredictor.try_build(model, cfg)

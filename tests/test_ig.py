@@ -91,7 +91,8 @@ def test_integrated_gradients_per_word_through_the_predictor():
         Predictor(model, enc).integrated_gradients("  ")
 
 
-@pytest.mark.parametrize("arch", ["lstm", "lstm-dropout", "stacked-lstm", "lstm-maxpool"])
+@pytest.mark.parametrize("arch", ["lstm", "lstm-dropout", "stacked-lstm", "lstm-maxpool",
+                                  "lstm-maxpool-dropout"])
 def test_inside_the_lstm_recomputes_keras(arch):
     import keras
 

@@ -24,7 +24,10 @@ WINDOW_COUNT = 4
 WINDOW_MIN = 64
 
 # Architectures where the padding prefix is shared and fast mode is exact.
-EXACT = ("lstm", "gru", "stacked-lstm", "cnn-lstm", "lstm-maxpool")
+# (The maxpool-dropout ones: their dropout is after the pooling, a fresh mask per review and
+# unit.)
+EXACT = ("lstm", "gru", "stacked-lstm", "cnn-lstm", "lstm-maxpool", "lstm-maxpool-dropout",
+         "cnn-lstm-maxpool-dropout")
 # Architectures with dropout before the recurrence: exact only with dropout == 0.
 DROPOUT_BEFORE_RECURRENCE = {
     "lstm-dropout": "Dropout on the embeddings",
