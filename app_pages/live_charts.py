@@ -120,10 +120,10 @@ def _epoch(out: LiveCharts, run: Run, board: Board, curves: views.CurveBuffer) -
     if not epochs.empty:
         ref, ref_label = views.tutorial_line(REPORTED_ACCURACY.get(preset_of(run.config)))
         last = int(epochs["epoch"].max())
-        out.epoch_loss, out.epoch_accuracy = (
-            _filled(_template("epoch", metric, last, *((ref, ref_label) if with_ref else ())),
-                    epochs[epochs["metric"] == metric])
-            for metric, with_ref in (("loss", False), ("accuracy", True)))
+        out.epoch_loss = _filled(_template("epoch", "loss", last),
+                                 epochs[epochs["metric"] == "loss"])
+        out.epoch_accuracy = _filled(_template("epoch", "accuracy", last, ref, ref_label),
+                                     epochs[epochs["metric"] == "accuracy"])
 
 
 def _probe(out: LiveCharts, run: Run, board: Board, curves: views.CurveBuffer) -> None:

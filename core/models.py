@@ -89,18 +89,21 @@ def build_stacked_lstm(cfg: TrainConfig) -> keras.Model:
     return keras.Model(inputs, _head(x), name="stacked_lstm")
 
 
+def _max_pooled_lstm(cfg: TrainConfig, x):
+    """The LSTM's states after every step, max-pooled (over every step, padding included)."""
+    x = layers.LSTM(cfg.units, return_sequences=True, name="lstm")(x)
+    return layers.GlobalMaxPooling1D(name="max_pool")(x)
+
+
 def build_lstm_maxpool(cfg: TrainConfig) -> keras.Model:
     inputs = _inputs(cfg)
-    x = layers.LSTM(cfg.units, return_sequences=True, name="lstm")(_embed(cfg, inputs))
-    x = layers.GlobalMaxPooling1D(name="max_pool")(x)  # over every step, padding included
-    return keras.Model(inputs, _head(x), name="lstm_maxpool")
+    return keras.Model(inputs, _head(_max_pooled_lstm(cfg, _embed(cfg, inputs))),
+                       name="lstm_maxpool")
 
 
 def _maxpool_dropout(cfg: TrainConfig, x):
-    """LSTM states after every step, max-pooled, then dropout (after the recurrence)."""
-    x = layers.LSTM(cfg.units, return_sequences=True, name="lstm")(x)
-    x = layers.GlobalMaxPooling1D(name="max_pool")(x)
-    return layers.Dropout(cfg.dropout, name="pool_dropout")(x)
+    """The max-pooled LSTM states, then dropout (after the recurrence)."""
+    return layers.Dropout(cfg.dropout, name="pool_dropout")(_max_pooled_lstm(cfg, x))
 
 
 def build_lstm_maxpool_dropout(cfg: TrainConfig) -> keras.Model:

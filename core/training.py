@@ -382,13 +382,15 @@ def make_callbacks(store: RunStore, run, progress: Progress, data: JobData,
                    use_fast: bool = False) -> list:
     """The live-metrics callback first, then the probe scorer if the run has probes
     (through fast mode's forward pass when it trains the model)."""
+    from core import fast
+
     cfg, n_fit = run.config, len(data.x_train)
     steps = math.ceil(n_fit / cfg.batch_size)
     callbacks = [make_store_callback(store, run.id, progress, steps, cfg.epochs,
                                      cfg.batch_size, n_fit)]
     if run.probes:
         probes_x = data.encoder.encode_batch(run.probes)
-        score = (lambda model, x: predict_test_set(model, cfg, x, True)[0]) if use_fast else None
+        score = (lambda model, x: fast.predict(model, cfg, x)) if use_fast else None
         callbacks.append(make_probe_callback(store, run.id, probes_x, steps, score))
     return callbacks
 
@@ -435,9 +437,9 @@ def finish_run(store, run_id, cfg, model, use_fast: bool, data: JobData, cb,
                progress: Progress, phases: Phases) -> str:
     """Evaluate the test set, save the model, record results and phases."""
     progress.update(stage="evaluating", eta_s=None)
-    results: dict = {}
-    p, results["test_predict"] = predict_test_set(model, cfg, data.x_test, use_fast)
-    results.update(evaluate(data.y_test, p, data.lengths_test, cfg.maxlen))
+    p, scored_by = predict_test_set(model, cfg, data.x_test, use_fast)
+    results = evaluate(data.y_test, p, data.lengths_test, cfg.maxlen)
+    results["test_predict"] = scored_by
     val_acc = [r["value"] for r in store.metrics(run_id, phase="val") if r["name"] == "accuracy"]
     results["best_val_accuracy"] = max(val_acc) if val_acc else None
     results["epochs_done"] = len(cb.epoch_times)

@@ -17,7 +17,7 @@ import numpy as np
 from core import native
 from core.config import TrainConfig
 from core.fast.forward import _Forward
-from core.fast.plan import Plan, make_plan
+from core.fast.plan import Plan, inference_plan, make_plan
 
 # Salt mixed into cfg.seed for the bucket shuffle, so it differs from Keras's own streams.
 SHUFFLE_SALT = 0x5EED
@@ -180,11 +180,7 @@ def _evaluate(engine: _Engine, x: np.ndarray, y: np.ndarray, batch: int,
 def predicts(model, cfg: TrainConfig) -> bool:
     """Whether ``predict`` is exact for this model: its inference shares the padding prefix
     (dropout is then the identity), however it was trained."""
-    try:
-        make_plan(model, cfg.maxlen, training=False)
-    except (ValueError, AttributeError, TypeError):
-        return False
-    return True
+    return inference_plan(model, cfg.maxlen) is not None
 
 
 def predict(model, cfg: TrainConfig, x: np.ndarray, batch: int | None = None) -> np.ndarray:

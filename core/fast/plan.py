@@ -160,6 +160,15 @@ def _take_embedding(chain: list):
     return emb
 
 
+def inference_plan(model, maxlen: int | None = None) -> Plan | None:
+    """The model read for inference (dropout the identity), or None when its structure has
+    no shared padding prefix."""
+    try:
+        return make_plan(model, maxlen, training=False)
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
 def _skip_dropout(chain: list, training: bool) -> None:
     """Pop the Dropout layers before the recurrence: identities at inference, and for
     training only at rate 0."""

@@ -7,7 +7,7 @@ import numpy as np
 
 from core.config import TrainConfig
 from core.fast.cells import _Layer, _one_blas_thread
-from core.fast.plan import Plan, make_plan
+from core.fast.plan import Plan, inference_plan
 
 # The predictor computes every step's input projection in one go up to this many bytes
 # (a typed review), else step by step (large batches such as attribution's).
@@ -49,11 +49,8 @@ class FastPredictor:
     @classmethod
     def try_build(cls, model, cfg: TrainConfig | None = None) -> FastPredictor | None:
         """The fast predictor, or None when the model's structure has no shared prefix."""
-        try:
-            plan = make_plan(model, cfg.maxlen if cfg else None, training=False)
-        except (ValueError, AttributeError, TypeError):
-            return None
-        return cls(plan)
+        plan = inference_plan(model, cfg.maxlen if cfg else None)
+        return None if plan is None else cls(plan)
 
     def _features(self, codes: np.ndarray, first: int) -> np.ndarray:
         """Inputs of the first recurrent layer at steps [first, steps), time-major: without
