@@ -33,6 +33,7 @@ DIR = "warm"
 POLL_S = 0.05  # a waiting worker looks for its run this often (one stat call)
 DEFAULT_IDLE_S = 1800.0
 HANDOVER_S = 10.0  # a taken worker waits this long for its run id before giving up
+REFRESH_S = 2.0  # a ready worker looks this often whether the next run changed (one query)
 
 
 def enabled() -> bool:
@@ -110,10 +111,11 @@ def ensure(home: Path, spawn: Callable[[], int]) -> int | None:
     return pid
 
 
-def wait_for_run(home: Path) -> str | None:
+def wait_for_run(home: Path, refresh: Callable[[], object] | None = None) -> str | None:
     """In the warm worker, once loaded: announce it and wait for a run id (at once when it
     was taken while starting); None after ``idle_limit()`` seconds without one (the worker
-    then exits)."""
+    then exits). Meanwhile ``refresh()`` runs every ``REFRESH_S`` seconds (the worker
+    prepares again when the next run changed)."""
     root, pid = folder(home), os.getpid()
     ready = root / f"{pid}.ready"
     try:
@@ -122,7 +124,12 @@ def wait_for_run(home: Path) -> str | None:
         if not handed(home):
             ready.touch()
     go, deadline = root / f"{pid}.go", time.monotonic() + idle_limit()
+    next_refresh = time.monotonic() + REFRESH_S
     while not go.exists():
+        if refresh is not None and time.monotonic() >= next_refresh:
+            refresh()
+            next_refresh = time.monotonic() + REFRESH_S
+            continue
         if time.monotonic() > deadline:
             try:
                 os.rename(ready, root / f"{pid}.left")  # not taken: leave

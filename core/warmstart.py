@@ -13,7 +13,8 @@ core.worker.wait_until_needed):
 - it builds the likeliest model (the first queued run's configuration when fast mode's
   native kernels apply to it, else the seed LSTM preset), compiles it and runs each compiled
   step once on a dummy batch (train, evaluation, prediction), so its graphs are traced and
-  optimised.
+  optimised; while it waits, it does both again when the next queued run becomes one of
+  another kind (:func:`stale`; core.worker.Reprepare looks every ``core.warm.REFRESH_S``).
 
 The run then builds its own model exactly as a cold run does (same seed, same calls, so
 the same initial weights and random state) and :func:`adopt` copies that model's variables
@@ -44,7 +45,7 @@ DEFAULT_PRESET = "seed-lstm"  # prepared when no queued run says otherwise
 DUMMY_STEPS = 16  # the dummy batch's recurrent steps (the native steps take any length)
 
 _kept: dict[str, Any] = {"dataset": None, "fingerprint": None, "arrays": {}, "model": None,
-                         "key": None}
+                         "key": None, "tried": None}
 
 
 def graph_key(cfg: TrainConfig) -> str:
@@ -54,14 +55,19 @@ def graph_key(cfg: TrainConfig) -> str:
     return json.dumps({"architecture": cfg.architecture, **values}, sort_keys=True)
 
 
-def likeliest_config(store) -> TrainConfig:
-    """The first queued run's configuration, else the default preset's."""
+def next_config(store) -> TrainConfig | None:
+    """The first queued run's configuration; None when nothing is queued."""
     for run_id in store.queue_order()[:1]:
         try:
             return store.get(run_id, reap=False).config
-        except Exception:  # noqa: BLE001 - taken or deleted meanwhile: the default
+        except Exception:  # noqa: BLE001 - taken or deleted meanwhile
             break
-    return preset(DEFAULT_PRESET)
+    return None
+
+
+def likeliest_config(store) -> TrainConfig:
+    """The first queued run's configuration, else the default preset's."""
+    return next_config(store) or preset(DEFAULT_PRESET)
 
 
 def dataset():
@@ -81,7 +87,9 @@ def keep_data(cfg: TrainConfig) -> float:
     from core.data import fingerprint, load_dataset
 
     t0 = time.monotonic()
-    ds = load_dataset()
+    ds = dataset() if _kept["dataset"] is not None else load_dataset()
+    if ds is _kept["dataset"] and ("test", cfg.top_words, cfg.maxlen) in _kept["arrays"]:
+        return time.monotonic() - t0
     _kept.update(dataset=ds, fingerprint=fingerprint(ds.source), arrays={})
     for split in ("train", "test"):
         x, y = ds.arrays(split, cfg.top_words, cfg.maxlen)
@@ -110,6 +118,7 @@ def prepare(cfg: TrainConfig) -> str:
     from core.fast.plan import make_plan
     from core.models import build_model, compile_model
 
+    _kept.update(model=None, key=None, tried=graph_key(cfg))  # one prepared model at a time
     use_fast, _ = fast.applies(cfg)
     if not use_fast:
         return f"no model prepared ({cfg.architecture}: plain fit)"
@@ -130,6 +139,11 @@ def prepare(cfg: TrainConfig) -> str:
         np.asarray(step(*args)[0])  # traced, optimised and run once; adopt resets the state
     _kept["model"], _kept["key"] = model, graph_key(cfg)
     return f"prepared {cfg.display_name()} ({time.monotonic() - t0:.1f} s)"
+
+
+def stale(cfg: TrainConfig) -> bool:
+    """Whether ``cfg`` is not what this worker last prepared for (its graph or its data)."""
+    return _kept["tried"] != graph_key(cfg)
 
 
 def adopt(model, cfg: TrainConfig):
@@ -155,4 +169,4 @@ def adopt(model, cfg: TrainConfig):
 
 def forget() -> None:
     """Drop what was kept (tests)."""
-    _kept.update(dataset=None, fingerprint=None, arrays={}, model=None, key=None)
+    _kept.update(dataset=None, fingerprint=None, arrays={}, model=None, key=None, tried=None)

@@ -174,6 +174,34 @@ def prepare(store: RunStore) -> None:
               flush=True)
 
 
+class Reprepare:
+    """A ready warm worker's look at the queue (``warm.wait_for_run``'s refresh): when
+    the next queued run is not the kind it prepared for, and has stayed so for two looks
+    in a row (a class's burst of submissions reorders the queue for a moment),
+    it prepares again, so the run it is handed finds its model traced."""
+
+    def __init__(self) -> None:
+        self.seen: str | None = None  # the next run's graph key at the last look
+        self.tried: str | None = None  # the last one prepared here (a failure is not retried)
+
+    def __call__(self) -> bool:
+        from core import warmstart
+
+        store = RunStore()  # opened per look: none is held open while this worker idles
+        try:
+            cfg = warmstart.next_config(store)  # nothing queued: keep what is prepared
+            key = None if cfg is None else warmstart.graph_key(cfg)
+            wanted = (key is not None and key == self.seen and key != self.tried
+                      and warmstart.stale(cfg))
+            self.seen = key
+            if wanted:
+                self.tried = key
+                prepare(store)
+            return wanted
+        finally:
+            store.close()
+
+
 def warm_main(after: str | None = None) -> int:
     """Load, then prepare the next run (core/warmstart.py) once that is wanted, then wait
     for a run; a run handed over while starting skips the rest (it builds its own)."""
@@ -192,7 +220,7 @@ def warm_main(after: str | None = None) -> int:
     if not handed():
         prepare(store)
     store.close()  # the run opens its own; none is held open while this worker idles
-    run_id = warm.wait_for_run(home)
+    run_id = warm.wait_for_run(home, refresh=Reprepare())
     return 0 if run_id is None else main(run_id, limited=True)
 
 

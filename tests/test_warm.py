@@ -202,3 +202,28 @@ def test_a_warm_worker_prepares_the_queued_run_and_matches_a_cold_run(warm_lab, 
     assert rows(run.id) == rows(cold.id)
     for key in ("test_accuracy", "auc", "confusion", "params"):
         assert run.results[key] == cold.results[key]
+
+
+def test_a_ready_worker_prepares_again_when_the_next_run_changes(lab):
+    """The queue's next run decides what a waiting worker has traced: a new kind of run
+    that stays next for two looks is prepared, a passing one or an empty queue is not."""
+    from core import warmstart, worker
+
+    look = worker.Reprepare()
+    first = tiny_config(seed=3)
+    other = tiny_config(units=6, maxlen=30)
+    assert warmstart.graph_key(first) != warmstart.graph_key(other)
+    try:
+        queued = lab.create_run(first)
+        assert not look()  # seen once: it may be a moment's order
+        assert look() and warmstart._kept["key"] == warmstart.graph_key(first)
+        assert not look()  # prepared already
+        lab.request_cancel(queued)
+        assert not look() and not look()  # nothing queued: what is prepared stays
+        assert warmstart._kept["key"] == warmstart.graph_key(first)
+        lab.create_run(other)
+        assert not look()
+        assert look() and warmstart._kept["key"] == warmstart.graph_key(other)
+        assert list(warmstart._kept["arrays"]) == [("train", 100, 30), ("test", 100, 30)]
+    finally:
+        warmstart.forget()
