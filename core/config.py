@@ -95,7 +95,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     },
 }
 
-OPTIMIZERS = ("adam", "rmsprop", "sgd", "adagrad", "nadam")
+OPTIMIZERS = ("adam", "lazy-adam", "rmsprop", "sgd", "adagrad", "nadam")
 
 # Hyperparameters every architecture uses.
 COMMON_FIELDS = (
