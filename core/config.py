@@ -79,11 +79,13 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     # (core.text, learned from the training reviews and saved with the run's encoder).
     "bigram-fasttext": {
         "label": "fastText (uni + bigrams)",
-        "help": "Averaged embeddings of the words and the review's most frequent bigrams → "
-        "sigmoid (Keras's imdb_fasttext example): no recurrence, word order only through "
-        "bigrams.",
+        "help": "Averaged embeddings of the review's distinct words and most frequent "
+        "bigrams → sigmoid (Keras's imdb_fasttext example, each n-gram counted once per "
+        "review): no recurrence, word order only through bigrams.",
         "uses": ("embedding_dim", "bigrams"),
-        "ngrams": "append",
+        # Distinct ids (a binary bag, as NBSVM reads): 3-seed validation mean 91.75 % against
+        # 91.03 % for Keras's rows of every occurrence ("append"; README, validation notes).
+        "ngrams": "set",
     },
     "nbsvm-bigram": {
         "label": "NBSVM (uni + bigrams)",
@@ -95,7 +97,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     },
 }
 
-OPTIMIZERS = ("adam", "rmsprop", "sgd", "adagrad", "nadam")
+OPTIMIZERS = ("adam", "lazy-adam", "rmsprop", "sgd", "adagrad", "nadam")
 
 # Hyperparameters every architecture uses.
 COMMON_FIELDS = (
@@ -393,7 +395,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 BEYOND_PRESETS: dict[str, dict[str, Any]] = {
     "lstm-best": {"architecture": "cnn-lstm", "top_words": 20000, "embedding_dim": 64,
                   "learning_rate": 0.0003, "epochs": 3, "name": "best recurrent (CNN + LSTM)"},
-    "bigram-fasttext": {"architecture": "bigram-fasttext", "top_words": 20000, "maxlen": 800,
+    "bigram-fasttext": {"architecture": "bigram-fasttext", "top_words": 20000, "maxlen": 1000,
                         "embedding_dim": 20, "bigrams": 200000, "learning_rate": 0.003,
                         "batch_size": 32, "epochs": 3, "name": "fastText uni+bigrams"},
     "nbsvm-bigram": {"architecture": "nbsvm-bigram", "top_words": 20000, "maxlen": 1000,

@@ -191,12 +191,45 @@ def build_model(cfg: TrainConfig) -> keras.Model:
     return BUILDERS[cfg.architecture](cfg)
 
 
+class LazyAdam(keras.optimizers.Adam):
+    """Adam that moves only the embedding rows its batch looked up (TF Addons' LazyAdam,
+    PyTorch's SparseAdam). An embedding's gradient is a tf.IndexedSlices (one slice per
+    looked-up position); Keras's Adam makes it dense and updates every row's moments and
+    weights at every step, so a 220,000 x 20 table costs as much per step as all its rows.
+    Here the slices are summed per row and only those rows' moments and weights take Adam's
+    step; the other rows keep their moments (their momentum does not move them on), so
+    training differs from Adam's. Dense gradients (every other weight): Keras's Adam.
+    TensorFlow backend."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        import tensorflow as tf
+
+        if not isinstance(gradient, tf.IndexedSlices):
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        rows, slot = tf.unique(gradient.indices)
+        g = tf.math.unsorted_segment_sum(tf.cast(gradient.values, dtype), slot,
+                                         tf.shape(rows)[0])
+        step = tf.cast(self.iterations + 1, dtype)
+        alpha = (tf.cast(learning_rate, dtype) * tf.sqrt(1 - tf.pow(tf.cast(self.beta_2, dtype), step))
+                 / (1 - tf.pow(tf.cast(self.beta_1, dtype), step)))
+        i = self._get_variable_index(variable)
+        m, v = self._momentums[i], self._velocities[i]
+        m_rows = self.beta_1 * tf.gather(m.value, rows) + (1 - self.beta_1) * g
+        v_rows = self.beta_2 * tf.gather(v.value, rows) + (1 - self.beta_2) * tf.square(g)
+        self.assign(m, tf.IndexedSlices(m_rows, rows))
+        self.assign(v, tf.IndexedSlices(v_rows, rows))
+        self.assign_sub(variable, tf.IndexedSlices(
+            alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon), rows))
+
+
 def make_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
     kwargs = {"learning_rate": cfg.learning_rate}
     if cfg.clipnorm:
         kwargs["clipnorm"] = cfg.clipnorm
     return {
         "adam": keras.optimizers.Adam,
+        "lazy-adam": LazyAdam,
         "rmsprop": keras.optimizers.RMSprop,
         "sgd": keras.optimizers.SGD,
         "adagrad": keras.optimizers.Adagrad,

@@ -60,3 +60,72 @@ def test_plain_python_layer_table_equals_keras(arch, sizes):
     assert [(r.name, r.params, r.shape) for r in shapes.layers_of(cfg)] == [
         (layer.name, layer.count_params(), tuple(layer.output.shape)) for layer in model.layers]
     assert shapes.summary(cfg) == summary_text(model)
+
+
+def _lazy_adam_reference(w0, steps, lr, beta_1=0.9, beta_2=0.999, eps=1e-7):
+    """NumPy Adam restricted to the rows each step's slices name (duplicates summed)."""
+    w, m, v = w0.copy(), np.zeros_like(w0), np.zeros_like(w0)
+    for t, (rows, values) in enumerate(steps, start=1):
+        g = np.zeros_like(w0)
+        np.add.at(g, rows, values)
+        r = np.unique(rows)
+        m[r] = beta_1 * m[r] + (1 - beta_1) * g[r]
+        v[r] = beta_2 * v[r] + (1 - beta_2) * g[r] ** 2
+        alpha = lr * np.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t)
+        w[r] -= alpha * m[r] / (np.sqrt(v[r]) + eps)
+    return w
+
+
+def test_lazy_adam_moves_only_the_rows_of_a_sparse_gradient_by_adams_formula():
+    import keras
+    import tensorflow as tf
+
+    from core.models import LazyAdam
+
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=(7, 3)).astype(np.float32)
+    steps = [(np.array([1, 3, 1]), rng.normal(size=(3, 3)).astype(np.float32)),  # row 1 twice
+             (np.array([3, 4]), rng.normal(size=(2, 3)).astype(np.float32))]
+    lazy, dense = keras.Variable(w0), keras.Variable(w0)
+    opt, adam = LazyAdam(learning_rate=0.1), keras.optimizers.Adam(learning_rate=0.1)
+    for rows, values in steps:
+        for o, var in ((opt, lazy), (adam, dense)):
+            o.apply_gradients([(tf.IndexedSlices(tf.constant(values), tf.constant(rows),
+                                                 tf.constant(w0.shape)), var)])
+    got = lazy.numpy()
+    np.testing.assert_allclose(got, _lazy_adam_reference(w0, steps, 0.1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got[[0, 2, 5, 6]], w0[[0, 2, 5, 6]])  # never looked up
+    # Keras's Adam moves row 1 again at step 2 (its momentum); the lazy one leaves it.
+    assert not np.allclose(dense.numpy()[1], got[1])
+    np.testing.assert_allclose(got[1], _lazy_adam_reference(w0, steps[:1], 0.1)[1], rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_lazy_adam_trains_the_fasttext_embedding_sparsely_and_the_rest_as_adam():
+    """Through compile_model and fit, as a job trains: the embedding's gradient reaches the
+    optimizer as slices (rows of the first batch only are not moved by the second), and the
+    dense output layer gets Keras's Adam step."""
+    import keras
+
+    cfg = load_config({"architecture": "bigram-fasttext", "top_words": 20, "bigrams": 10,
+                       "maxlen": 4, "embedding_dim": 3, "optimizer": "lazy-adam",
+                       "learning_rate": 0.05})
+    keras.utils.set_random_seed(3)
+    model = compile_model(build_model(cfg), cfg)
+    twin = compile_model(build_model(cfg), load_config({**cfg.to_dict(), "optimizer": "adam"}))
+    twin.set_weights(model.get_weights())
+    first, second = np.array([[0, 5, 6, 7]]), np.array([[0, 8, 9, 25]])
+    y = np.array([[1.0]])
+    emb = model.get_layer("embedding")
+    for m in (model, twin):
+        m.train_on_batch(first, y)
+    after_first = emb.get_weights()[0].copy()
+    for m in (model, twin):
+        m.train_on_batch(second, y)
+    after = emb.get_weights()[0]
+    np.testing.assert_array_equal(after[[5, 6, 7]], after_first[[5, 6, 7]])
+    assert not np.allclose(after[[8, 9, 25]], after_first[[8, 9, 25]])
+    assert not np.allclose(twin.get_layer("embedding").get_weights()[0][[5, 6, 7]],
+                           after_first[[5, 6, 7]])  # dense Adam: momentum moves them
+    np.testing.assert_allclose(model.get_layer("output").get_weights()[0],
+                               twin.get_layer("output").get_weights()[0], rtol=1e-5)

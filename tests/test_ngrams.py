@@ -83,6 +83,29 @@ def test_nb_ratios_and_the_nbsvm_model():
     assert len(model.trainable_weights) == 3  # weights, the output's kernel and bias
 
 
+def test_fasttext_rows_hold_each_word_and_bigram_of_a_review_once():
+    """bigram-fasttext averages over the review's distinct n-grams (mode "set"; every
+    occurrence, Keras's rows, validated lower: README), in training as in typed text."""
+    from core.training import ngram_arrays
+
+    texts = [*REVIEWS, "good film good film good"]
+
+    class Data:
+        def ragged(self, split, top_words, n):
+            return ragged(Encoder(WORDS, top_words=top_words), texts)
+
+        def encoder(self, top_words, maxlen):
+            return Encoder(WORDS, top_words=top_words, maxlen=maxlen)
+
+    cfg = load_config({"architecture": "bigram-fasttext", "top_words": 10, "bigrams": 3,
+                       "maxlen": 12})
+    enc, rows = ngram_arrays(Data(), cfg, len(texts))
+    assert enc.ngrams == "set" and enc.bigrams[0] == [4, 6]  # "good film" first
+    last = rows[-1][rows[-1] > 0].tolist()
+    assert last == sorted(set(last)) and last.count(10) == 1 and last.count(4) == 1
+    np.testing.assert_array_equal(rows, enc.encode_batch(texts))
+
+
 @pytest.mark.parametrize("name", ["bigram-fasttext", "nbsvm-bigram"])
 def test_ngram_presets_train_plainly(name):
     from core import fast
