@@ -318,3 +318,54 @@ def test_conv_pool_keeps_nan_and_checks_inputs(kernels):
     for change in (dict(dout=out[:-1]), dict(which=which[:, :1]), dict(pool=3)):
         with pytest.raises((tf.errors.InvalidArgumentError, ValueError)):
             kernels.lab_conv_pool_grad(**{**grad, **change})
+
+
+# -- the embedding lookup (issue 15) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("parts", "time_major"), [(2, True), (1, True), (1, False), (3, False)])
+def test_embedding_matches_gather(kernels, parts, time_major):
+    """The lookup's slices equal tf.gather's rows laid out as core/fast reads them, and its
+    gradient is tf.gather's: IndexedSlices, one slice per code in (b, l) order (repeated
+    codes apart, as Keras's Adam needs them)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(parts)
+    table = tf.constant(rng.standard_normal((11, 5)).astype(np.float32))
+    codes = tf.constant(rng.integers(0, 11, (6, 7)).astype(np.int32))
+    embed = fast._recurrences(with_native=True)["embed-native"]
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(table)
+        got = embed(table, codes, parts, time_major)
+        want = tf.gather(table, codes)
+        want = tf.split(tf.transpose(want, [1, 0, 2]) if time_major else want, parts,
+                        axis=1 if time_major else 0)
+        weights = [tf.constant(rng.standard_normal(w.shape).astype(np.float32)) for w in want]
+        losses = [sum(tf.reduce_sum(a * w) for a, w in zip(out, weights)) for out in (got, want)]
+    assert len(got) == parts
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    g_got, g_want = (tape.gradient(loss, table) for loss in losses)
+    assert isinstance(g_got, tf.IndexedSlices)
+    np.testing.assert_array_equal(g_got.indices, tf.reshape(codes, [-1]))
+    np.testing.assert_allclose(g_got.values, g_want.values, atol=1e-6)
+    np.testing.assert_allclose(tf.convert_to_tensor(g_got), tf.convert_to_tensor(g_want),
+                               atol=1e-6)
+
+
+def test_embedding_checks_inputs(kernels):
+    """Codes out of the table's range, a batch that parts do not divide and wrong gradient
+    shapes raise instead of reading out of bounds."""
+    import tensorflow as tf
+
+    table = np.zeros((4, 3), np.float32)
+    codes = np.array([[0, 1], [2, 3]], np.int32)
+    for bad in (dict(codes=codes + 1), dict(codes=codes - 1), dict(codes=codes[:, 0]),
+                dict(parts=3), dict(table=table[0])):
+        args = {**dict(table=table, codes=codes, parts=2, time_major=True), **bad}
+        with pytest.raises((tf.errors.InvalidArgumentError, ValueError)):
+            kernels.lab_embed(**args)
+    douts = kernels.lab_embed(table, codes, parts=2, time_major=True)
+    for bad in ([douts[0], douts[1][:1]], [douts[0][:, :, :2], douts[1]]):
+        with pytest.raises((tf.errors.InvalidArgumentError, ValueError)):
+            kernels.lab_embed_grad(table, codes, bad, time_major=True)

@@ -859,3 +859,45 @@ void lab_conv_pool_backward(int B, int L, int E, int K, int C, int pl, int pr, i
     gemm(L, E, K * C, dypad + (size_t)pl * C, C, 1, wrev, E, de + (size_t)b * L * E, E, NULL, 0);
   }
 }
+
+/* -- The embedding lookup and its gradient ---------------------------------------------------
+ *
+ * codes (B, L) index rows of table (V, E); the B rows are cut into ``parts`` slices of
+ * R = B / parts rows, each its own output array: time-major (L, R, E), as the LSTM ops read
+ * it, or batch-major (R, L, E), as the convolution does. This replaces TensorFlow's gather,
+ * transpose and split, and for the gradient their inverses. The caller checks
+ * 0 <= codes < V. */
+
+static size_t embed_at(int L, int R, int E, int time_major, int r, int l) {
+  return (time_major ? (size_t)l * R + r : (size_t)r * L + l) * E;
+}
+
+void lab_embed_forward(int B, int L, int E, int parts, int time_major, const float *table,
+                       const int *codes, float *const *out) {
+  const int R = B / parts;
+  for (int b = 0; b < B; b++) {
+    float *part = out[b / R];
+    for (int l = 0; l < L; l++) {
+      const float *src = table + (size_t)codes[(size_t)b * L + l] * E;
+      float *dst = part + embed_at(L, R, E, time_major, b % R, l);
+      for (int i = 0; i < E; i++) dst[i] = src[i];
+    }
+  }
+}
+
+/* The gradient's slices in the order TensorFlow's gather gradient has them, one row of
+ * values (B L, E) per code, (b, l) row-major: Keras's Adam reads the table's gradient as
+ * these IndexedSlices (values[b L + l] goes to row codes[b, l]) and squares each slice on
+ * its own, so repeated codes stay separate slices here. */
+void lab_embed_backward(int B, int L, int E, int parts, int time_major, const float *const *dout,
+                        float *values) {
+  const int R = B / parts;
+  for (int b = 0; b < B; b++) {
+    const float *part = dout[b / R];
+    for (int l = 0; l < L; l++) {
+      const float *src = part + embed_at(L, R, E, time_major, b % R, l);
+      float *dst = values + ((size_t)b * L + l) * E;
+      for (int i = 0; i < E; i++) dst[i] = src[i];
+    }
+  }
+}
