@@ -45,14 +45,11 @@ class _Forward:
     # batch's rows (T, B / parts, F), the independent time loops of _recur.
     def _features(self, codes, pad_left: int, pad_right: int, parts: int = 1) -> list:
         tf, plan = self.tf, self.plan
-        table = plan.embedding.embeddings
-        if self.native:  # one op: lookup and layout; a dense gradient (see _embed_native)
-            embed = self.runs["embed-native"]
-            if plan.conv is None:
-                return list(embed(table, codes, parts, True))
-            e = embed(table, codes, 1, False)[0]  # (B, L, E)
-        else:
-            e = tf.gather(table, codes)  # (B, L, E)
+        if self.native and plan.conv is None:  # lookup and layout in one op, each way
+            return list(self.runs["embed-native"](plan.embedding.embeddings, codes, parts,
+                                                  True))
+        # Batch-major, tf.gather is as quick (and its gradient's values are de reshaped).
+        e = tf.gather(plan.embedding.embeddings, codes)  # (B, L, E)
         if plan.conv is None:
             return self._split(tf.transpose(e, [1, 0, 2]), parts)
         conv = plan.conv

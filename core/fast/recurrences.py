@@ -272,9 +272,10 @@ def _conv_pool_native(kernels):
 
 def _embed_native(kernels):
     """The embedding lookup as core/native's op: codes (B, L) in, the batch's rows in
-    ``parts`` slices out, each time-major (L, B / parts, E) as the LSTM ops read it (or
-    batch-major, as the convolution does): TensorFlow's gather, transpose and split, and
-    their gradients, in one op each way. The table's gradient is what tf.gather's is,
+    ``parts`` slices out, each time-major (L, B / parts, E) as the LSTM ops read it:
+    TensorFlow's gather, transpose and split, and their gradients, in one op each way (the
+    op can also lay them out batch-major; there tf.gather, which the CNN + LSTM uses, is
+    as quick). The table's gradient is what tf.gather's is,
     IndexedSlices with one slice per code in (b, l) order: Keras's Adam squares each slice
     on its own (tests/test_fast.py, test_one_optimizer_step_matches_plain_fit), so
     repeated codes must stay apart."""

@@ -1,7 +1,6 @@
 // TensorFlow ops around lstm_kernels.c: LabLstmForward and LabLstmBackward, LabConvPool(Grad)
-// and LabEmbed(Grad) (see there
-// and core/native.py). Each op runs on one core; core/fast.py runs a batch's halves as
-// two ops that TensorFlow executes concurrently.
+// and LabEmbed(Grad) (see there and core/native.py). Each op runs on one core; core/fast.py
+// runs a batch's halves as two ops that TensorFlow executes concurrently.
 #include <time.h>
 
 #include <algorithm>
