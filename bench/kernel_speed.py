@@ -154,8 +154,8 @@ def features_seconds(engine, x: np.ndarray, y: np.ndarray, batches: list, batch:
     def step(codes, left, right):
         with tf.GradientTape() as tape:
             pad = engine._features(tf.zeros([1, plan.maxlen], tf.int32), plan.pad_left,
-                                   plan.pad_right)[0][: plan.steps]
-            feats = engine._features(codes, left, right)[0]
+                                   plan.pad_right)[: plan.steps]
+            feats = engine._features(codes, left, right)
             total = tf.reduce_sum(pad) + tf.reduce_sum(feats * feats)
         return tape.gradient(total, variables)
 

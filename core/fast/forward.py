@@ -41,23 +41,17 @@ class _Forward:
         self.conv_native = self.native and plan.conv is not None \
             and getattr(plan.conv.activation, "__name__", "") == "relu"
 
-    # Features: embeddings, or conv + pool, time-major (T, B, F) in ``parts`` slices of the
-    # batch's rows (T, B / parts, F), the independent time loops of _recur.
-    def _features(self, codes, pad_left: int, pad_right: int, parts: int = 1) -> list:
+    # Features: embeddings, or conv + pool, time-major (T, B, F).
+    def _features(self, codes, pad_left: int, pad_right: int):
         tf, plan = self.tf, self.plan
-        if self.native and plan.conv is None:  # lookup and layout in one op, each way
-            return list(self.runs["embed-native"](plan.embedding.embeddings, codes, parts,
-                                                  True))
-        # Batch-major, tf.gather is as quick (and its gradient's values are de reshaped).
         e = tf.gather(plan.embedding.embeddings, codes)  # (B, L, E)
         if plan.conv is None:
-            return self._split(tf.transpose(e, [1, 0, 2]), parts)
+            return tf.transpose(e, [1, 0, 2])
         conv = plan.conv
         if self.conv_native:
-            return self._split(self.runs["conv-pool-native"](
+            return self.runs["conv-pool-native"](
                 e, conv.kernel, conv.bias, *(tf.cast(v, tf.int32)
-                                             for v in (pad_left, pad_right, plan.pool_size))),
-                parts)
+                                             for v in (pad_left, pad_right, plan.pool_size)))
         e = tf.pad(e, [[0, 0], [pad_left, pad_right], [0, 0]])  # 'same' zero padding
         if e.shape[0] == 1:  # a single row (the padding row): one matmul per tap, as a
             n_conv = e.shape[1] - conv.kernel.shape[0] + 1  # batch-1 conv's gradient is slow
@@ -69,40 +63,34 @@ class _Forward:
         # As Keras's MaxPooling1D (the same op, so the same gradient routing on ties); VALID
         # drops a last partial window.
         y = tf.nn.max_pool1d(y, plan.pool_size, plan.pool_size, "VALID")
-        return self._split(tf.transpose(y, [1, 0, 2]), parts)
+        return tf.transpose(y, [1, 0, 2])
 
-    def _split(self, feats, parts: int) -> list:
-        """Time-major feats (T, B, F) as ``parts`` slices of the batch's rows."""
-        return [feats] if parts == 1 else self.tf.split(feats, parts, axis=1)
-
-    def _concat(self, parts: list):
-        """The batch's rows back in one time-major tensor."""
-        return parts[0] if len(parts) == 1 else self.tf.concat(parts, axis=1)
-
-    def _recur(self, kind: str, layer, feats: list, state, start, end, sequences: bool):
-        """Steps [start, end) of one layer over time-major feats; returns (seq, state), seq
-        in the same slices of the batch's rows as ``feats``.
+    def _recur(self, kind: str, layer, feats, state, start, end, sequences: bool):
+        """Steps [start, end) of one layer over time-major feats; returns (seq, state).
 
         A batch is split into LOOP_SPLIT independent time loops (rows don't interact in
-        a recurrence), which TensorFlow runs concurrently on the CPU's cores. The slices
-        are made on the narrow features, before the input projection (by the native
-        embedding op itself, with no copy), and stay apart from layer to layer; the
-        candidate scale is folded into the small weight matrices: no pass over the wide
-        (T, B, G) projections beyond the matmul that makes them (and its gradient)."""
+        a recurrence), which TensorFlow runs concurrently on the CPU's cores. The split
+        is made on the narrow features, before the input projection, and the candidate
+        scale is folded into the small weight matrices: no pass over the wide (T, B, G)
+        projections beyond the matmul that makes them (and its gradient)."""
         tf = self.tf
         cell = layer.cell
         scale = tf.constant(_candidate_scale(kind, cell.units))
         weights = (cell.kernel * scale, (cell.bias if kind == "lstm" else cell.bias[0]) * scale,
                    cell.recurrent_kernel * scale)
-        rows = [f.shape[1] for f in feats]
-        states = [[tf.broadcast_to(s, [n, cell.units]) for n in rows] if s.shape[0] == 1
-                  else tf.split(s, rows, axis=0) for s in state]
+        batch = feats.shape[1]
+        state = [tf.broadcast_to(s, [batch, cell.units]) for s in state]
+        parts = LOOP_SPLIT if batch % LOOP_SPLIT == 0 and batch >= 2 * LOOP_SPLIT else 1
         outs = [self._recur_part(kind, cell, scale, weights, feats_p, state_p, start, end,
                                  sequences)
-                for feats_p, *state_p in zip(feats, *states)]
-        last = [a[0] if len(a) == 1 else tf.concat(list(a), axis=0)
-                for a in zip(*(o[1:] for o in outs))]
-        return [o[0] for o in outs], tuple(last)
+                for feats_p, *state_p in zip(*(tf.split(a, parts, axis=a.shape.rank - 2)
+                                               for a in [feats, *state]))]
+        if parts == 1:
+            seq, *last = outs[0]
+        else:
+            seq = tf.concat([o[0] for o in outs], axis=1) if sequences else outs[0][0]
+            last = [tf.concat(list(a), axis=0) for a in zip(*(o[1:] for o in outs))]
+        return seq, tuple(last)
 
     def _recur_part(self, kind: str, cell, scale, weights, feats_p, state_p, start, end,
                     sequences: bool):
@@ -142,11 +130,9 @@ class _Forward:
         left = tf.maximum(0, -q0) if tf.is_tensor(q0) else max(0, -q0)
         # The shared prefix: an all-padding row, run for steps [0, steps - n_steps).
         n_prefix = plan.steps - n_steps
-        pad_feats = [self._features(tf.zeros([1, plan.maxlen], tf.int32),
-                                    plan.pad_left, plan.pad_right)[0][: plan.steps]]
-        batch = codes.shape[0]
-        parts = LOOP_SPLIT if batch % LOOP_SPLIT == 0 and batch >= 2 * LOOP_SPLIT else 1
-        feats = self._features(codes, left, max(0, q1 - plan.maxlen), parts)
+        pad_feats = self._features(tf.zeros([1, plan.maxlen], tf.int32),
+                                   plan.pad_left, plan.pad_right)[: plan.steps]
+        feats = self._features(codes, left, max(0, q1 - plan.maxlen))
         start = window - n_steps
         for li, (kind, layer) in enumerate(plan.recurrent):
             sequences = li + 1 < len(plan.recurrent) or plan.pool is not None
@@ -154,10 +140,8 @@ class _Forward:
             pad_feats, state = self._recur(kind, layer, pad_feats, zeros, 0, n_prefix,
                                            sequences)
             feats, last = self._recur(kind, layer, feats, state, start, window, sequences)
-        h = last[0] if plan.pool is None else self._max_pool(pad_feats[0], self._concat(feats),
-                                                             n_prefix, start)
+        h = last[0] if plan.pool is None else self._max_pool(pad_feats, feats, n_prefix, start)
         for layer in plan.after:
             h = layer(h, training=training)
         head = plan.head
         return (tf.matmul(h, head.kernel) + head.bias)[:, 0]
-

@@ -39,7 +39,6 @@ def recurrences(with_native: bool = False) -> dict[str, Any]:
         runs |= {("lstm-native", s): _lstm_native_layer(native.ops()[0], s)
                  for s in (False, True)}
         runs["conv-pool-native"] = _conv_pool_native(native.ops()[0])
-        runs["embed-native"] = _embed_native(native.ops()[0])
     return runs
 
 
@@ -268,29 +267,3 @@ def _conv_pool_native(kernels):
         return out, grad
 
     return run
-
-
-def _embed_native(kernels):
-    """The embedding lookup as core/native's op: codes (B, L) in, the batch's rows in
-    ``parts`` slices out, each time-major (L, B / parts, E) as the LSTM ops read it:
-    TensorFlow's gather, transpose and split, and their gradients, in one op each way (the
-    op can also lay them out batch-major; there tf.gather, which the CNN + LSTM uses, is
-    as quick). The table's gradient is what tf.gather's is,
-    IndexedSlices with one slice per code in (b, l) order: Keras's Adam squares each slice
-    on its own (tests/test_fast.py, test_one_optimizer_step_matches_plain_fit), so
-    repeated codes must stay apart."""
-    def embed(table, codes, parts: int, time_major: bool):
-        @tf.custom_gradient
-        def run(table):
-            outs = kernels.lab_embed(table, codes, parts=parts, time_major=time_major)
-
-            def grad(*douts):
-                douts = [_zeros_or(d, o) for d, o in zip(douts, outs)]
-                values = kernels.lab_embed_grad(table, codes, douts, time_major=time_major)
-                return tf.IndexedSlices(values, tf.reshape(codes, [-1]), tf.shape(table))
-
-            return outs, grad
-
-        return run(tf.convert_to_tensor(table))
-
-    return embed

@@ -2,7 +2,7 @@
 
 lstm_kernels.c (beside this file) runs a whole LSTM layer's forward or backward pass in
 one call (see its header for why), and the CNN + LSTM's Conv1D + ReLU + MaxPooling1D;
-lstm_op.cc wraps them, and the embedding lookup, as six TensorFlow ops. They are
+lstm_op.cc wraps them as four TensorFlow ops. They are
 compiled here with the system's C/C++ compiler against the installed TensorFlow's headers
 and ``-march=native``, once per source/TensorFlow/CPU combination (~15 s), into
 ``build/native/`` (or ``$LAB_NATIVE_DIR``). Concurrent workers wait on a file lock rather

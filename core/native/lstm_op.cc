@@ -1,13 +1,12 @@
-// TensorFlow ops around lstm_kernels.c: LabLstmForward and LabLstmBackward, LabConvPool(Grad)
-// and LabEmbed(Grad) (see there and core/native.py). Each op runs on one core; core/fast.py
-// runs a batch's halves as two ops that TensorFlow executes concurrently.
+// TensorFlow ops around lstm_kernels.c: LabLstmForward and LabLstmBackward (see there
+// and core/native.py). Each op runs on one core; core/fast.py runs a batch's halves as
+// two ops that TensorFlow executes concurrently.
 #include <time.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <limits>
-#include <vector>
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -32,10 +31,6 @@ void lab_conv_pool_backward(int B, int L, int E, int K, int C, int pl, int pr, i
                             const float *e, const float *kernel, const float *out,
                             const unsigned char *which, const float *dout, float *de,
                             float *dkernel, float *dbias, float *scratch);
-void lab_embed_forward(int B, int L, int E, int parts, int time_major, const float *table,
-                       const int *codes, float *const *out);
-void lab_embed_backward(int B, int L, int E, int parts, int time_major, const float *const *dout,
-                        float *values);
 }
 
 namespace {
@@ -295,98 +290,6 @@ class ConvPoolGradOp : public OpKernel {
   }
 };
 
-// The embedding lookup (see lab_embed_forward): table (V, E), codes (B, L) with
-// 0 <= codes < V, B a multiple of the attribute ``parts``; each part (L, B / parts, E)
-// time-major or (B / parts, L, E).
-struct EmbedSizes {
-  int V, E, B, L, R;
-};
-
-absl::Status ReadEmbed(const char *op, const Tensor &table, const Tensor &codes, int parts,
-                       EmbedSizes *s) {
-  using ::tensorflow::errors::InvalidArgument;
-  if (table.dims() != 2 || codes.dims() != 2)
-    return InvalidArgument(op, ": need table (vocabulary, features) and codes (batch, "
-                           "length), got ", table.shape().DebugString(), " and ",
-                           codes.shape().DebugString());
-  if (codes.dim_size(0) % parts != 0)
-    return InvalidArgument(op, ": codes' batch (", codes.dim_size(0),
-                           ") must be a multiple of parts (", parts, ")");
-  const double limit = std::numeric_limits<int>::max();
-  if (double(table.dim_size(0)) * table.dim_size(1) > limit ||
-      double(codes.NumElements()) * std::max<int64_t>(table.dim_size(1), 1) > limit)
-    return InvalidArgument(op, ": sizes too large for the kernels' int indexing");
-  *s = {static_cast<int>(table.dim_size(0)), static_cast<int>(table.dim_size(1)),
-        static_cast<int>(codes.dim_size(0)), static_cast<int>(codes.dim_size(1)), 0};
-  s->R = s->B / parts;
-  const auto flat = codes.flat<int32_t>();
-  for (int64_t i = 0; i < flat.size(); i++)
-    if (flat(i) < 0 || flat(i) >= s->V)
-      return InvalidArgument(op, ": codes[", i / std::max(s->L, 1), ",",
-                             i % std::max(s->L, 1), "] = ", flat(i), " is not in [0, ", s->V,
-                             ")");
-  return absl::OkStatus();
-}
-
-TensorShape EmbedPartShape(const EmbedSizes &s, bool time_major) {
-  return time_major ? TensorShape({s.L, s.R, s.E}) : TensorShape({s.R, s.L, s.E});
-}
-
-// Both embedding ops: the attributes parts and time_major.
-class EmbedOpBase : public OpKernel {
- public:
-  explicit EmbedOpBase(OpKernelConstruction *ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("parts", &parts_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("time_major", &time_major_));
-  }
-
- protected:
-  int parts_;
-  bool time_major_;
-};
-
-class EmbedOp : public EmbedOpBase {
- public:
-  using EmbedOpBase::EmbedOpBase;
-  void Compute(OpKernelContext *ctx) override {
-    const CpuTimer timer;
-    const Tensor &table = ctx->input(0), &codes = ctx->input(1);
-    EmbedSizes s;
-    OP_REQUIRES_OK(ctx, ReadEmbed("LabEmbed", table, codes, parts_, &s));
-    std::vector<float *> out(parts_);
-    for (int p = 0; p < parts_; p++) {
-      Tensor *t;
-      OP_REQUIRES_OK(ctx, ctx->allocate_output(p, EmbedPartShape(s, time_major_), &t));
-      out[p] = F32(t);
-    }
-    lab_embed_forward(s.B, s.L, s.E, parts_, time_major_, F32(table),
-                      codes.flat<int32_t>().data(), out.data());
-  }
-};
-
-class EmbedGradOp : public EmbedOpBase {
- public:
-  using EmbedOpBase::EmbedOpBase;
-  void Compute(OpKernelContext *ctx) override {
-    const CpuTimer timer;
-    const char *op = "LabEmbedGrad";
-    const Tensor &table = ctx->input(0), &codes = ctx->input(1);
-    EmbedSizes s;
-    OP_REQUIRES_OK(ctx, ReadEmbed(op, table, codes, parts_, &s));
-    std::vector<const float *> dout(parts_);
-    for (int p = 0; p < parts_; p++) {
-      const Tensor &d = ctx->input(2 + p);
-      OP_REQUIRES_OK(ctx, Expect(op, "dfeats", d, EmbedPartShape(s, time_major_),
-                                 "a part of the lookup's output"));
-      dout[p] = F32(d);
-    }
-    Tensor *values;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({int64_t{s.B} * s.L, s.E}),
-                                             &values));
-    lab_embed_backward(s.B, s.L, s.E, parts_, time_major_, dout.data(), F32(values));
-  }
-};
-
 // Graph construction fails early (ValueError in Python) on an input of the wrong rank
 // (-1: any); the kernels check every size again when they run.
 absl::Status Ranks(InferenceContext *c, std::initializer_list<int> ranks) {
@@ -496,46 +399,6 @@ REGISTER_OP("LabConvPoolGrad")
       c->set_output(2, c->Vector(c->Dim(c->input(1), 2)));
       return absl::OkStatus();
     });
-
-REGISTER_OP("LabEmbed")
-    .Input("table: float")
-    .Input("codes: int32")
-    .Output("feats: parts * float")
-    .Attr("parts: int >= 1")
-    .Attr("time_major: bool")
-    .SetShapeFn([](InferenceContext *c) {
-      TF_RETURN_IF_ERROR(Ranks(c, {2, 2}));
-      int parts;
-      bool time_major;
-      TF_RETURN_IF_ERROR(c->GetAttr("parts", &parts));
-      TF_RETURN_IF_ERROR(c->GetAttr("time_major", &time_major));
-      ShapeHandle codes = c->input(1);
-      auto rows = c->UnknownDim();
-      if (c->ValueKnown(c->Dim(codes, 0))) rows = c->MakeDim(c->Value(c->Dim(codes, 0)) / parts);
-      const auto steps = c->Dim(codes, 1), width = c->Dim(c->input(0), 1);
-      ShapeHandle part = time_major ? c->MakeShape({steps, rows, width})
-                                    : c->MakeShape({rows, steps, width});
-      for (int p = 0; p < parts; p++) c->set_output(p, part);
-      return absl::OkStatus();
-    });
-
-REGISTER_OP("LabEmbedGrad")
-    .Input("table: float")
-    .Input("codes: int32")
-    .Input("dfeats: parts * float")
-    .Output("values: float")
-    .Attr("parts: int >= 1")
-    .Attr("time_major: bool")
-    .SetShapeFn([](InferenceContext *c) {
-      TF_RETURN_IF_ERROR(Ranks(c, {2, 2}));
-      ::tensorflow::shape_inference::DimensionHandle rows;
-      TF_RETURN_IF_ERROR(c->Multiply(c->Dim(c->input(1), 0), c->Dim(c->input(1), 1), &rows));
-      c->set_output(0, c->MakeShape({rows, c->Dim(c->input(0), 1)}));
-      return absl::OkStatus();
-    });
-
-REGISTER_KERNEL_BUILDER(Name("LabEmbed").Device(tensorflow::DEVICE_CPU), EmbedOp);
-REGISTER_KERNEL_BUILDER(Name("LabEmbedGrad").Device(tensorflow::DEVICE_CPU), EmbedGradOp);
 
 REGISTER_KERNEL_BUILDER(Name("LabConvPool").Device(tensorflow::DEVICE_CPU), ConvPoolOp);
 REGISTER_KERNEL_BUILDER(Name("LabConvPoolGrad").Device(tensorflow::DEVICE_CPU), ConvPoolGradOp);
