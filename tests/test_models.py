@@ -60,3 +60,13 @@ def test_plain_python_layer_table_equals_keras(arch, sizes):
     assert [(r.name, r.params, r.shape) for r in shapes.layers_of(cfg)] == [
         (layer.name, layer.count_params(), tuple(layer.output.shape)) for layer in model.layers]
     assert shapes.summary(cfg) == summary_text(model)
+
+
+def test_the_pooled_bidirectional_cnn_lstm_pools_both_directions_of_every_step():
+    cfg = load_config({"architecture": "cnn-bilstm-pool", "top_words": 50, "maxlen": 12,
+                       "units": 3, "embedding_dim": 4, "conv_filters": 2, "pool_size": 2})
+    model = build_model(cfg)
+    assert tuple(model.get_layer("bilstm").output.shape) == (None, 6, 6)
+    assert tuple(model.get_layer("mean_max").output.shape) == (None, 12)
+    # Only Keras's own layers: the run store loads it with safe_mode=True.
+    assert all(type(layer).__module__.startswith("keras.") for layer in model.layers)
