@@ -77,9 +77,10 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     },
     "cnn-bilstm-pool": {
         "label": "CNN + bidirectional LSTM + mean/max pooling",
-        "help": "The CNN front end, then an LSTM reading forwards and one reading backwards; "
-        "their states after every step are averaged and max-pooled over the review, then "
-        "dropout. No exact fast mode (the backward LSTM reads the padding last).",
+        "help": "Dropout of whole embedding channels, the CNN front end, then an LSTM "
+        "reading forwards and one reading backwards; their states after every step are "
+        "averaged and max-pooled over the review, then dropout (the same rate). No exact "
+        "fast mode (the backward LSTM reads the padding last).",
         "uses": ("embedding_dim", "units", "dropout", "conv_filters", "kernel_size",
                  "pool_size"),
     },

@@ -119,10 +119,12 @@ def build_cnn_lstm_maxpool_dropout(cfg: TrainConfig) -> keras.Model:
 
 
 def build_cnn_bilstm_pool(cfg: TrainConfig) -> keras.Model:
-    """The CNN front end, then a bidirectional LSTM whose states after every step (of both
-    directions) are mean- and max-pooled over the review, then dropout."""
+    """Dropout of whole embedding channels, the CNN front end, then a bidirectional LSTM
+    whose states after every step (of both directions) are mean- and max-pooled over the
+    review, then dropout."""
     inputs = _inputs(cfg)
-    x = _conv_pool(cfg, _embed(cfg, inputs))
+    x = layers.SpatialDropout1D(cfg.dropout, name="embedding_dropout")(_embed(cfg, inputs))
+    x = _conv_pool(cfg, x)
     x = layers.Bidirectional(layers.LSTM(cfg.units, return_sequences=True), name="bilstm")(x)
     x = layers.Concatenate(name="mean_max")([layers.GlobalAveragePooling1D(name="mean_pool")(x),
                                              layers.GlobalMaxPooling1D(name="max_pool")(x)])

@@ -118,6 +118,7 @@ def _lstm_maxpool(cfg: TrainConfig, dropout: bool = False, conv: bool = False
 
 def _cnn_bilstm_pool(cfg: TrainConfig) -> list[LayerRow]:
     rows = _start(cfg)
+    rows.append(LayerRow("embedding_dropout", "SpatialDropout1D", rows[-1].shape, 0))
     _conv_pool(cfg, rows)
     steps, n_in = rows[-1].shape[1], rows[-1].shape[-1]
     rows.append(LayerRow("bilstm", "Bidirectional", (None, steps, 2 * cfg.units),
