@@ -70,6 +70,9 @@ def test_the_pooled_bidirectional_cnn_lstm_pools_both_directions_of_every_step(t
     model = build_model(cfg)
     assert tuple(model.get_layer("bilstm").output.shape) == (None, 6, 6)
     assert tuple(model.get_layer("mean_max").output.shape) == (None, 12)
+    from core.fast.plan import inference_plan
+
+    assert inference_plan(model) is None  # no shared padding prefix: Keras predicts it
     # Keras's own layers only: it loads in safe mode as the run store does, same outputs.
     x = np.random.default_rng(1).integers(0, 50, size=(3, 12))
     path = tmp_path / "model.keras"
