@@ -75,6 +75,15 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "uses": ("embedding_dim", "units", "dropout", "conv_filters", "kernel_size",
                  "pool_size"),
     },
+    "cnn-bilstm-pool": {
+        "label": "CNN + bidirectional LSTM + mean/max pooling",
+        "help": "Dropout of whole embedding channels, the CNN front end, then an LSTM "
+        "reading forwards and one reading backwards; their states after every step are "
+        "averaged and max-pooled over the review, then dropout (the same rate). No exact "
+        "fast mode (the backward LSTM reads the padding last).",
+        "uses": ("embedding_dim", "units", "dropout", "conv_filters", "kernel_size",
+                 "pool_size"),
+    },
     # Beyond the tutorial: bag-of-n-grams baselines. Their bigrams are extra vocabulary ids
     # (core.text, learned from the training reviews and saved with the run's encoder).
     "bigram-fasttext": {

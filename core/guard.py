@@ -109,6 +109,10 @@ class Estimate:
                 f"{self.memory_bytes / 2**30:.1f} GiB of memory")
 
 
+# Architectures whose recurrence runs twice per step (forwards and backwards).
+BIDIRECTIONAL = ("bilstm", "cnn-bilstm-pool")
+
+
 def _recurrent_flops(cfg: TrainConfig, n_in: int, gates: int) -> float:
     return 2.0 * gates * cfg.units * (n_in + cfg.units + 1)
 
@@ -133,7 +137,7 @@ def flops_per_sample(cfg: TrainConfig) -> tuple[float, int]:
     gates = 3 if arch == "gru" else 4
     per_step = _recurrent_flops(cfg, rnn_in, gates)
     floats += (gates + 2) * cfg.units
-    if arch == "bilstm":
+    if arch in BIDIRECTIONAL:
         per_step *= 2
         floats *= 2
     elif arch == "stacked-lstm":
@@ -145,7 +149,8 @@ def flops_per_sample(cfg: TrainConfig) -> tuple[float, int]:
 
 def loop_steps(cfg: TrainConfig) -> int:
     """Recurrent time steps per batch (all layers and directions), each with a fixed cost."""
-    return recurrent_steps(cfg) * (2 if cfg.architecture in ("bilstm", "stacked-lstm") else 1)
+    two = BIDIRECTIONAL + ("stacked-lstm",)
+    return recurrent_steps(cfg) * (2 if cfg.architecture in two else 1)
 
 
 _LENGTHS: dict[tuple[str, str], np.ndarray] = {}

@@ -118,6 +118,20 @@ def build_cnn_lstm_maxpool_dropout(cfg: TrainConfig) -> keras.Model:
     return keras.Model(inputs, _head(x), name="cnn_lstm_maxpool_dropout")
 
 
+def build_cnn_bilstm_pool(cfg: TrainConfig) -> keras.Model:
+    """Dropout of whole embedding channels, the CNN front end, then a bidirectional LSTM
+    whose states after every step (of both directions) are mean- and max-pooled over the
+    review, then dropout."""
+    inputs = _inputs(cfg)
+    x = layers.SpatialDropout1D(cfg.dropout, name="embedding_dropout")(_embed(cfg, inputs))
+    x = _conv_pool(cfg, x)
+    x = layers.Bidirectional(layers.LSTM(cfg.units, return_sequences=True), name="bilstm")(x)
+    x = layers.Concatenate(name="mean_max")([layers.GlobalAveragePooling1D(name="mean_pool")(x),
+                                             layers.GlobalMaxPooling1D(name="max_pool")(x)])
+    x = layers.Dropout(cfg.dropout, name="pool_dropout")(x)
+    return keras.Model(inputs, _head(x), name="cnn_bilstm_pool")
+
+
 def ngram_input_dim(cfg: TrainConfig) -> int:
     """Word codes below top_words, then one id per kept bigram (core.text)."""
     return cfg.top_words + cfg.bigrams
@@ -180,6 +194,7 @@ BUILDERS: dict[str, Callable[[TrainConfig], keras.Model]] = {
     "lstm-maxpool": build_lstm_maxpool,
     "lstm-maxpool-dropout": build_lstm_maxpool_dropout,
     "cnn-lstm-maxpool-dropout": build_cnn_lstm_maxpool_dropout,
+    "cnn-bilstm-pool": build_cnn_bilstm_pool,
     "bigram-fasttext": build_bigram_fasttext,
     "nbsvm-bigram": build_nbsvm_bigram,
 }

@@ -116,6 +116,21 @@ def _lstm_maxpool(cfg: TrainConfig, dropout: bool = False, conv: bool = False
     return _head(rows)
 
 
+def _cnn_bilstm_pool(cfg: TrainConfig) -> list[LayerRow]:
+    rows = _start(cfg)
+    rows.append(LayerRow("embedding_dropout", "SpatialDropout1D", rows[-1].shape, 0))
+    _conv_pool(cfg, rows)
+    steps, n_in = rows[-1].shape[1], rows[-1].shape[-1]
+    rows.append(LayerRow("bilstm", "Bidirectional", (None, steps, 2 * cfg.units),
+                         2 * _lstm(n_in, cfg.units)))
+    for name, kind in (("mean_pool", "GlobalAveragePooling1D"),
+                       ("max_pool", "GlobalMaxPooling1D")):
+        rows.append(LayerRow(name, kind, (None, 2 * cfg.units), 0))
+    rows.append(LayerRow("mean_max", "Concatenate", (None, 4 * cfg.units), 0))
+    _dropout(rows, "pool_dropout")
+    return _head(rows)
+
+
 def _bigram_fasttext(cfg: TrainConfig) -> list[LayerRow]:
     dim = cfg.top_words + cfg.bigrams  # core.models.ngram_input_dim
     rows = [LayerRow("codes", "InputLayer", (None, cfg.maxlen), 0),
@@ -149,6 +164,7 @@ LAYERS: dict[str, tuple[str, Callable[[TrainConfig], list[LayerRow]]]] = {
                              lambda cfg: _lstm_maxpool(cfg, dropout=True)),
     "cnn-lstm-maxpool-dropout": ("cnn_lstm_maxpool_dropout",
                                  lambda cfg: _lstm_maxpool(cfg, dropout=True, conv=True)),
+    "cnn-bilstm-pool": ("cnn_bilstm_pool", _cnn_bilstm_pool),
     "bigram-fasttext": ("bigram_fasttext", _bigram_fasttext),
     "nbsvm-bigram": ("nbsvm_bigram", _nbsvm_bigram),
 }

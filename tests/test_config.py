@@ -218,3 +218,19 @@ def test_the_max_pooled_lstm_reads_embedding_and_units_and_is_exact_in_fast_mode
     cfg = load_config({"architecture": "lstm-maxpool-dropout", "dropout": 0.5})
     assert validate(cfg, 100, 100) == [] and "dropout" in cfg.uses()
     assert fast.applies(cfg)[0]
+
+
+def test_the_pooled_bidirectional_cnn_lstm_reads_the_cnn_fields_and_trains_plain():
+    from core import fast, guard
+
+    cfg = load_config({"architecture": "cnn-bilstm-pool", "units": 16, "dropout": 0.3,
+                       "pool_size": 4})
+    assert validate(cfg, 100, 100) == []
+    assert {"embedding_dim", "units", "dropout", "conv_filters", "kernel_size",
+            "pool_size"} <= set(cfg.uses())
+    used, reason = fast.applies(cfg)  # the backward LSTM reads the padding last
+    assert not used and "plain Keras fit" in reason
+    # Cost: both directions over the pooled steps.
+    assert guard.loop_steps(cfg) == 2 * (cfg.maxlen // 4)
+    assert any(e.startswith("kernel_size:") for e in validate(load_config(
+        {"architecture": "cnn-bilstm-pool", "maxlen": 2, "kernel_size": 3})))

@@ -27,6 +27,7 @@ from core.fast_check import (  # noqa: E402
     reviews,
     small_config,
 )
+from core.guard import BIDIRECTIONAL  # noqa: E402
 from core.models import build_model, compile_model  # noqa: E402
 from core.text import pad_pre  # noqa: E402
 
@@ -324,8 +325,9 @@ def test_one_optimizer_step_matches_plain_fit():
 # -- prediction ------------------------------------------------------------------------------
 
 
-# Every recurrent architecture but the bidirectional one (the n-gram models have no steps).
-RECURRENT = [a for a in ARCHITECTURES if a != "bilstm" and "bigrams" not in ARCHITECTURES[a]["uses"]]
+# Every recurrent architecture but the bidirectional ones (the n-gram models have no steps).
+RECURRENT = [a for a in ARCHITECTURES
+             if a not in BIDIRECTIONAL and "bigrams" not in ARCHITECTURES[a]["uses"]]
 
 
 @pytest.mark.parametrize("arch", RECURRENT)

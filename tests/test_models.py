@@ -129,3 +129,22 @@ def test_lazy_adam_trains_the_fasttext_embedding_sparsely_and_the_rest_as_adam()
                            after_first[[5, 6, 7]])  # dense Adam: momentum moves them
     np.testing.assert_allclose(model.get_layer("output").get_weights()[0],
                                twin.get_layer("output").get_weights()[0], rtol=1e-5)
+
+
+def test_the_pooled_bidirectional_cnn_lstm_pools_both_directions_of_every_step(tmp_path):
+    import keras
+
+    cfg = load_config({"architecture": "cnn-bilstm-pool", "top_words": 50, "maxlen": 12,
+                       "units": 3, "embedding_dim": 4, "conv_filters": 2, "pool_size": 2})
+    model = build_model(cfg)
+    assert tuple(model.get_layer("bilstm").output.shape) == (None, 6, 6)
+    assert tuple(model.get_layer("mean_max").output.shape) == (None, 12)
+    from core.fast.plan import inference_plan
+
+    assert inference_plan(model) is None  # no shared padding prefix: Keras predicts it
+    # Keras's own layers only: it loads in safe mode as the run store does, same outputs.
+    x = np.random.default_rng(1).integers(0, 50, size=(3, 12))
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, compile=False, safe_mode=True)
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), rtol=1e-6)
