@@ -106,6 +106,10 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     },
 }
 
+# Architectures whose recurrence runs twice per step, forwards and backwards (the backward
+# LSTM reads a review's padding last: no exact fast mode; twice the recurrent cost).
+BIDIRECTIONAL = ("bilstm", "cnn-bilstm-pool")
+
 OPTIMIZERS = ("adam", "lazy-adam", "rmsprop", "sgd", "adagrad", "nadam")
 
 # Hyperparameters every architecture uses.

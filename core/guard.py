@@ -24,7 +24,7 @@ import numpy as np
 import psutil
 
 from core import fmt
-from core.config import ConfigError, TrainConfig
+from core.config import BIDIRECTIONAL, ConfigError, TrainConfig
 
 # All times below: seconds on the 2-core build machine, calibrated 2026-11-30 with
 # ``bench/estimates.py --calibrate``, which fits each constant to the phases of nine jobs
@@ -107,10 +107,6 @@ class Estimate:
                 f"~{self.other_seconds:.0f} s to start, "
                 "trace, test and save) and "
                 f"{self.memory_bytes / 2**30:.1f} GiB of memory")
-
-
-# Architectures whose recurrence runs twice per step (forwards and backwards).
-BIDIRECTIONAL = ("bilstm", "cnn-bilstm-pool")
 
 
 def _recurrent_flops(cfg: TrainConfig, n_in: int, gates: int) -> float:

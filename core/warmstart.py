@@ -84,10 +84,10 @@ def dataset():
 def keep_data(cfg: TrainConfig) -> float:
     """Load and keep the dataset view, and both splits padded for ``cfg`` (read-only);
     returns the seconds it took."""
-    from core.data import fingerprint, load_dataset
+    from core.data import fingerprint
 
     t0 = time.monotonic()
-    ds = dataset() if _kept["dataset"] is not None else load_dataset()
+    ds = dataset()
     if ds is _kept["dataset"] and ("test", cfg.top_words, cfg.maxlen) in _kept["arrays"]:
         return time.monotonic() - t0
     _kept.update(dataset=ds, fingerprint=fingerprint(ds.source), arrays={})

@@ -156,14 +156,15 @@ def wait_until_needed(store: RunStore, run_id: str, handed=lambda: False) -> Non
         time.sleep(NEEDED_POLL_S)
 
 
-def prepare(store: RunStore) -> None:
+def prepare(store: RunStore, cfg=None) -> None:
     """A warm worker's head start (core/warmstart.py): the dataset view kept and padded,
-    and the likeliest run's model built and traced. A failure here only costs that head start."""
+    and ``cfg``'s model (else the likeliest run's) built and traced. A failure here only
+    costs that head start."""
     from core import warmstart
 
     t0 = time.monotonic()
     try:
-        cfg = warmstart.likeliest_config(store)
+        cfg = cfg or warmstart.likeliest_config(store)
         loaded = warmstart.keep_data(cfg)
         done = warmstart.prepare(cfg)
         print(f"warm worker {os.getpid()}: data {loaded:.1f} s; {done}; ready after "
@@ -196,7 +197,7 @@ class Reprepare:
             self.seen = key
             if wanted:
                 self.tried = key
-                prepare(store)
+                prepare(store, cfg)  # the run just read, not a second look at the queue
             return wanted
         finally:
             store.close()

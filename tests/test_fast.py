@@ -14,7 +14,7 @@ tf = pytest.importorskip("tensorflow")
 
 from conftest import tiny_config  # noqa: E402
 from core import fast, native  # noqa: E402
-from core.config import ARCHITECTURES  # noqa: E402
+from core.config import ARCHITECTURES, BIDIRECTIONAL  # noqa: E402
 from core.fast_check import (  # noqa: E402
     ATOL,
     EXACT_CASES,
@@ -27,7 +27,6 @@ from core.fast_check import (  # noqa: E402
     reviews,
     small_config,
 )
-from core.guard import BIDIRECTIONAL  # noqa: E402
 from core.models import build_model, compile_model  # noqa: E402
 from core.text import pad_pre  # noqa: E402
 

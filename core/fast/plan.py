@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from core.config import TrainConfig
+from core.config import BIDIRECTIONAL, TrainConfig
 
 # Bucket lengths (recurrent steps a batch runs) are rounded up to a multiple of this,
 # so reviews of nearly the same length share batches across epochs' shuffles.
@@ -57,8 +57,8 @@ def applies(cfg: TrainConfig) -> tuple[bool, str]:
         return False, (f"{arch}: {DROPOUT_BEFORE_RECURRENCE[arch]} draws a different mask at "
                        "every padding position of every review, so the padding prefix is not "
                        f"shared and skipping it would change training; {plain}")
-    if arch == "bilstm":
-        return False, ("bilstm: the backward LSTM reads the padding last, after each review's "
+    if arch in BIDIRECTIONAL:
+        return False, (f"{arch}: the backward LSTM reads the padding last, after each review's "
                        "own words, so its state there differs per review and cannot be "
                        f"shared; {plain}")
     return False, f"{arch}: no exact fast mode for this architecture; {plain}"
