@@ -85,8 +85,9 @@ def ngram_inspector(info: dict) -> None:
     """The n-gram features of the tokenization inspector (n-gram models only)."""
     if not info.get("ngrams"):
         return
-    how = ("appended after the words, in order" if info["ngrams"] == "append" else
-           "with the distinct words, as one sorted set of binary features")
+    how = {"append": "appended after the words, in order",
+           "inline": "each right after its second word, in reading order"}.get(
+        info["ngrams"], "with the distinct words, as one sorted set of binary features")
     st.caption(f"This model also reads word pairs: {len(info['bigrams'])} of the review's "
                f"bigrams are in its vocabulary (index = top words + rank), {how}; "
                f"{info['features']} features in all, cut or padded to maxlen {info['maxlen']}.")

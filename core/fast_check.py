@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from core.config import TrainConfig, load_config
+from core.config import TrainConfig, input_dim, load_config
 from core.text import pad_pre
 
 # Tolerance for "the same function" in float32.
@@ -39,6 +39,7 @@ EXACT_CASES = [
     ("cnn-lstm", {"kernel_size": 4, "pool_size": 3, "maxlen": 47}),  # even kernel, ragged pool
     ("cnn-lstm", {"kernel_size": 5, "pool_size": 2, "maxlen": 45}),  # halo wider than pool
     ("cnn-lstm", {"kernel_size": 2, "pool_size": 4, "maxlen": 50}),  # pool drops the last codes
+    ("cnn-lstm-bigrams", {"bigrams": 30}),  # codes hold bigram ids too
     ("lstm-dropout", {"dropout": 0.0}),
     ("cnn-lstm-dropout", {"dropout": 0.0}),
 ]
@@ -79,9 +80,10 @@ def random_model(cfg: TrainConfig, seed: int = 1, scale: float = 0.5):
 
 def reviews(cfg: TrainConfig, lengths: list[int], seed: int = 0
             ) -> tuple[np.ndarray, np.ndarray]:
-    """Padded rows ('pre', as training pads) of random codes >= 1, and labels."""
+    """Padded rows ('pre', as training pads) of random ids >= 1 (bigram ids included where
+    the model reads them), and labels."""
     rng = np.random.default_rng(seed)
-    seqs = [list(rng.integers(1, cfg.top_words, n)) for n in lengths]
+    seqs = [list(rng.integers(1, input_dim(cfg), n)) for n in lengths]
     return pad_pre(seqs, cfg.maxlen), rng.integers(0, 2, len(lengths)).astype(np.float32)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import psutil
 
 from core import fmt
-from core.config import BIDIRECTIONAL, ConfigError, TrainConfig
+from core.config import ARCHITECTURES, BIDIRECTIONAL, ConfigError, TrainConfig, input_dim
 
 # All times below: seconds on the 2-core build machine, calibrated 2026-11-30 with
 # ``bench/estimates.py --calibrate``, which fits each constant to the phases of nine jobs
@@ -75,6 +75,10 @@ BUCKET_FACTOR = 1.05
 # Mean words per review of the real IMDB data (train 234, test 228; a long tail: median
 # 174, max 2,473): used when the data's own lengths are not on disk yet.
 DEFAULT_MEAN_WORDS = 230.0
+# Ids per word (the start token's included) in rows that carry each known bigram's id after
+# its second word (core.text "inline"): 1.74 on aclImdb's training reviews for 5,000 words +
+# 40,000 bigrams (lstm-best), 1.65 for 20,000 bigrams, 1.39 for 2,000 (measured 2026-11-30).
+INLINE_IDS_PER_WORD = 1.74
 # Bytes kept per float per (sample, step) for backprop, including TF's loop overhead.
 ACTIVATION_OVERHEAD = 3.0
 FLOAT_BYTES = 4
@@ -183,17 +187,20 @@ def data_lengths() -> np.ndarray | None:
 
 def mean_steps(cfg: TrainConfig, lengths: np.ndarray | None = None) -> float:
     """Recurrent steps the first recurrent layer runs per review in fast mode: each
-    review's own codes (its words and the start token) up to maxlen (after the CNN's
+    review's own codes (its words and the start token; with bigram ids in reading order,
+    INLINE_IDS_PER_WORD ids per word) up to maxlen (after the CNN's
     pooling), from ``lengths`` (words per review; default: the data in use's first
     train_size reviews) or, unknown, DEFAULT_MEAN_WORDS with an exponential tail."""
     if lengths is None:
         lengths = data_lengths()
         if lengths is not None and cfg.train_size:
             lengths = lengths[:cfg.train_size]
+    inline = ARCHITECTURES[cfg.architecture].get("ngrams") == "inline"
+    per_word = INLINE_IDS_PER_WORD if inline else 1.0
     if lengths is not None and len(lengths):
-        steps = float(np.minimum(np.asarray(lengths) + 1, cfg.maxlen).mean())
+        steps = float(np.minimum((np.asarray(lengths) + 1) * per_word, cfg.maxlen).mean())
     else:
-        m = DEFAULT_MEAN_WORDS + 1
+        m = (DEFAULT_MEAN_WORDS + 1) * per_word
         steps = m * (1 - math.exp(-cfg.maxlen / m))
     if cfg.architecture.startswith("cnn"):
         steps = steps / cfg.pool_size
@@ -232,7 +239,7 @@ def estimate(cfg: TrainConfig, n_train: int | None = None, n_test: int | None = 
                      + batches * loop_steps(cfg) * STEP_OVERHEAD_S + EPOCH_OVERHEAD_S)
         testing = TEST_OVERHEAD_S + fwd * n_tested / PLAIN_PREDICT_FLOPS_PER_S
         trace = PLAIN_TRACE_S
-    params = cfg.top_words * cfg.embedding_dim + 8 * cfg.units * (cfg.units + cfg.embedding_dim)
+    params = input_dim(cfg) * cfg.embedding_dim + 8 * cfg.units * (cfg.units + cfg.embedding_dim)
     memory = (cfg.batch_size * cfg.maxlen * floats * FLOAT_BYTES * ACTIVATION_OVERHEAD
               + 2 * n * cfg.maxlen * FLOAT_BYTES  # padded train + test arrays (int32)
               + 4 * params * FLOAT_BYTES  # weights, gradients, two Adam slots

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import keras
 from keras import layers
 
-from core.config import ARCHITECTURES, TrainConfig
+from core.config import ARCHITECTURES, TrainConfig, input_dim
 from core.shapes import LayerRow, format_summary
 
 # Sigmoid output: probability that the review is positive.
@@ -25,7 +25,7 @@ def _inputs(cfg: TrainConfig) -> keras.KerasTensor:
 
 
 def _embed(cfg: TrainConfig, x):
-    return layers.Embedding(cfg.top_words, cfg.embedding_dim, name="embedding")(x)
+    return layers.Embedding(input_dim(cfg), cfg.embedding_dim, name="embedding")(x)
 
 
 def _head(x):
@@ -55,10 +55,12 @@ def _conv_pool(cfg: TrainConfig, x):
 
 
 def build_cnn_lstm(cfg: TrainConfig) -> keras.Model:
+    """The tutorial's CNN + LSTM; also cnn-lstm-bigrams, whose codes hold bigram ids too
+    (core.text's "inline" rows)."""
     inputs = _inputs(cfg)
     x = _conv_pool(cfg, _embed(cfg, inputs))
     x = layers.LSTM(cfg.units, name="lstm")(x)
-    return keras.Model(inputs, _head(x), name="cnn_lstm")
+    return keras.Model(inputs, _head(x), name=cfg.architecture.replace("-", "_"))
 
 
 def build_cnn_lstm_dropout(cfg: TrainConfig) -> keras.Model:
@@ -132,14 +134,9 @@ def build_cnn_bilstm_pool(cfg: TrainConfig) -> keras.Model:
     return keras.Model(inputs, _head(x), name="cnn_bilstm_pool")
 
 
-def ngram_input_dim(cfg: TrainConfig) -> int:
-    """Word codes below top_words, then one id per kept bigram (core.text)."""
-    return cfg.top_words + cfg.bigrams
-
-
 def build_bigram_fasttext(cfg: TrainConfig) -> keras.Model:
     inputs = _inputs(cfg)
-    x = layers.Embedding(ngram_input_dim(cfg), cfg.embedding_dim, mask_zero=True,
+    x = layers.Embedding(input_dim(cfg), cfg.embedding_dim, mask_zero=True,
                          name="embedding")(inputs)  # the average skips the padding
     x = layers.GlobalAveragePooling1D(name="average")(x)
     return keras.Model(inputs, _head(x), name="bigram_fasttext")
@@ -149,7 +146,7 @@ def build_nbsvm_bigram(cfg: TrainConfig) -> keras.Model:
     """w . (r * x) + b through a sigmoid, x the review's binary features (distinct ids,
     padding 0 has r = 0): r, the naive-Bayes ratios, are fixed by :func:`prepare_model`."""
     inputs = _inputs(cfg)
-    dim = ngram_input_dim(cfg)
+    dim = input_dim(cfg)
     ratios = layers.Embedding(dim, 1, embeddings_initializer="zeros", trainable=False,
                               name="nb_ratios")(inputs)
     weights = layers.Embedding(dim, 1, embeddings_initializer="zeros", name="weights")(inputs)
@@ -180,7 +177,7 @@ def prepare_model(model: keras.Model, cfg: TrainConfig, x_train, y_train) -> Non
     """What a model takes from its training data before fit: NBSVM's ratios."""
     if cfg.architecture == "nbsvm-bigram":
         model.get_layer("nb_ratios").set_weights(
-            [nb_ratios(x_train, y_train, ngram_input_dim(cfg))[:, None]])
+            [nb_ratios(x_train, y_train, input_dim(cfg))[:, None]])
 
 
 BUILDERS: dict[str, Callable[[TrainConfig], keras.Model]] = {
@@ -195,6 +192,7 @@ BUILDERS: dict[str, Callable[[TrainConfig], keras.Model]] = {
     "lstm-maxpool-dropout": build_lstm_maxpool_dropout,
     "cnn-lstm-maxpool-dropout": build_cnn_lstm_maxpool_dropout,
     "cnn-bilstm-pool": build_cnn_bilstm_pool,
+    "cnn-lstm-bigrams": build_cnn_lstm,
     "bigram-fasttext": build_bigram_fasttext,
     "nbsvm-bigram": build_nbsvm_bigram,
 }

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from core.config import ARCHITECTURES, TrainConfig
+from core.config import ARCHITECTURES, TrainConfig, input_dim
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def _gru(n_in: int, units: int) -> int:  # Keras 3: reset_after=True, two bias v
 def _start(cfg: TrainConfig) -> list[LayerRow]:
     return [LayerRow("codes", "InputLayer", (None, cfg.maxlen), 0),
             LayerRow("embedding", "Embedding", (None, cfg.maxlen, cfg.embedding_dim),
-                     cfg.top_words * cfg.embedding_dim)]
+                     input_dim(cfg) * cfg.embedding_dim)]
 
 
 def _dropout(rows: list[LayerRow], name: str) -> None:
@@ -132,7 +132,7 @@ def _cnn_bilstm_pool(cfg: TrainConfig) -> list[LayerRow]:
 
 
 def _bigram_fasttext(cfg: TrainConfig) -> list[LayerRow]:
-    dim = cfg.top_words + cfg.bigrams  # core.models.ngram_input_dim
+    dim = input_dim(cfg)
     rows = [LayerRow("codes", "InputLayer", (None, cfg.maxlen), 0),
             LayerRow("embedding", "Embedding", (None, cfg.maxlen, cfg.embedding_dim),
                      dim * cfg.embedding_dim),
@@ -141,7 +141,7 @@ def _bigram_fasttext(cfg: TrainConfig) -> list[LayerRow]:
 
 
 def _nbsvm_bigram(cfg: TrainConfig) -> list[LayerRow]:
-    dim = cfg.top_words + cfg.bigrams
+    dim = input_dim(cfg)
     return [LayerRow("codes", "InputLayer", (None, cfg.maxlen), 0),
             LayerRow("nb_ratios", "Embedding", (None, cfg.maxlen, 1), dim, trainable=False),
             LayerRow("weights", "Embedding", (None, cfg.maxlen, 1), dim),
@@ -165,6 +165,7 @@ LAYERS: dict[str, tuple[str, Callable[[TrainConfig], list[LayerRow]]]] = {
     "cnn-lstm-maxpool-dropout": ("cnn_lstm_maxpool_dropout",
                                  lambda cfg: _lstm_maxpool(cfg, dropout=True, conv=True)),
     "cnn-bilstm-pool": ("cnn_bilstm_pool", _cnn_bilstm_pool),
+    "cnn-lstm-bigrams": ("cnn_lstm_bigrams", lambda cfg: _cnn_lstm(cfg, dropout=False)),
     "bigram-fasttext": ("bigram_fasttext", _bigram_fasttext),
     "nbsvm-bigram": ("nbsvm_bigram", _nbsvm_bigram),
 }

@@ -110,9 +110,10 @@ class Encoded:
 
 # N-gram modes of an encoder: "" (words only); "append": the ids of the review's known
 # bigrams follow its word codes, in order (Keras's imdb_fasttext.py); "set": the review's
-# distinct word codes and bigram ids, sorted (binary features, NBSVM). Bigram k (by training
-# frequency) has id top_words + k.
-NGRAM_MODES = ("", "append", "set")
+# distinct word codes and bigram ids, sorted (binary features, NBSVM); "inline": each known
+# bigram's id right after its second word (reading order, for a recurrent model). Bigram k
+# (by training frequency) has id top_words + k.
+NGRAM_MODES = ("", "append", "set", "inline")
 
 
 def bigram_keys(flat: np.ndarray, offsets: np.ndarray, top_words: int) -> np.ndarray:
@@ -182,10 +183,13 @@ class Encoder:
         if not self.ngrams:
             return list(codes)
         arr = np.asarray(codes, dtype=np.int64)
-        ids = self._bigram_ids(bigram_keys(arr, np.array([0, len(arr)]), self.top_words))
-        ids = ids[ids >= 0]
+        ids_all = self._bigram_ids(bigram_keys(arr, np.array([0, len(arr)]), self.top_words))
+        ids = ids_all[ids_all >= 0]
         if self.ngrams == "append":
             return [*map(int, arr), *map(int, ids)]
+        if self.ngrams == "inline":
+            keys = np.r_[2 * np.arange(len(arr)), 2 * np.flatnonzero(ids_all >= 0) + 3]
+            return [int(v) for v in np.r_[arr, ids][np.argsort(keys, kind="stable")]]
         return [int(c) for c in np.unique(np.concatenate([arr, ids]))]
 
     def encode_ragged(self, flat: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -204,6 +208,10 @@ class Encoder:
         if self.ngrams == "append":  # words first, then bigrams, each in review order
             part = np.r_[np.zeros(len(flat), np.int8), np.ones(int(keep.sum()), np.int8)]
             order = np.lexsort((np.arange(len(values)), part, owner))
+            values, owner = values[order], owner[order]
+        elif self.ngrams == "inline":  # pair (i, i + 1)'s id right after code i + 1
+            pos = np.r_[2 * np.arange(len(flat)), 2 * np.flatnonzero(keep) + 3]
+            order = np.argsort(pos, kind="stable")
             values, owner = values[order], owner[order]
         else:  # distinct, sorted
             key = np.unique(owner * self.input_dim + values)

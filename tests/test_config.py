@@ -116,7 +116,8 @@ def test_strings_from_forms_and_cli_are_coerced():
 def test_each_architecture_declares_what_it_uses():
     for name, arch in ARCHITECTURES.items():
         cfg = load_config({"architecture": name})
-        assert ("units" in cfg.uses()) != bool(arch.get("ngrams"))  # n-gram models: none
+        assert ("bigrams" in cfg.uses()) == bool(arch.get("ngrams"))  # n-gram readers only
+        assert ("units" in cfg.uses()) != (arch.get("ngrams") == "set")  # bags: no recurrence
         assert "batch_size" in cfg.uses()
         assert arch["help"] and arch["label"]
     assert "dropout" not in load_config({"architecture": "lstm"}).uses()

@@ -35,7 +35,7 @@ from core.text import pad_pre  # noqa: E402
 
 def test_applies_on_and_off_with_reasons():
     on = {"lstm", "gru", "stacked-lstm", "cnn-lstm", "lstm-maxpool", "lstm-maxpool-dropout",
-          "cnn-lstm-maxpool-dropout"}
+          "cnn-lstm-maxpool-dropout", "cnn-lstm-bigrams"}
     for arch in ARCHITECTURES:
         used, reason = fast.applies(small_config(arch, dropout=0.2))
         assert used == (arch in on), (arch, reason)

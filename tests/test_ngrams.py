@@ -21,7 +21,7 @@ def ragged(enc: Encoder, texts):
     return np.concatenate(seqs).astype(np.int32), offsets
 
 
-@pytest.mark.parametrize("mode", ["append", "set"])
+@pytest.mark.parametrize("mode", ["append", "set", "inline"])
 def test_vectorised_rows_equal_typed_text(mode):
     base = Encoder(WORDS, top_words=10, maxlen=6)
     flat, offsets = ragged(base, REVIEWS)
@@ -38,6 +38,9 @@ def test_vectorised_rows_equal_typed_text(mode):
     feats = enc.encode("very good film").features
     if mode == "append":
         assert feats[:4] == enc.encode("very good film").codes and feats[-1] == good_film  # in order
+    elif mode == "inline":  # each bigram right after its second word
+        good, film = base.code("good"), base.code("film")
+        assert enc.encode("good film bad").features[:4] == [START, good, film, good_film]
     else:
         assert feats == sorted(set(feats)) and good_film in feats and START in feats
     assert enc.bigram_text(good_film) == "good film"
@@ -121,7 +124,8 @@ def test_ngram_presets_train_plainly(name):
     assert fast.FastPredictor.try_build(build_model(small), small) is None
 
 
-@pytest.mark.parametrize("mode,arch", [("append", "bigram-fasttext"), ("set", "nbsvm-bigram")])
+@pytest.mark.parametrize("mode,arch", [("append", "bigram-fasttext"), ("set", "nbsvm-bigram"),
+                                       ("inline", "cnn-lstm-bigrams")])
 def test_typed_reviews_are_scored_occluded_and_inspected_with_their_bigrams(mode, arch):
     import keras
 
@@ -131,7 +135,7 @@ def test_typed_reviews_are_scored_occluded_and_inspected_with_their_bigrams(mode
     base = Encoder(WORDS, top_words=10, maxlen=12)
     enc = base.with_bigrams(mode, learn_bigrams(*ragged(base, REVIEWS), 10, n=3))
     cfg = load_config({"architecture": arch, "top_words": 10, "bigrams": 3, "maxlen": 12,
-                       "embedding_dim": 3})
+                       "embedding_dim": 3, "units": 4, "conv_filters": 3})
     keras.utils.set_random_seed(0)
     model = build_model(cfg)
     model.set_weights([np.random.default_rng(1).normal(size=w.shape).astype("float32")
@@ -149,7 +153,7 @@ def test_typed_reviews_are_scored_occluded_and_inspected_with_their_bigrams(mode
         pred.integrated_gradients(text)
 
 
-@pytest.mark.parametrize("arch", ["nbsvm-bigram", "bigram-fasttext"])
+@pytest.mark.parametrize("arch", ["nbsvm-bigram", "bigram-fasttext", "cnn-lstm-bigrams"])
 def test_a_tiny_ngram_run_through_the_worker(lab, arch):
     from conftest import tiny_config, wait_for
     from core import jobs
@@ -161,7 +165,9 @@ def test_a_tiny_ngram_run_through_the_worker(lab, arch):
     run_id = jobs.submit(lab, cfg, probes=["a wonderful film"])
     run = wait_for(lab, run_id)
     assert run.status == COMPLETED, run.error
-    assert run.results["fast"] is False and "plain Keras fit" in run.results["fast_reason"]
+    recurrent = arch == "cnn-lstm-bigrams"  # exact in fast mode, as the CNN + LSTM is
+    assert run.results["fast"] is recurrent
+    assert ("plain Keras fit" in run.results["fast_reason"]) is not recurrent
     enc = Encoder.load(lab.encoder_path(run_id))
     ds = load_dataset()
     flat, offsets = ds.ragged("train", cfg.top_words, cfg.train_size)

@@ -27,7 +27,7 @@ WINDOW_MIN = 64
 # (The maxpool-dropout ones: their dropout is after the pooling, a fresh mask per review and
 # unit.)
 EXACT = ("lstm", "gru", "stacked-lstm", "cnn-lstm", "lstm-maxpool", "lstm-maxpool-dropout",
-         "cnn-lstm-maxpool-dropout")
+         "cnn-lstm-maxpool-dropout", "cnn-lstm-bigrams")
 # Architectures with dropout before the recurrence: exact only with dropout == 0.
 DROPOUT_BEFORE_RECURRENCE = {
     "lstm-dropout": "Dropout on the embeddings",
