@@ -3,9 +3,9 @@ one CPU each (ray.cluster_utils.Cluster, one per module: Ray starts slowly on tw
 
 The lab's queue hands claimed runs to Ray; each run must record the node it ran on, stream
 every metric row into PostgreSQL, and leave a model that a web server with its own,
-empty LAB_HOME loads from the database. Killing a node mid-run must end that run
-``interrupted`` while the queue goes on. Warm executors must take later runs, one run per
-process; a run waiting for a CPU must stay alive with nobody dispatching."""
+empty LAB_HOME loads from the database; warm executors must take later runs, one run per
+process. Killing a node mid-run must end that run ``interrupted`` while the queue goes on;
+a run waiting for a CPU must stay alive with nobody dispatching."""
 
 from __future__ import annotations
 
@@ -71,14 +71,25 @@ def drain(store: RunStore, ids: list[str], timeout: float = 3 * RUN_TIMEOUT_S,
         time.sleep(0.3)
 
 
-def test_four_jobs_run_on_both_nodes_and_the_web_side_predicts(cluster, tmp_path):
+def test_four_warm_jobs_run_on_both_nodes_and_the_web_side_predicts(cluster, tmp_path,
+                                                                     monkeypatch):
+    """Runs claimed from the queue train on both Ray nodes, stream every metric row into
+    PostgreSQL, and a web server with an empty LAB_HOME predicts from the stored models.
+    With warm executors on (LAB_WARM_WORKERS, as deployed), a spare that loaded TensorFlow
+    ahead on a node takes the next run placed there; every run still gets a process of its
+    own, which is gone once the run ends (its memory back to the machine). (One set of four
+    runs for both: the cold executors are the other tests' runs.)"""
     store, _, _ = cluster
+    monkeypatch.setenv("LAB_WARM_WORKERS", "1")
     ids = [jobs.submit(store, tiny_config(seed=i, name=f"ray {i}"),
                        probes=["a wonderful film"]) for i in range(4)]
-    runs = drain(store, ids)
+    runs = sorted(drain(store, ids), key=lambda r: r.started_at)
     assert [r.status for r in runs] == [COMPLETED] * 4, [r.error for r in runs]
     nodes = {r.env.get("ray_node") for r in runs}
     assert None not in nodes and len(nodes) == 2  # both nodes trained
+    assert len({r.pid for r in runs}) == 4
+    kinds = [r.results["ray"]["executor"] for r in runs]
+    assert kinds[:2] == ["new", "new"] and set(kinds[2:]) & {"spare", "loading spare"}, kinds
     steps = math.ceil(192 / 32)
     for r in runs:
         for name in ("loss", "accuracy"):
@@ -86,6 +97,13 @@ def test_four_jobs_run_on_both_nodes_and_the_web_side_predicts(cluster, tmp_path
             assert batch == list(range(1, steps + 1))
             assert len([m for m in store.metrics(r.id, "val") if m["name"] == name]) == 1
         assert store.metric_count(r.id, "probe") == 2
+    deadline = time.monotonic() + 30
+    while any(psutil.pid_exists(r.pid) and psutil.Process(r.pid).status() != "zombie"
+              for r in runs):
+        assert time.monotonic() < deadline, "a run's executor outlived its run"
+        time.sleep(0.5)
+    ray = raylaunch.connect()
+    assert ray.get(raylaunch.launcher(store).prune.remote(0)) >= 1  # the spares it left
     # A web server elsewhere: its own LAB_HOME, no run folders; models come from PostgreSQL.
     web = tmp_path / "web"
     client = inference.InferenceClient(web)
@@ -134,27 +152,6 @@ def test_cancel_stops_a_deaf_worker_by_force_through_ray(cluster, monkeypatch):
     assert run.progress.get("stage") != CANCELLED  # the worker never got to record it
 
 
-def test_warm_executors_take_later_runs_each_in_a_process_of_its_own(cluster, monkeypatch):
-    """With warm executors on (LAB_WARM_WORKERS), a spare that loaded TensorFlow ahead on a
-    node takes the next run placed there; every run still gets a process of its own, which
-    is gone once the run ends (its memory back to the machine)."""
-    store, _, _ = cluster
-    monkeypatch.setenv("LAB_WARM_WORKERS", "1")
-    ids = [jobs.submit(store, tiny_config(seed=i, name=f"warm {i}")) for i in range(4)]
-    runs = sorted(drain(store, ids), key=lambda r: r.started_at)
-    assert [r.status for r in runs] == [COMPLETED] * 4, [r.error for r in runs]
-    assert len({r.pid for r in runs}) == 4
-    kinds = [r.results["ray"]["executor"] for r in runs]
-    assert kinds[:2] == ["new", "new"] and set(kinds[2:]) & {"spare", "loading spare"}, kinds
-    deadline = time.monotonic() + 30
-    while any(psutil.pid_exists(r.pid) and psutil.Process(r.pid).status() != "zombie"
-              for r in runs):
-        assert time.monotonic() < deadline, "a run's executor outlived its run"
-        time.sleep(0.5)
-    ray = raylaunch.connect()
-    assert ray.get(raylaunch.launcher(store).prune.remote(0)) >= 1  # the spares it left
-
-
 def test_a_run_waiting_for_a_cpu_is_kept_alive_by_the_launcher(cluster, monkeypatch,
                                                                slow_batches):
     """Three slots on two CPUs: the third run waits inside Ray. Nobody dispatches meanwhile
@@ -174,10 +171,11 @@ def test_a_run_waiting_for_a_cpu_is_kept_alive_by_the_launcher(cluster, monkeypa
 
 
 def test_a_node_killed_mid_run_interrupts_its_run_and_the_queue_goes_on(cluster, slow_batches):
-    """Last in the module: the cluster has one node left after it. Batches slowed by fault injection: the victim is still training when its node goes,
-    however fast the kernels are."""
+    """Last in the module: the cluster has one node left after it. Batches slowed by fault
+    injection (120 of them, >= 6 s; the node goes right after the victim's second batch):
+    the victim is still training when its node goes, however fast the kernels are."""
     store, c, worker_node = cluster
-    ids = [jobs.submit(store, tiny_config(epochs=40, seed=i, name=f"kill {i}"))
+    ids = [jobs.submit(store, tiny_config(epochs=20, seed=i, name=f"kill {i}"))
            for i in range(3)]
 
     def victim_training(runs):

@@ -323,17 +323,24 @@ def test_typed_html_is_escaped(lab_with_run):
     assert "&lt;" in attribution and "&gt;" in attribution
 
 
-@pytest.mark.parametrize("review, message, kind", [
+UNUSABLE_OR_LONG = [
+    (" ".join(["wonderful film"] * 60), "the model reads only the last 40 tokens", "warning"),
     ("   ", "The review is empty", "error"),
     ("zzzq qqqz", "None of the 2 words is in the model's", "error"),
     ("!!! ... ???", "no words once punctuation is removed", "error"),
-    (" ".join(["wonderful film"] * 60), "the model reads only the last 40 tokens", "warning"),
-])
-def test_unusable_or_long_reviews_give_clear_messages(lab_with_run, review, message, kind):
-    at = score(open_page("predict"), review)
-    assert message in texts(getattr(at, kind))
-    scored = any(m.label == "P(positive)" for m in at.metric)
-    assert scored == (kind == "warning")  # a long review is still scored, with the warning
+]
+
+
+def test_unusable_or_long_reviews_give_clear_messages(lab_with_run):
+    """Each review typed in turn on one Predict page (one page load and inference process,
+    not one per review): an unusable one gets its message and no score, even right after a
+    scored one; a long one is scored, with the warning."""
+    at = open_page("predict")
+    for review, message, kind in UNUSABLE_OR_LONG:
+        score(at, review)
+        assert message in texts(getattr(at, kind)), review
+        scored = any(m.label == "P(positive)" for m in at.metric)
+        assert scored == (kind == "warning"), review
 
 
 def test_batch_mode_scores_an_uploaded_csv_and_refuses_oversized_files(lab_with_run):

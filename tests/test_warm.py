@@ -95,12 +95,6 @@ def test_a_loaded_warm_worker_prepares_once_wanted(lab):
     assert time.monotonic() - t0 >= 1.0
 
 
-def test_off_means_a_fresh_worker_per_run(lab):
-    run_id = jobs.submit(lab, tiny_config())
-    assert wait_for(lab, run_id).status == COMPLETED
-    assert not warm._entries(lab.home, "ready") and not warm._entries(lab.home, "starting")
-
-
 # -- the warm worker's head start (core/warmstart.py) ----------------------------------------
 
 
@@ -178,6 +172,9 @@ def test_the_kept_data_is_used_while_its_source_is_unchanged(lab, monkeypatch):
 
 
 def test_a_warm_worker_prepares_the_queued_run_and_matches_a_cold_run(warm_lab, monkeypatch):
+    """A warm worker traces the queued run's model before it is handed the run and trains
+    it to the same rows and results as a cold worker; with warm workers then turned off,
+    the cold run gets a fresh worker and no spare is started."""
     lab = warm_lab
     cfg = tiny_config(epochs=2, seed=4)
     probes = ["a wonderful film", "a boring waste"]
@@ -194,6 +191,8 @@ def test_a_warm_worker_prepares_the_queued_run_and_matches_a_cold_run(warm_lab, 
     warm.stop_all(lab.home)
     cold = wait_for(lab, jobs.submit(lab, cfg, probes))
     assert cold.status == COMPLETED and cold.results["prepared_model"] is False
+    # Off means a fresh worker per run: none was started ahead to wait for the next one.
+    assert not warm._entries(lab.home, "ready") and not warm._entries(lab.home, "starting")
 
     def rows(run_id):  # every batch, epoch, validation and probe value (not the timings)
         return [(m["step"], m["phase"], m["name"], m["value"]) for m in lab.metrics(run_id)
