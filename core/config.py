@@ -115,6 +115,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     },
 }
 
+
 def input_dim(cfg: TrainConfig) -> int:
     """Distinct input ids the embedding reads: the word codes below top_words, then one per
     kept bigram for an architecture that reads n-grams (core.text)."""
@@ -417,8 +418,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # Beyond the tutorial: the best recurrent model found and n-gram baselines, their
-# hyperparameters chosen on a validation split of the training reviews (the last 20 %;
-# bench/ngram_presets.py), never on the test set; 3-seed test results in BENCHMARKS.md
+# hyperparameters chosen on a validation split of the training reviews (the last 20 %, or
+# for lstm-best each label's highest 20 % of file ids; bench/ngram_presets.py), never on
+# the test set; 3-seed test results in BENCHMARKS.md
 # (bench/preset_seeds.py) and README. Not among PRESETS, which are the tutorial's
 # (reproduce, reference accuracies).
 BEYOND_PRESETS: dict[str, dict[str, Any]] = {

@@ -245,11 +245,14 @@ class Encoder:
         feats = self.features(codes)
         padded = pad_pre([feats], self.maxlen)[0]
         n_oov = sum(1 for c in codes[1:] if c == OOV)
-        # 'pre' truncation cuts the front of the features: for words only and "append", the
-        # first words (start token first); n-gram ids are counted in ``features``.
+        # 'pre' truncation cuts the front of the features: for words only, "append" and
+        # "inline", the first words (start token first) and, inline, their bigrams' ids
+        # (ids >= top_words, not counted); "set": a count of sorted ids, not words.
+        cut = max(0, len(feats) - self.maxlen)
+        n_cut = (min(len(codes), cut) if self.ngrams == "set" else
+                 sum(1 for f in feats[:cut] if f < self.top_words))
         return Encoded(tokens=tokens, codes=codes, padded=padded, n_oov=n_oov,
-                       n_truncated=min(len(codes), max(0, len(feats) - self.maxlen)),
-                       n_known=len(tokens) - n_oov, features=feats)
+                       n_truncated=n_cut, n_known=len(tokens) - n_oov, features=feats)
 
     def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
         return pad_pre([self.features(self.codes(tokenize(t[:MAX_TEXT_CHARS])))

@@ -41,6 +41,9 @@ def test_vectorised_rows_equal_typed_text(mode):
     elif mode == "inline":  # each bigram right after its second word
         good, film = base.code("good"), base.code("film")
         assert enc.encode("good film bad").features[:4] == [START, good, film, good_film]
+        cut = base.with_settings(10, 3).with_bigrams(mode, bigrams).encode("good film bad")
+        assert cut.padded.tolist() == [film, good_film, base.code("bad")]
+        assert cut.n_truncated == 2  # the start token and "good": words, not the bigram
     else:
         assert feats == sorted(set(feats)) and good_film in feats and START in feats
     assert enc.bigram_text(good_film) == "good film"
