@@ -296,11 +296,15 @@ def load_job_data(store: RunStore, run_id: str, cfg) -> JobData:
     env["data"] = {"source": ds.source.kind, "label": ds.source.label(), "path": ds.source.path}
     store.set_env(run_id, env)
     encoder = ds.encoder(cfg.top_words, cfg.maxlen)
-    x_all, y_all = warmstart.arrays(ds, "train", cfg.top_words, cfg.maxlen, cfg.train_size)
-    n_val = int(round(len(x_all) * cfg.validation_split))
+    reads_ngrams = ARCHITECTURES[cfg.architecture].get("ngrams")
+    if reads_ngrams:  # its rows are built below: only the labels here
+        y_all = ds.train.head(cfg.train_size).labels.astype(np.float32)
+    else:
+        x_all, y_all = warmstart.arrays(ds, "train", cfg.top_words, cfg.maxlen, cfg.train_size)
+    n_val = int(round(len(y_all) * cfg.validation_split))
     # Keras's validation_split convention: the last fraction, taken before shuffling.
-    n_fit = len(x_all) - n_val
-    if ARCHITECTURES[cfg.architecture].get("ngrams"):  # bigrams from the fit reviews only
+    n_fit = len(y_all) - n_val
+    if reads_ngrams:  # bigrams from the fit reviews only
         encoder, x_all = ngram_arrays(ds, cfg, n_fit)
         x_test = encoder.encode_ragged(*ds.ragged("test", cfg.top_words, cfg.test_size))
         y_test = ds.test.head(cfg.test_size).labels.astype(np.float32)

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from core.config import TrainConfig, preset
+from core.config import ARCHITECTURES, TrainConfig, preset
 
 # Settings the prepared graph does not depend on: the seed only sets initial values (copied
 # in), the learning rate is an optimizer variable (copied in), the rest size the data.
@@ -82,19 +82,23 @@ def dataset():
 
 
 def keep_data(cfg: TrainConfig) -> float:
-    """Load and keep the dataset view, and both splits padded for ``cfg`` (read-only);
+    """Load and keep the dataset view, and both splits padded for ``cfg`` (read-only; not
+    for a model that reads n-grams: its job builds its own rows, core.training.ngram_arrays);
     returns the seconds it took."""
     from core.data import fingerprint
 
     t0 = time.monotonic()
     ds = dataset()
-    if ds is _kept["dataset"] and ("test", cfg.top_words, cfg.maxlen) in _kept["arrays"]:
+    words_only = not ARCHITECTURES[cfg.architecture].get("ngrams")
+    if ds is _kept["dataset"] and (not words_only
+                                   or ("test", cfg.top_words, cfg.maxlen) in _kept["arrays"]):
         return time.monotonic() - t0
     _kept.update(dataset=ds, fingerprint=fingerprint(ds.source), arrays={})
-    for split in ("train", "test"):
-        x, y = ds.arrays(split, cfg.top_words, cfg.maxlen)
-        x.flags.writeable = y.flags.writeable = False
-        _kept["arrays"][split, cfg.top_words, cfg.maxlen] = x, y
+    if words_only:
+        for split in ("train", "test"):
+            x, y = ds.arrays(split, cfg.top_words, cfg.maxlen)
+            x.flags.writeable = y.flags.writeable = False
+            _kept["arrays"][split, cfg.top_words, cfg.maxlen] = x, y
     return time.monotonic() - t0
 
 

@@ -171,6 +171,20 @@ def test_the_kept_data_is_used_while_its_source_is_unchanged(lab, monkeypatch):
         warmstart.forget()
 
 
+def test_no_words_only_rows_are_kept_for_a_model_that_reads_ngrams(lab):
+    """An n-gram model's job builds its own rows (training.ngram_arrays): the warm worker
+    keeps the dataset view for it but pads nothing it would throw away."""
+    from core import warmstart
+
+    warmstart.forget()
+    try:
+        warmstart.keep_data(tiny_config(architecture="cnn-lstm-bigrams", bigrams=50))
+        assert warmstart._kept["dataset"] is warmstart.dataset()
+        assert warmstart._kept["arrays"] == {}
+    finally:
+        warmstart.forget()
+
+
 def test_a_warm_worker_prepares_the_queued_run_and_matches_a_cold_run(warm_lab, monkeypatch):
     """A warm worker traces the queued run's model before it is handed the run and trains
     it to the same rows and results as a cold worker; with warm workers then turned off,
