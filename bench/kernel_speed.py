@@ -17,6 +17,8 @@ Three measurements, one process:
 
 GFLOP per CPU-second is robust to the other jobs on this shared CPU (a thread waiting for
 a core uses none); wall-time GFLOP/s is not. The 1-minute load average is given with each.
+TensorFlow's threads are sized as a worker sizes them for the first preset's run
+(core.worker.set_threads: one intra-op thread on the native kernels).
 
     IMDB_DATA=../shared/data/aclImdb_v1_labeled.tar.gz nice -n 10 .venv/bin/python bench/kernel_speed.py
 """
@@ -220,9 +222,12 @@ def epochs(name: str, args, ds, peak_core: float) -> tuple[list, str]:
 def main() -> None:
     args = common.flags(__doc__, train_size=2000, epochs=3, steps=250, reps=20,
                         presets="seed-lstm,seed-cnn-lstm")
-    from core import native
+    from core import native, worker
+    from core.config import preset
     from core.data import load_dataset
 
+    worker.preload()  # TensorFlow's threads as a worker sizes them for these runs
+    worker.set_threads(preset(args.presets.split(",")[0]))
     m = common.machine()
     peak_core = measured_peak()
     peak_line = (f"Peak, measured: an AVX-512 FMA loop runs {peak_core:.0f} GFLOP per CPU-second "
@@ -253,9 +258,14 @@ def main() -> None:
     header = ["preset", "epoch", "wall s", "CPU s", "TFLOP", "GFLOP/s (wall)",
               "GFLOP per CPU-s", "of measured peak (per core)", "of nominal peak (per core)",
               "CPU s in native ops", "GFLOP per native-op CPU-s", "load"]
+    import tensorflow as tf
+
+    threads = (f"TensorFlow threads as core.worker.set_threads sizes them: "
+               f"{tf.config.threading.get_inter_op_parallelism_threads()} inter-op, "
+               f"{tf.config.threading.get_intra_op_parallelism_threads()} intra-op")
     body = (f"Fast-mode training epochs on the first {args.train_size} training reviews "
             f"(batch 64, maxlen 500; epoch 1 includes tracing), {native.status()} "
-            f"({common.kernels()}). TFLOP: the real work of the epoch as section 1 counts "
+            f"({common.kernels()}); {threads}. TFLOP: the real work of the epoch as section 1 counts "
             "it. GFLOP per CPU-s divides by the process's CPU time (both cores, all threads), "
             "the fraction compares it with one core's peak. CPU s in native ops: the part of "
             "it spent inside core/native's ops (LSTM layers and, for the CNN + LSTM, the "

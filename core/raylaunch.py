@@ -160,8 +160,8 @@ class Executor:
             with contextlib.suppress(Exception):  # the store unreachable: load at once
                 worker.wait_until_started(store, after)
             store.close()
-        worker.set_threads()  # before TensorFlow's first op
         worker.preload()
+        worker.set_threads()  # before TensorFlow's first op: for the default preset's kind
 
     def ready(self) -> int:
         return os.getpid()

@@ -16,7 +16,8 @@ import traceback
 
 import psutil
 
-from core import jobs, paths, warm
+from core import jobs, paths, warm, warmstart
+from core.config import TrainConfig, preset
 from core.db import is_lost_connection, patience
 from core.guard import MEMORY_ADVICE
 from core.store import (
@@ -75,23 +76,35 @@ def job_threads() -> int:
         return max(1, (os.cpu_count() or 1) // jobs.max_jobs())
 
 
-def set_threads() -> None:
-    """Before TensorFlow runs its first op: its thread pools are sized once, at that op."""
+def set_threads(cfg: TrainConfig | None = None) -> None:
+    """Size TensorFlow's thread pools for ``cfg``'s run (else the default preset's): after
+    :func:`preload`, before the first op (the pools are sized once, at that op).
+
+    Between ops (inter-op), the job's threads. Within one op (intra-op), as many, except
+    where fast mode trains on the native kernels: there each batch's halves already run
+    side by side on the inter-op threads, and splitting the small ops around them (Adam's
+    updates, the embedding's gather and scatter) across threads cost more CPU in fork and
+    join than it saved (bench/thread_split.py). Plain fit and the XLA loops keep theirs:
+    their matmuls and the bag models' embedding updates use them."""
     import tensorflow as tf
 
+    from core import fast
+
     n = job_threads()
-    tf.config.threading.set_intra_op_parallelism_threads(n)
+    native_run = fast.trains_native(cfg or preset(warmstart.DEFAULT_PRESET))
+    tf.config.threading.set_intra_op_parallelism_threads(1 if native_run else n)
     tf.config.threading.set_inter_op_parallelism_threads(n)
 
 
 def main(run_id: str, limited: bool = False) -> int:
     cap = limit_memory() if not limited else resource.getrlimit(resource.RLIMIT_AS)[0]
-    if not limited:  # a warm worker did both before loading; a Ray actor's threads are Ray's
-        set_threads()
     store = RunStore()
     run = store.get(run_id, reap=False)
     if run.status != RUNNING:
         return 0  # cancelled while queued or claimed by someone else: nothing to do
+    if not limited:  # a warm worker did both before loading; a Ray actor's threads are Ray's
+        preload()
+        set_threads(run.config)
     if run.pid != os.getpid():
         store.set_worker(run_id, os.getpid())  # started by hand or on Ray, not by dispatch
     if os.environ.get(RAY_NODE_ENV):  # say where at once (training records the rest)
@@ -160,8 +173,6 @@ def prepare(store: RunStore, cfg=None) -> None:
     """A warm worker's head start (core/warmstart.py): the dataset view kept and padded,
     and ``cfg``'s model (else the likeliest run's) built and traced. A failure here only
     costs that head start."""
-    from core import warmstart
-
     t0 = time.monotonic()
     try:
         cfg = cfg or warmstart.likeliest_config(store)
@@ -186,8 +197,6 @@ class Reprepare:
         self.tried: str | None = None  # the last one prepared here (a failure is not retried)
 
     def __call__(self) -> bool:
-        from core import warmstart
-
         store = RunStore()  # opened per look: none is held open while this worker idles
         try:
             cfg = warmstart.next_config(store)  # nothing queued: keep what is prepared
@@ -214,8 +223,8 @@ def warm_main(after: str | None = None) -> int:
 
     if after:
         wait_until_started(store, after, handed=handed)
-    set_threads()
     preload()
+    set_threads(warmstart.likeliest_config(store))  # a run of another kind still runs
     if after:
         wait_until_needed(store, after, handed)
     if not handed():

@@ -321,6 +321,44 @@ def test_one_optimizer_step_matches_plain_fit():
             got[0], want[0] = got[0][1:], want[0][1:]
         assert max_diff(got, want) < atol, optimizer
 
+def test_the_engine_embedding_adam_step_is_keras_own_bit_for_bit(monkeypatch):
+    """With the native kernels the engine takes Adam's embedding step itself (its slices
+    summed in one native pass, core/fast/engine.py): after a few batches every weight and
+    every Adam slot equals Keras's own step exactly, for the LSTM and the CNN + LSTM."""
+    if not native.enabled():
+        pytest.skip(f"native kernels unavailable here: {native.status()}")
+    for arch in ("lstm", "cnn-lstm"):
+        cfg = small_config(arch, epochs=2, batch_size=4, learning_rate=0.05)
+        x, y = reviews(cfg, MIXED_LENGTHS, seed=5)
+        start = random_model(cfg).get_weights()
+        got = {}
+        for own_step in (True, False):
+            if not own_step:
+                monkeypatch.setattr(fast.engine, "plain_adam", lambda optimizer: False)
+            model = compile_model(build_model(cfg), cfg)
+            model.set_weights(start)
+            fast.fit(model, cfg, x, y, None, None, [])
+            engine = fast._engine_for(model, fast.make_plan(model, cfg.maxlen))
+            assert (engine.sums is not None) == own_step
+            got[own_step] = [np.asarray(w) for w in model.get_weights()
+                             + model.optimizer.variables]
+        monkeypatch.undo()
+        assert max_diff(got[True], start) > 1e-3
+        for mine, keras_own in zip(got[True], got[False]):
+            np.testing.assert_array_equal(mine, keras_own)
+
+
+def test_the_embedding_step_is_keras_adam_only():
+    """Any other optimizer, or Adam with anything around its step, keeps Keras's own."""
+    assert fast.engine.plain_adam(keras.optimizers.Adam(0.01))
+    for other in (keras.optimizers.Adam(0.01, amsgrad=True), keras.optimizers.Adam(clipnorm=1),
+                  keras.optimizers.Adam(weight_decay=0.1), keras.optimizers.RMSprop(),
+                  keras.optimizers.SGD(), compile_model(build_model(
+                      small_config("lstm", optimizer="lazy-adam")),
+                      small_config("lstm", optimizer="lazy-adam")).optimizer):
+        assert not fast.engine.plain_adam(other), other
+
+
 # -- prediction ------------------------------------------------------------------------------
 
 

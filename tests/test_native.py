@@ -3,7 +3,11 @@ a machine without a compiler gets a reason instead of an error."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -318,3 +322,50 @@ def test_conv_pool_keeps_nan_and_checks_inputs(kernels):
     for change in (dict(dout=out[:-1]), dict(which=which[:, :1]), dict(pool=3)):
         with pytest.raises((tf.errors.InvalidArgumentError, ValueError)):
             kernels.lab_conv_pool_grad(**{**grad, **change})
+
+
+THREADS = """
+import dataclasses, json
+from core import worker
+from core.config import preset
+worker.preload()
+got = {}
+for name, arch in [("seed-lstm", None), ("seed-cnn-lstm", None), ("seed-lstm", "gru"),
+                   ("seed-lstm-dropout", None), ("bigram-fasttext", None)]:
+    cfg = preset(name) if arch is None else dataclasses.replace(preset(name), architecture=arch)
+    worker.set_threads(cfg)
+    import tensorflow as tf
+    got[f"{name}/{arch}"] = [tf.config.threading.get_intra_op_parallelism_threads(),
+                             tf.config.threading.get_inter_op_parallelism_threads()]
+print(json.dumps(got))
+"""
+
+
+def test_runs_on_the_kernels_get_one_thread_within_an_op(kernels):
+    """A job's threads run its ops side by side; only runs on the native kernels keep each
+    op on one thread (their halves already fill the cores: bench/thread_split.py). Sized
+    in a fresh process, as a worker does before its first op."""
+    env = {**os.environ, "LAB_JOB_THREADS": "2", "LAB_MAX_JOBS": "1"}
+    out = subprocess.run([sys.executable, "-c", THREADS], capture_output=True, text=True,
+                         env=env, check=True, timeout=120)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+        "seed-lstm/None": [1, 2], "seed-cnn-lstm/None": [1, 2], "seed-lstm/gru": [2, 2],
+        "seed-lstm-dropout/None": [2, 2], "bigram-fasttext/None": [2, 2]}
+
+
+def test_segment_sums_equal_tensorflow_and_check_indices(kernels):
+    """Adam's two sums of the embedding's slices, bit for bit as UnsortedSegmentSum makes
+    them (repeated rows, a width that is no multiple of 16); a bad index is refused."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal((300, 20)).astype(np.float32)
+    idx = rng.integers(0, 10, 300).astype(np.int32)
+    total, squares = kernels.lab_segment_sums(values, idx, 12)
+    np.testing.assert_array_equal(total, tf.math.unsorted_segment_sum(values, idx, 12))
+    np.testing.assert_array_equal(squares,
+                                  tf.math.unsorted_segment_sum(tf.square(values), idx, 12))
+    assert not np.asarray(total)[10:].any()
+    for bad in (12, -1):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="is not in"):
+            kernels.lab_segment_sums(values, np.where(idx == 3, bad, idx).astype(np.int32), 12)

@@ -55,6 +55,7 @@ from core.fast.engine import (
     loops,
     predict,
     predicts,
+    trains_native,
 )
 from core.fast.forward import LOOP_SPLIT, _candidate_scale
 from core.fast.plan import (
@@ -82,6 +83,7 @@ __all__ = [
     "DROPOUT_BEFORE_RECURRENCE", "EXACT", "LOOP_SPLIT", "LSTM_ORDER", "PROJECT_ALL_BYTES",
     "SHUFFLE_SALT", "STEP_GRID", "WINDOW_COUNT", "WINDOW_MIN", "FastPredictor", "Plan",
     "applies", "batch_gradients", "fit", "loops", "make_plan", "predict", "predicts",
+    "trains_native",
     "_ENGINES", "_Engine", "_Layer", "_batches", "_candidate_scale", "_engine_for",
     "_evaluate", "_length_batches", "_one_blas_thread", "_predictor_weights", "_recurrences",
 ]

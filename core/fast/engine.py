@@ -17,7 +17,7 @@ import numpy as np
 from core import native
 from core.config import TrainConfig
 from core.fast.forward import _Forward
-from core.fast.plan import Plan, inference_plan, make_plan
+from core.fast.plan import XLA_ONLY, Plan, applies, inference_plan, make_plan
 
 # Salt mixed into cfg.seed for the bucket shuffle, so it differs from Keras's own streams.
 SHUFFLE_SALT = 0x5EED
@@ -34,6 +34,9 @@ class _Engine(_Forward):
     def __init__(self, model, plan: Plan):
         super().__init__(model, plan)
         self.optimizer = getattr(model, "optimizer", None)  # None: not compiled
+        self.sums = native.ops()[0].lab_segment_sums \
+            if self.native and plain_adam(self.optimizer) else None
+        self._ints: dict[int, Any] = {}
         self.train_step = self._compiled(self._train_step)
         self.eval_step = self._compiled(self._eval_step)
         self.grad_step = self._compiled(self._grad_step)
@@ -41,7 +44,9 @@ class _Engine(_Forward):
 
     def _compiled(self, fn):
         """``fn`` as a tf.function: traced per window (XLA loops) or, native, once per
-        batch size with the codes' length and the window left open."""
+        batch size with the codes' length and the window left open, and then called as
+        that concrete function (skipping tf.function's look-up of its traces: ~0.4 ms of
+        Python a batch)."""
         tf = self.tf
         if not self.native:
             return tf.function(fn)
@@ -53,7 +58,8 @@ class _Engine(_Forward):
                 spec = tf.TensorSpec
                 traced[batch] = tf.function(fn, input_signature=[
                     spec([batch, None], tf.int32), spec([batch], tf.float32),
-                    spec([batch], tf.float32), spec([], tf.int32), spec([], tf.int32)])
+                    spec([batch], tf.float32), spec([], tf.int32), spec([], tf.int32)]
+                ).get_concrete_function()
             return traced[batch](codes, y, w, n_steps, window)
 
         return call
@@ -72,8 +78,33 @@ class _Engine(_Forward):
             loss_sum, hits = self._losses(codes, y, w, n_steps, window, training=True)
             loss = loss_sum / tf.reduce_sum(w)  # Keras: mean over the batch's reviews
         grads = tape.gradient(loss, variables)
+        table = self.plan.embedding.embeddings
+        at = next((i for i, v in enumerate(variables) if v is table), None)
+        if self.sums is not None and at is not None and _int32_slices(tf, grads[at]):
+            self._embedding_adam_step(grads[at], table)  # before apply counts the step
+            grads, variables = grads[:at] + grads[at + 1:], variables[:at] + variables[at + 1:]
         model.optimizer.apply(grads, variables)
         return loss, hits
+
+    def _embedding_adam_step(self, grad, var) -> None:
+        """Keras's Adam step for the embedding table (keras/src/optimizers/adam.py,
+        update_step, the same ops in the same order), except the slices' two conversions
+        to dense rows: Keras sums the slices and, apart, their squares with TensorFlow's
+        UnsortedSegmentSum, row by row (~3 % of an epoch's CPU); here one native pass makes
+        both, with the same roundings in the same order (tests/test_fast.py compares the
+        weights bit for bit)."""
+        tf, opt = self.tf, self.model.optimizer
+        lr = tf.cast(opt.learning_rate, var.dtype)
+        local_step = tf.cast(opt.iterations + 1, var.dtype)
+        beta_1_power = tf.pow(tf.cast(opt.beta_1, var.dtype), local_step)
+        beta_2_power = tf.pow(tf.cast(opt.beta_2, var.dtype), local_step)
+        m = opt._momentums[opt._get_variable_index(var)]
+        v = opt._velocities[opt._get_variable_index(var)]
+        alpha = lr * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+        total, squares = self.sums(grad.values, grad.indices, tf.shape(var)[0])
+        m.assign_add(tf.multiply(tf.subtract(total, m), 1 - opt.beta_1))
+        v.assign_add(tf.multiply(tf.subtract(squares, v), 1 - opt.beta_2))
+        var.assign_sub(tf.divide(tf.multiply(m, alpha), tf.add(tf.sqrt(v), opt.epsilon)))
 
     def _grad_step(self, codes, y, w, n_steps, window):
         tf, variables = self.tf, self.model.trainable_variables
@@ -106,9 +137,30 @@ class _Engine(_Forward):
         labels[: len(rows)] = y[rows]
         weights = np.zeros(batch, np.float32)
         weights[: len(rows)] = 1.0
-        tf = self.tf
-        return (codes, labels, weights, tf.constant(n_steps, tf.int32),
-                tf.constant(window, tf.int32) if self.native else window)
+        return (codes, labels, weights, self._int32(n_steps),
+                self._int32(window) if self.native else window)
+
+    def _int32(self, value: int):
+        """A step count as an int32 scalar tensor, made once per value (a few hundred)."""
+        if value not in self._ints:
+            self._ints[value] = self.tf.constant(value, self.tf.int32)
+        return self._ints[value]
+
+
+def plain_adam(optimizer) -> bool:
+    """Whether ``optimizer`` is Keras's Adam with nothing around its step (no AMSGrad,
+    weight decay, clipping, moving average, accumulation or loss scale): the step
+    _Engine._embedding_adam_step repeats for the embedding table."""
+    import keras
+
+    return type(optimizer) is keras.optimizers.Adam and not optimizer.amsgrad and not any(
+        getattr(optimizer, name, None) for name in (
+            "weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "use_ema",
+            "gradient_accumulation_steps", "loss_scale_factor"))
+
+
+def _int32_slices(tf, grad) -> bool:
+    return isinstance(grad, tf.IndexedSlices) and grad.indices.dtype == tf.int32
 
 
 # Training engines per model (see _engine_for).
@@ -122,6 +174,13 @@ def _engine_for(model, plan: Plan) -> _Engine:
     if engine is None or engine.optimizer is not getattr(model, "optimizer", None):
         engine = _ENGINES[model] = _Engine(model, plan)
     return engine
+
+
+def trains_native(cfg: TrainConfig) -> bool:
+    """Whether ``cfg`` trains on the native kernels, known before its model is built: fast
+    mode applies, its recurrent layers are LSTMs, and the kernels build here (building them
+    the first time, which loads TensorFlow but runs no op)."""
+    return applies(cfg)[0] and cfg.architecture not in XLA_ONLY and native.enabled()
 
 
 def loops(model, cfg: TrainConfig) -> str:

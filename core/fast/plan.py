@@ -28,6 +28,9 @@ WINDOW_MIN = 64
 # unit.)
 EXACT = ("lstm", "gru", "stacked-lstm", "cnn-lstm", "lstm-maxpool", "lstm-maxpool-dropout",
          "cnn-lstm-maxpool-dropout", "cnn-lstm-bigrams")
+# Architectures whose recurrent layers have no native kernel (core/native runs LSTMs only):
+# fast mode runs their XLA-compiled loops.
+XLA_ONLY = ("gru",)
 # Architectures with dropout before the recurrence: exact only with dropout == 0.
 DROPOUT_BEFORE_RECURRENCE = {
     "lstm-dropout": "Dropout on the embeddings",

@@ -869,3 +869,35 @@ void lab_conv_pool_backward(int B, int L, int E, int K, int C, int pl, int pr, i
     gemm(L, E, K * C, dypad + (size_t)pl * C, C, 1, wrev, E, de + (size_t)b * L * E, E, NULL, 0);
   }
 }
+
+/* -- The embedding gradient's two sums, for Keras's Adam (core/fast/engine.py) -------------
+ *
+ * sum[r] = the sum of the rows i of values with idx[i] = r, sumsq[r] = the sum of their
+ * squares, each added in order of i: what TensorFlow's UnsortedSegmentSum makes of the
+ * gradient's slices and of their squares (Keras 3's Adam densifies both), in one pass and
+ * with the same roundings (each square rounded before it is added: no FMA contraction).
+ * idx is checked by the caller (0 <= idx[i] < rows). */
+__attribute__((optimize("fp-contract=off"))) void lab_segment_sums(
+    long n, int E, long rows, const int *idx, const float *values, float *sum, float *sumsq) {
+  memset(sum, 0, sizeof(float) * rows * E);
+  memset(sumsq, 0, sizeof(float) * rows * E);
+  for (long i = 0; i < n; i++) {
+    const float *restrict v = values + (size_t)i * E;
+    float *restrict s = sum + (size_t)idx[i] * E, *restrict q = sumsq + (size_t)idx[i] * E;
+#if defined(__AVX512F__)
+    for (int j = 0; j < E; j += 16) {
+      const __mmask16 m = lanes(E - j);
+      const __m512 x = _mm512_maskz_loadu_ps(m, v + j);
+      _mm512_mask_storeu_ps(s + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, s + j), x));
+      _mm512_mask_storeu_ps(q + j, m,
+                            _mm512_add_ps(_mm512_maskz_loadu_ps(m, q + j), _mm512_mul_ps(x, x)));
+    }
+#else
+    for (int j = 0; j < E; j++) {
+      const float x = v[j], xx = x * x;
+      s[j] += x;
+      q[j] += xx;
+    }
+#endif
+  }
+}

@@ -1,6 +1,7 @@
 // TensorFlow ops around lstm_kernels.c: LabLstmForward and LabLstmBackward (see there
-// and core/native.py). Each op runs on one core; core/fast.py runs a batch's halves as
-// two ops that TensorFlow executes concurrently.
+// and core/native.py), LabConvPool and its gradient, and LabSegmentSums. Each op runs on
+// one core; core/fast.py runs a batch's halves as two ops that TensorFlow executes
+// concurrently.
 #include <time.h>
 
 #include <algorithm>
@@ -31,6 +32,8 @@ void lab_conv_pool_backward(int B, int L, int E, int K, int C, int pl, int pr, i
                             const float *e, const float *kernel, const float *out,
                             const unsigned char *which, const float *dout, float *de,
                             float *dkernel, float *dbias, float *scratch);
+void lab_segment_sums(long n, int E, long rows, const int *idx, const float *values,
+                      float *sum, float *sumsq);
 }
 
 namespace {
@@ -290,6 +293,40 @@ class ConvPoolGradOp : public OpKernel {
   }
 };
 
+// The embedding gradient's slices (values (N, E), indices (N)) summed per row of the
+// table (rows of them), and their squares: Keras's Adam densifies both (see
+// lab_segment_sums); core/fast/engine.py runs its embedding step on these two.
+class SegmentSumsOp : public OpKernel {
+ public:
+  explicit SegmentSumsOp(OpKernelConstruction *ctx) : OpKernel(ctx) {}
+  void Compute(OpKernelContext *ctx) override {
+    using ::tensorflow::errors::InvalidArgument;
+    const char *op = "LabSegmentSums";  // not timed: cpu_ns counts the layers' ops
+    const Tensor &values = ctx->input(0), &indices = ctx->input(1), &rows_t = ctx->input(2);
+    OP_REQUIRES(ctx, values.dims() == 2,
+                InvalidArgument(op, ": values must have rank 2 (slices, width), got ",
+                                values.shape().DebugString()));
+    const int64_t n = values.dim_size(0), E = values.dim_size(1);
+    OP_REQUIRES_OK(ctx, Expect(op, "indices", indices, TensorShape({n}), "one per slice"));
+    OP_REQUIRES(ctx, TensorShapeUtils::IsScalar(rows_t.shape()),
+                InvalidArgument(op, ": rows must be a scalar, got ",
+                                rows_t.shape().DebugString()));
+    const int64_t rows = rows_t.scalar<int32_t>()();
+    OP_REQUIRES(ctx, rows >= 0 && E <= std::numeric_limits<int>::max(),
+                InvalidArgument(op, ": need rows >= 0 and a width that fits an int, got rows ",
+                                rows, ", width ", E));
+    const int32_t *idx = indices.flat<int32_t>().data();
+    for (int64_t i = 0; i < n; i++)
+      OP_REQUIRES(ctx, idx[i] >= 0 && idx[i] < rows,
+                  InvalidArgument(op, ": indices[", i, "] = ", idx[i], " is not in [0, ",
+                                  rows, ")"));
+    Tensor *sum, *sumsq;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({rows, E}), &sum));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({rows, E}), &sumsq));
+    lab_segment_sums(n, static_cast<int>(E), rows, idx, F32(values), F32(sum), F32(sumsq));
+  }
+};
+
 // Graph construction fails early (ValueError in Python) on an input of the wrong rank
 // (-1: any); the kernels check every size again when they run.
 absl::Status Ranks(InferenceContext *c, std::initializer_list<int> ranks) {
@@ -400,10 +437,25 @@ REGISTER_OP("LabConvPoolGrad")
       return absl::OkStatus();
     });
 
+REGISTER_OP("LabSegmentSums")
+    .Input("values: float")
+    .Input("indices: int32")
+    .Input("rows: int32")
+    .Output("sum: float")
+    .Output("sumsq: float")
+    .SetShapeFn([](InferenceContext *c) {
+      TF_RETURN_IF_ERROR(Ranks(c, {2, 1, 0}));
+      ShapeHandle table = c->MakeShape({c->UnknownDim(), c->Dim(c->input(0), 1)});
+      c->set_output(0, table);
+      c->set_output(1, table);
+      return absl::OkStatus();
+    });
+
 REGISTER_KERNEL_BUILDER(Name("LabConvPool").Device(tensorflow::DEVICE_CPU), ConvPoolOp);
 REGISTER_KERNEL_BUILDER(Name("LabConvPoolGrad").Device(tensorflow::DEVICE_CPU), ConvPoolGradOp);
 REGISTER_KERNEL_BUILDER(Name("LabLstmForward").Device(tensorflow::DEVICE_CPU), LstmForwardOp);
 REGISTER_KERNEL_BUILDER(Name("LabLstmBackward").Device(tensorflow::DEVICE_CPU), LstmBackwardOp);
+REGISTER_KERNEL_BUILDER(Name("LabSegmentSums").Device(tensorflow::DEVICE_CPU), SegmentSumsOp);
 
 // Seconds of CPU time the ops above have taken in this process so far.
 extern "C" double lab_native_cpu_seconds() { return 1e-9 * double(cpu_ns.load()); }
