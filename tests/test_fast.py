@@ -322,9 +322,9 @@ def test_one_optimizer_step_matches_plain_fit():
         assert max_diff(got, want) < atol, optimizer
 
 def test_the_engine_embedding_adam_step_is_keras_own_bit_for_bit(monkeypatch):
-    """With the native kernels the engine takes Adam's embedding step itself (its slices
-    summed in one native pass, core/fast/engine.py): after a few batches every weight and
-    every Adam slot equals Keras's own step exactly, for the LSTM and the CNN + LSTM."""
+    """With the native kernels the engine takes Adam's embedding step in one native op
+    (core/fast/engine.py): after a few batches every weight and every Adam slot equals
+    Keras's own step exactly, for the LSTM and the CNN + LSTM."""
     if not native.enabled():
         pytest.skip(f"native kernels unavailable here: {native.status()}")
     for arch in ("lstm", "cnn-lstm"):
@@ -339,7 +339,7 @@ def test_the_engine_embedding_adam_step_is_keras_own_bit_for_bit(monkeypatch):
             model.set_weights(start)
             fast.fit(model, cfg, x, y, None, None, [])
             engine = fast._engine_for(model, fast.make_plan(model, cfg.maxlen))
-            assert (engine.sums is not None) == own_step
+            assert (engine.adam is not None) == own_step
             got[own_step] = [np.asarray(w) for w in model.get_weights()
                              + model.optimizer.variables]
         monkeypatch.undo()

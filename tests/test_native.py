@@ -353,19 +353,29 @@ def test_runs_on_the_kernels_get_one_thread_within_an_op(kernels):
         "seed-lstm-dropout/None": [2, 2], "bigram-fasttext/None": [2, 2]}
 
 
-def test_segment_sums_equal_tensorflow_and_check_indices(kernels):
-    """Adam's two sums of the embedding's slices, bit for bit as UnsortedSegmentSum makes
-    them (repeated rows, a width that is no multiple of 16); a bad index is refused."""
+def test_embedding_adam_equals_kerass_ops_and_checks_indices(kernels):
+    """Adam's step for an embedding table from its slices, bit for bit as Keras's own ops
+    make it: the slices and their squares summed per row by UnsortedSegmentSum (repeated
+    rows, untouched rows, a width that is no multiple of 16), then m, v and the table;
+    a bad index is refused."""
     import tensorflow as tf
 
     rng = np.random.default_rng(3)
     values = rng.standard_normal((300, 20)).astype(np.float32)
     idx = rng.integers(0, 10, 300).astype(np.int32)
-    total, squares = kernels.lab_segment_sums(values, idx, 12)
-    np.testing.assert_array_equal(total, tf.math.unsorted_segment_sum(values, idx, 12))
-    np.testing.assert_array_equal(squares,
-                                  tf.math.unsorted_segment_sum(tf.square(values), idx, 12))
-    assert not np.asarray(total)[10:].any()
+    m, v, var = (rng.standard_normal((12, 20)).astype(np.float32) for _ in range(3))
+    v = np.abs(v)
+    alpha, c1, c2, eps = (np.float32(a) for a in (0.003, 1 - 0.9, 1 - 0.999, 1e-7))
+    got = kernels.lab_embedding_adam(values, idx, m, v, var, alpha, c1, c2, eps)
+    total = tf.math.unsorted_segment_sum(values, idx, 12)
+    squares = tf.math.unsorted_segment_sum(tf.square(values), idx, 12)
+    m_want = m + (total - m) * c1
+    v_want = v + (squares - v) * c2
+    var_want = var - (m_want * alpha) / (tf.sqrt(v_want) + eps)
+    for mine, want in zip(got, (m_want, v_want, var_want)):
+        np.testing.assert_array_equal(mine, want)
+    assert not np.asarray(total)[10:].any()  # rows no slice touched still move
     for bad in (12, -1):
         with pytest.raises(tf.errors.InvalidArgumentError, match="is not in"):
-            kernels.lab_segment_sums(values, np.where(idx == 3, bad, idx).astype(np.int32), 12)
+            kernels.lab_embedding_adam(values, np.where(idx == 3, bad, idx).astype(np.int32),
+                                       m, v, var, alpha, c1, c2, eps)

@@ -901,3 +901,36 @@ __attribute__((optimize("fp-contract=off"))) void lab_segment_sums(
 #endif
   }
 }
+
+/* The rest of Keras's Adam step for the table, elementwise over its n floats, with the
+ * roundings of its separate TensorFlow ops (keras/src/optimizers/adam.py): on entry m_out
+ * and v_out hold the slices' sum and sum of squares (lab_segment_sums); on exit
+ *   m_out = m + (sum - m) * c1,  v_out = v + (sumsq - v) * c2,
+ *   var_out = var - (m_out * alpha) / (sqrt(v_out) + eps),
+ * each operation rounded on its own (no FMA contraction; IEEE sqrt and division). */
+__attribute__((optimize("fp-contract=off"))) void lab_adam_rows(
+    long n, const float *m, const float *v, const float *var, float alpha, float c1,
+    float c2, float eps, float *m_out, float *v_out, float *var_out) {
+  long i = 0;
+#if defined(__AVX512F__)
+  const __m512 a = _mm512_set1_ps(alpha), k1 = _mm512_set1_ps(c1), k2 = _mm512_set1_ps(c2),
+               e = _mm512_set1_ps(eps);
+  for (; i + 16 <= n; i += 16) {
+    const __m512 m0 = _mm512_loadu_ps(m + i), v0 = _mm512_loadu_ps(v + i);
+    const __m512 m1 = _mm512_add_ps(m0, _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(m_out + i), m0), k1));
+    const __m512 v1 = _mm512_add_ps(v0, _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(v_out + i), v0), k2));
+    _mm512_storeu_ps(m_out + i, m1);
+    _mm512_storeu_ps(v_out + i, v1);
+    _mm512_storeu_ps(var_out + i,
+                     _mm512_sub_ps(_mm512_loadu_ps(var + i),
+                                   _mm512_div_ps(_mm512_mul_ps(m1, a),
+                                                 _mm512_add_ps(_mm512_sqrt_ps(v1), e))));
+  }
+#endif
+  for (; i < n; i++) {
+    const float m1 = m[i] + (m_out[i] - m[i]) * c1, v1 = v[i] + (v_out[i] - v[i]) * c2;
+    m_out[i] = m1;
+    v_out[i] = v1;
+    var_out[i] = var[i] - (m1 * alpha) / (sqrtf(v1) + eps);
+  }
+}

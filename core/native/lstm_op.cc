@@ -1,5 +1,5 @@
 // TensorFlow ops around lstm_kernels.c: LabLstmForward and LabLstmBackward (see there
-// and core/native.py), LabConvPool and its gradient, and LabSegmentSums. Each op runs on
+// and core/native.py), LabConvPool and its gradient, and LabEmbeddingAdam. Each op runs on
 // one core; core/fast.py runs a batch's halves as two ops that TensorFlow executes
 // concurrently.
 #include <time.h>
@@ -34,6 +34,8 @@ void lab_conv_pool_backward(int B, int L, int E, int K, int C, int pl, int pr, i
                             float *dkernel, float *dbias, float *scratch);
 void lab_segment_sums(long n, int E, long rows, const int *idx, const float *values,
                       float *sum, float *sumsq);
+void lab_adam_rows(long n, const float *m, const float *v, const float *var, float alpha,
+                   float c1, float c2, float eps, float *m_out, float *v_out, float *var_out);
 }
 
 namespace {
@@ -293,37 +295,50 @@ class ConvPoolGradOp : public OpKernel {
   }
 };
 
-// The embedding gradient's slices (values (N, E), indices (N)) summed per row of the
-// table (rows of them), and their squares: Keras's Adam densifies both (see
-// lab_segment_sums); core/fast/engine.py runs its embedding step on these two.
-class SegmentSumsOp : public OpKernel {
+// Keras's Adam step for an embedding table var (rows, E) from its gradient's slices
+// (values (N, E), indices (N)): the slices summed per row and, apart, their squares, as
+// Keras's Adam densifies both (lab_segment_sums), then its elementwise updates of m, v and
+// var in one pass (lab_adam_rows); scalars alpha (Keras's lr * sqrt(1 - b2^t) / (1 - b1^t)),
+// c1 = 1 - beta_1, c2 = 1 - beta_2, eps. Outputs the new m, v and var, to be assigned.
+class EmbeddingAdamOp : public OpKernel {
  public:
-  explicit SegmentSumsOp(OpKernelConstruction *ctx) : OpKernel(ctx) {}
+  explicit EmbeddingAdamOp(OpKernelConstruction *ctx) : OpKernel(ctx) {}
   void Compute(OpKernelContext *ctx) override {
     using ::tensorflow::errors::InvalidArgument;
-    const char *op = "LabSegmentSums";  // not timed: cpu_ns counts the layers' ops
-    const Tensor &values = ctx->input(0), &indices = ctx->input(1), &rows_t = ctx->input(2);
-    OP_REQUIRES(ctx, values.dims() == 2,
-                InvalidArgument(op, ": values must have rank 2 (slices, width), got ",
+    const char *op = "LabEmbeddingAdam";  // not timed: cpu_ns counts the layers' ops
+    const Tensor &values = ctx->input(0), &indices = ctx->input(1), &m = ctx->input(2),
+                 &v = ctx->input(3), &var = ctx->input(4);
+    OP_REQUIRES(ctx, var.dims() == 2 && var.dim_size(1) <= std::numeric_limits<int>::max(),
+                InvalidArgument(op, ": var must be a table (rows, width), got ",
+                                var.shape().DebugString()));
+    const int64_t rows = var.dim_size(0), E = var.dim_size(1);
+    OP_REQUIRES(ctx, values.dims() == 2 && values.dim_size(1) == E,
+                InvalidArgument(op, ": values must have shape [slices,", E, "], got ",
                                 values.shape().DebugString()));
-    const int64_t n = values.dim_size(0), E = values.dim_size(1);
+    const int64_t n = values.dim_size(0);
     OP_REQUIRES_OK(ctx, Expect(op, "indices", indices, TensorShape({n}), "one per slice"));
-    OP_REQUIRES(ctx, TensorShapeUtils::IsScalar(rows_t.shape()),
-                InvalidArgument(op, ": rows must be a scalar, got ",
-                                rows_t.shape().DebugString()));
-    const int64_t rows = rows_t.scalar<int32_t>()();
-    OP_REQUIRES(ctx, rows >= 0 && E <= std::numeric_limits<int>::max(),
-                InvalidArgument(op, ": need rows >= 0 and a width that fits an int, got rows ",
-                                rows, ", width ", E));
+    OP_REQUIRES_OK(ctx, Expect(op, "m", m, var.shape(), "as var"));
+    OP_REQUIRES_OK(ctx, Expect(op, "v", v, var.shape(), "as var"));
+    float scalars[4];
+    for (int k = 0; k < 4; k++) {
+      const Tensor &t = ctx->input(5 + k);
+      OP_REQUIRES(ctx, TensorShapeUtils::IsScalar(t.shape()),
+                  InvalidArgument(op, ": alpha, c1, c2 and eps must be scalars, got ",
+                                  t.shape().DebugString()));
+      scalars[k] = t.scalar<float>()();
+    }
     const int32_t *idx = indices.flat<int32_t>().data();
     for (int64_t i = 0; i < n; i++)
       OP_REQUIRES(ctx, idx[i] >= 0 && idx[i] < rows,
                   InvalidArgument(op, ": indices[", i, "] = ", idx[i], " is not in [0, ",
                                   rows, ")"));
-    Tensor *sum, *sumsq;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({rows, E}), &sum));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({rows, E}), &sumsq));
-    lab_segment_sums(n, static_cast<int>(E), rows, idx, F32(values), F32(sum), F32(sumsq));
+    Tensor *m_out, *v_out, *var_out;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, var.shape(), &m_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, var.shape(), &v_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, var.shape(), &var_out));
+    lab_segment_sums(n, static_cast<int>(E), rows, idx, F32(values), F32(m_out), F32(v_out));
+    lab_adam_rows(rows * E, F32(m), F32(v), F32(var), scalars[0], scalars[1], scalars[2],
+                  scalars[3], F32(m_out), F32(v_out), F32(var_out));
   }
 };
 
@@ -437,17 +452,22 @@ REGISTER_OP("LabConvPoolGrad")
       return absl::OkStatus();
     });
 
-REGISTER_OP("LabSegmentSums")
+REGISTER_OP("LabEmbeddingAdam")
     .Input("values: float")
     .Input("indices: int32")
-    .Input("rows: int32")
-    .Output("sum: float")
-    .Output("sumsq: float")
+    .Input("m: float")
+    .Input("v: float")
+    .Input("var: float")
+    .Input("alpha: float")
+    .Input("c1: float")
+    .Input("c2: float")
+    .Input("eps: float")
+    .Output("m_out: float")
+    .Output("v_out: float")
+    .Output("var_out: float")
     .SetShapeFn([](InferenceContext *c) {
-      TF_RETURN_IF_ERROR(Ranks(c, {2, 1, 0}));
-      ShapeHandle table = c->MakeShape({c->UnknownDim(), c->Dim(c->input(0), 1)});
-      c->set_output(0, table);
-      c->set_output(1, table);
+      TF_RETURN_IF_ERROR(Ranks(c, {2, 1, 2, 2, 2, 0, 0, 0, 0}));
+      for (int k = 0; k < 3; k++) c->set_output(k, c->input(4));
       return absl::OkStatus();
     });
 
@@ -455,7 +475,7 @@ REGISTER_KERNEL_BUILDER(Name("LabConvPool").Device(tensorflow::DEVICE_CPU), Conv
 REGISTER_KERNEL_BUILDER(Name("LabConvPoolGrad").Device(tensorflow::DEVICE_CPU), ConvPoolGradOp);
 REGISTER_KERNEL_BUILDER(Name("LabLstmForward").Device(tensorflow::DEVICE_CPU), LstmForwardOp);
 REGISTER_KERNEL_BUILDER(Name("LabLstmBackward").Device(tensorflow::DEVICE_CPU), LstmBackwardOp);
-REGISTER_KERNEL_BUILDER(Name("LabSegmentSums").Device(tensorflow::DEVICE_CPU), SegmentSumsOp);
+REGISTER_KERNEL_BUILDER(Name("LabEmbeddingAdam").Device(tensorflow::DEVICE_CPU), EmbeddingAdamOp);
 
 // Seconds of CPU time the ops above have taken in this process so far.
 extern "C" double lab_native_cpu_seconds() { return 1e-9 * double(cpu_ns.load()); }
