@@ -72,25 +72,43 @@ class _Forward:
         a recurrence), which TensorFlow runs concurrently on the CPU's cores. The split
         is made on the narrow features, before the input projection, and the candidate
         scale is folded into the small weight matrices: no pass over the wide (T, B, G)
-        projections beyond the matmul that makes them (and its gradient)."""
+        projections beyond the matmul that makes them (and its gradient). ``feats`` may
+        come already split, as a list of the parts' features (see _split_features)."""
         tf = self.tf
         cell = layer.cell
         scale = tf.constant(_candidate_scale(kind, cell.units))
         weights = (cell.kernel * scale, (cell.bias if kind == "lstm" else cell.bias[0]) * scale,
                    cell.recurrent_kernel * scale)
-        batch = feats.shape[1]
+        split = isinstance(feats, list)
+        batch = sum(f.shape[1] for f in feats) if split else feats.shape[1]
         state = [tf.broadcast_to(s, [batch, cell.units]) for s in state]
-        parts = LOOP_SPLIT if batch % LOOP_SPLIT == 0 and batch >= 2 * LOOP_SPLIT else 1
+        parts = len(feats) if split else self._parts(batch)
+        feats_parts = feats if split else tf.split(feats, parts, axis=1)
         outs = [self._recur_part(kind, cell, scale, weights, feats_p, state_p, start, end,
                                  sequences)
-                for feats_p, *state_p in zip(*(tf.split(a, parts, axis=a.shape.rank - 2)
-                                               for a in [feats, *state]))]
+                for feats_p, *state_p in zip(feats_parts, *(tf.split(s, parts, axis=0)
+                                                            for s in state))]
         if parts == 1:
             seq, *last = outs[0]
         else:
             seq = tf.concat([o[0] for o in outs], axis=1) if sequences else outs[0][0]
             last = [tf.concat(list(a), axis=0) for a in zip(*(o[1:] for o in outs))]
         return seq, tuple(last)
+
+    @staticmethod
+    def _parts(batch: int) -> int:
+        return LOOP_SPLIT if batch % LOOP_SPLIT == 0 and batch >= 2 * LOOP_SPLIT else 1
+
+    def _split_features(self, codes, pad_left: int, pad_right: int):
+        """The first layer's features for each of _recur's parts: with the embedding alone
+        (no convolution) the codes are split and each part gathered and transposed on its
+        own, rather than splitting the features, which copied them once each way
+        (the split forward, its concat backward: ~1 % of a seed LSTM epoch's CPU); else
+        the features, split by _recur."""
+        if self.plan.conv is not None or self._parts(codes.shape[0]) == 1:
+            return self._features(codes, pad_left, pad_right)
+        return [self._features(c, pad_left, pad_right)
+                for c in self.tf.split(codes, self._parts(codes.shape[0]), axis=0)]
 
     def _recur_part(self, kind: str, cell, scale, weights, feats_p, state_p, start, end,
                     sequences: bool):
@@ -132,7 +150,7 @@ class _Forward:
         n_prefix = plan.steps - n_steps
         pad_feats = self._features(tf.zeros([1, plan.maxlen], tf.int32),
                                    plan.pad_left, plan.pad_right)[: plan.steps]
-        feats = self._features(codes, left, max(0, q1 - plan.maxlen))
+        feats = self._split_features(codes, left, max(0, q1 - plan.maxlen))
         start = window - n_steps
         for li, (kind, layer) in enumerate(plan.recurrent):
             sequences = li + 1 < len(plan.recurrent) or plan.pool is not None
