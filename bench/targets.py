@@ -190,12 +190,17 @@ def rows_end_to_end(text: str) -> list[list[str]]:
     body = section(text, "kernel_speed")
     if body:
         rows = [r for r in tables(body)[0] if r["preset"] == "seed-lstm"]
-        last = rows[-1] if rows else None
-        if last:
-            frac = num(last["of measured peak (per core)"])
+        steady = [r for r in rows if num(r["epoch"]) >= 2] or rows  # epoch 1 traces
+        if steady:
+            def median(column: str) -> float:
+                return statistics.median(num(r[column]) for r in steady)
+
+            frac = median("of measured peak (per core)")
+            epochs = ", ".join(r["epoch"] for r in steady)
             out.append(["15d", "seed LSTM fast epoch, share of fp32 peak", ">= 60 %",
-                        f"{last['GFLOP per CPU-s']} GFLOP per CPU-s: {frac:.0f} % of the "
-                        f"measured peak, {last['of nominal peak (per core)']} of the nominal "
+                        f"median of epochs {epochs}: {median('GFLOP per CPU-s'):.0f} GFLOP "
+                        f"per CPU-s, {frac:.0f} % of the measured peak, "
+                        f"{median('of nominal peak (per core)'):.0f} % of the nominal "
                         f"(1c, {date(body)})", "yes" if frac >= 60 else "no"])
     return out
 

@@ -321,10 +321,11 @@ def test_one_optimizer_step_matches_plain_fit():
             got[0], want[0] = got[0][1:], want[0][1:]
         assert max_diff(got, want) < atol, optimizer
 
-def test_the_engine_embedding_adam_step_is_keras_own_bit_for_bit(monkeypatch):
-    """With the native kernels the engine takes Adam's embedding step in one native op
-    (core/fast/engine.py): after a few batches every weight and every Adam slot equals
-    Keras's own step exactly, for the LSTM and the CNN + LSTM."""
+def test_the_engine_adam_step_is_keras_own_bit_for_bit(monkeypatch):
+    """With the native kernels the engine takes Adam's step in native ops, one per
+    variable (core/fast/engine.py): after a few batches every weight and every optimizer
+    variable (slots, step count) equals Keras's own step exactly, for the LSTM and the
+    CNN + LSTM."""
     if not native.enabled():
         pytest.skip(f"native kernels unavailable here: {native.status()}")
     for arch in ("lstm", "cnn-lstm"):
@@ -348,7 +349,7 @@ def test_the_engine_embedding_adam_step_is_keras_own_bit_for_bit(monkeypatch):
             np.testing.assert_array_equal(mine, keras_own)
 
 
-def test_the_embedding_step_is_keras_adam_only():
+def test_the_native_step_is_keras_adam_only():
     """Any other optimizer, or Adam with anything around its step, keeps Keras's own."""
     assert fast.engine.plain_adam(keras.optimizers.Adam(0.01))
     for other in (keras.optimizers.Adam(0.01, amsgrad=True), keras.optimizers.Adam(clipnorm=1),

@@ -379,3 +379,21 @@ def test_embedding_adam_equals_kerass_ops_and_checks_indices(kernels):
         with pytest.raises(tf.errors.InvalidArgumentError, match="is not in"):
             kernels.lab_embedding_adam(values, np.where(idx == 3, bad, idx).astype(np.int32),
                                        m, v, var, alpha, c1, c2, eps)
+
+
+def test_adam_equals_kerass_ops_for_a_dense_gradient(kernels):
+    """Adam's step from a dense gradient (any shape), bit for bit as Keras's ops make it."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(4)
+    grad, m, v, var = (rng.standard_normal((7, 37)).astype(np.float32) for _ in range(4))
+    v = np.abs(v)
+    alpha, c1, c2, eps = (np.float32(a) for a in (0.003, 1 - 0.9, 1 - 0.999, 1e-7))
+    got = kernels.lab_adam(grad, m, v, var, alpha, c1, c2, eps)
+    m_want = m + (grad - m) * c1
+    v_want = v + (tf.square(grad) - v) * c2
+    var_want = var - (m_want * alpha) / (tf.sqrt(v_want) + eps)
+    for mine, want in zip(got, (m_want, v_want, var_want)):
+        np.testing.assert_array_equal(mine, want)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="grad must have shape"):
+        kernels.lab_adam(grad[:, :5], m, v, var, alpha, c1, c2, eps)

@@ -34,8 +34,9 @@ class _Engine(_Forward):
     def __init__(self, model, plan: Plan):
         super().__init__(model, plan)
         self.optimizer = getattr(model, "optimizer", None)  # None: not compiled
-        self.adam = native.ops()[0].lab_embedding_adam \
-            if self.native and plain_adam(self.optimizer) else None
+        kernels = native.ops()[0] if self.native and plain_adam(self.optimizer) else None
+        self.adam = kernels and kernels.lab_adam  # None: Keras's own Adam step
+        self.embedding_adam = kernels and kernels.lab_embedding_adam
         self._ints: dict[int, Any] = {}
         self.train_step = self._compiled(self._train_step)
         self.eval_step = self._compiled(self._eval_step)
@@ -78,38 +79,47 @@ class _Engine(_Forward):
             loss_sum, hits = self._losses(codes, y, w, n_steps, window, training=True)
             loss = loss_sum / tf.reduce_sum(w)  # Keras: mean over the batch's reviews
         grads = tape.gradient(loss, variables)
-        table = self.plan.embedding.embeddings
-        at = next((i for i, v in enumerate(variables) if v is table), None)
-        if self.adam is not None and at is not None and _int32_slices(tf, grads[at]):
-            self._embedding_adam_step(grads[at], table)  # before apply counts the step
-            grads, variables = grads[:at] + grads[at + 1:], variables[:at] + variables[at + 1:]
-        model.optimizer.apply(grads, variables)
+        if self.adam is None:
+            model.optimizer.apply(grads, variables)
+        else:
+            self._adam_step(grads, variables)
         return loss, hits
 
-    def _embedding_adam_step(self, grad, var) -> None:
-        """Keras's Adam step for the embedding table (keras/src/optimizers/adam.py,
-        update_step) in one native op: its alpha from the same ops, then the slices summed
-        per row and, apart, their squares (Keras densifies both with TensorFlow's
-        UnsortedSegmentSum, row by row) and the updates of m, v and the table in one pass,
-        with every rounding of Keras's eleven elementwise ops over the table: ~4 % of a
-        seed LSTM epoch's CPU less (epochs alternated in one process). Keras's m and v
-        slots are read from its private lists, so tests/test_fast.py compares the weights
-        and slots with Keras's own step bit for bit."""
+    def _adam_step(self, grads, variables) -> None:
+        """Keras's Adam step (keras/src/optimizers/adam.py, update_step; plain_adam says
+        nothing else is around it) in one native op per variable: alpha from the same ops,
+        then m, v and the variable updated in one pass with every rounding of Keras's
+        eleven elementwise ops. The embedding table's gradient comes as slices: its op
+        first sums them per row and, apart, their squares, as Keras densifies both (with
+        TensorFlow's UnsortedSegmentSum, row by row). Variables whose gradient is neither
+        (or None) are left to Keras's own step, which then counts the step. Keras's m and
+        v slots are read from its private lists, so tests/test_fast.py compares the weights
+        and every optimizer variable with Keras's own step, bit for bit."""
         tf, opt = self.tf, self.model.optimizer
-        lr = tf.cast(opt.learning_rate, var.dtype)
-        local_step = tf.cast(opt.iterations + 1, var.dtype)
-        beta_1_power = tf.pow(tf.cast(opt.beta_1, var.dtype), local_step)
-        beta_2_power = tf.pow(tf.cast(opt.beta_2, var.dtype), local_step)
-        m = opt._momentums[opt._get_variable_index(var)]
-        v = opt._velocities[opt._get_variable_index(var)]
+        lr = tf.cast(opt.learning_rate, tf.float32)
+        local_step = tf.cast(opt.iterations + 1, tf.float32)
+        beta_1_power = tf.pow(tf.cast(opt.beta_1, tf.float32), local_step)
+        beta_2_power = tf.pow(tf.cast(opt.beta_2, tf.float32), local_step)
         alpha = lr * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
-        m_new, v_new, var_new = self.adam(
-            grad.values, grad.indices, m, v, var, alpha,
-            *(tf.constant(c, tf.float32) for c in (1 - opt.beta_1, 1 - opt.beta_2,
-                                                   opt.epsilon)))
-        m.assign(m_new)
-        v.assign(v_new)
-        var.assign(var_new)
+        scalars = [alpha] + [tf.constant(c, tf.float32) for c in (
+            1 - opt.beta_1, 1 - opt.beta_2, opt.epsilon)]
+        rest = []
+        for grad, var in zip(grads, variables):
+            slices = isinstance(grad, tf.IndexedSlices)
+            if var.dtype != "float32" or grad is None or (
+                    slices and grad.indices.dtype != tf.int32):
+                rest.append((grad, var))
+                continue
+            m = opt._momentums[opt._get_variable_index(var)]
+            v = opt._velocities[opt._get_variable_index(var)]
+            new = (self.embedding_adam(grad.values, grad.indices, m, v, var, *scalars)
+                   if slices else self.adam(grad, m, v, var, *scalars))
+            for slot, value in zip((m, v, var), new):
+                slot.assign(value)
+        if rest:
+            opt.apply(*map(list, zip(*rest)))  # counts the step
+        else:
+            opt.iterations.assign_add(1)
 
     def _grad_step(self, codes, y, w, n_steps, window):
         tf, variables = self.tf, self.model.trainable_variables
@@ -155,17 +165,13 @@ class _Engine(_Forward):
 def plain_adam(optimizer) -> bool:
     """Whether ``optimizer`` is Keras's Adam with nothing around its step (no AMSGrad,
     weight decay, clipping, moving average, accumulation or loss scale): the step
-    _Engine._embedding_adam_step repeats for the embedding table."""
+    _Engine._adam_step repeats."""
     import keras
 
     return type(optimizer) is keras.optimizers.Adam and not optimizer.amsgrad and not any(
         getattr(optimizer, name, None) for name in (
             "weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "use_ema",
             "gradient_accumulation_steps", "loss_scale_factor"))
-
-
-def _int32_slices(tf, grad) -> bool:
-    return isinstance(grad, tf.IndexedSlices) and grad.indices.dtype == tf.int32
 
 
 # Training engines per model (see _engine_for).

@@ -1,5 +1,5 @@
 // TensorFlow ops around lstm_kernels.c: LabLstmForward and LabLstmBackward (see there
-// and core/native.py), LabConvPool and its gradient, and LabEmbeddingAdam. Each op runs on
+// and core/native.py), LabConvPool and its gradient, and LabEmbeddingAdam and LabAdam. Each op runs on
 // one core; core/fast.py runs a batch's halves as two ops that TensorFlow executes
 // concurrently.
 #include <time.h>
@@ -295,6 +295,18 @@ class ConvPoolGradOp : public OpKernel {
   }
 };
 
+// Adam's scalars alpha, c1, c2 and eps: float32 scalars, inputs first .. first + 3.
+absl::Status ReadScalars(const char *op, OpKernelContext *ctx, int first, float *out) {
+  for (int k = 0; k < 4; k++) {
+    const Tensor &t = ctx->input(first + k);
+    if (!TensorShapeUtils::IsScalar(t.shape()))
+      return ::tensorflow::errors::InvalidArgument(
+          op, ": alpha, c1, c2 and eps must be scalars, got ", t.shape().DebugString());
+    out[k] = t.scalar<float>()();
+  }
+  return absl::OkStatus();
+}
+
 // Keras's Adam step for an embedding table var (rows, E) from its gradient's slices
 // (values (N, E), indices (N)): the slices summed per row and, apart, their squares, as
 // Keras's Adam densifies both (lab_segment_sums), then its elementwise updates of m, v and
@@ -320,13 +332,7 @@ class EmbeddingAdamOp : public OpKernel {
     OP_REQUIRES_OK(ctx, Expect(op, "m", m, var.shape(), "as var"));
     OP_REQUIRES_OK(ctx, Expect(op, "v", v, var.shape(), "as var"));
     float scalars[4];
-    for (int k = 0; k < 4; k++) {
-      const Tensor &t = ctx->input(5 + k);
-      OP_REQUIRES(ctx, TensorShapeUtils::IsScalar(t.shape()),
-                  InvalidArgument(op, ": alpha, c1, c2 and eps must be scalars, got ",
-                                  t.shape().DebugString()));
-      scalars[k] = t.scalar<float>()();
-    }
+    OP_REQUIRES_OK(ctx, ReadScalars(op, ctx, 5, scalars));
     const int32_t *idx = indices.flat<int32_t>().data();
     for (int64_t i = 0; i < n; i++)
       OP_REQUIRES(ctx, idx[i] >= 0 && idx[i] < rows,
@@ -339,6 +345,39 @@ class EmbeddingAdamOp : public OpKernel {
     lab_segment_sums(n, static_cast<int>(E), rows, idx, F32(values), F32(m_out), F32(v_out));
     lab_adam_rows(rows * E, F32(m), F32(v), F32(var), scalars[0], scalars[1], scalars[2],
                   scalars[3], F32(m_out), F32(v_out), F32(var_out));
+  }
+};
+
+// Keras's Adam step for any float32 variable var from its dense gradient grad (same shape):
+// as LabEmbeddingAdam with grad itself as the sum and its square (rounded) as the sum of
+// squares, which is what Keras's ops make of a dense gradient.
+class AdamOp : public OpKernel {
+ public:
+  explicit AdamOp(OpKernelConstruction *ctx) : OpKernel(ctx) {}
+  void Compute(OpKernelContext *ctx) override {
+    using ::tensorflow::errors::InvalidArgument;
+    const char *op = "LabAdam";
+    const Tensor &grad = ctx->input(0), &m = ctx->input(1), &v = ctx->input(2),
+                 &var = ctx->input(3);
+    OP_REQUIRES_OK(ctx, Expect(op, "grad", grad, var.shape(), "as var"));
+    OP_REQUIRES_OK(ctx, Expect(op, "m", m, var.shape(), "as var"));
+    OP_REQUIRES_OK(ctx, Expect(op, "v", v, var.shape(), "as var"));
+    float scalars[4];
+    OP_REQUIRES_OK(ctx, ReadScalars(op, ctx, 4, scalars));
+    Tensor *m_out, *v_out, *var_out;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, var.shape(), &m_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, var.shape(), &v_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, var.shape(), &var_out));
+    const int64_t n = var.NumElements();
+    const float *g = F32(grad);
+    float *sum = F32(m_out), *sumsq = F32(v_out);
+    for (int64_t i = 0; i < n; i++) {
+      const float x = g[i];
+      sum[i] = x;
+      sumsq[i] = x * x;
+    }
+    lab_adam_rows(n, F32(m), F32(v), F32(var), scalars[0], scalars[1], scalars[2],
+                  scalars[3], sum, sumsq, F32(var_out));
   }
 };
 
@@ -452,6 +491,24 @@ REGISTER_OP("LabConvPoolGrad")
       return absl::OkStatus();
     });
 
+REGISTER_OP("LabAdam")
+    .Input("grad: float")
+    .Input("m: float")
+    .Input("v: float")
+    .Input("var: float")
+    .Input("alpha: float")
+    .Input("c1: float")
+    .Input("c2: float")
+    .Input("eps: float")
+    .Output("m_out: float")
+    .Output("v_out: float")
+    .Output("var_out: float")
+    .SetShapeFn([](InferenceContext *c) {
+      TF_RETURN_IF_ERROR(Ranks(c, {-1, -1, -1, -1, 0, 0, 0, 0}));
+      for (int k = 0; k < 3; k++) c->set_output(k, c->input(3));
+      return absl::OkStatus();
+    });
+
 REGISTER_OP("LabEmbeddingAdam")
     .Input("values: float")
     .Input("indices: int32")
@@ -476,6 +533,7 @@ REGISTER_KERNEL_BUILDER(Name("LabConvPoolGrad").Device(tensorflow::DEVICE_CPU), 
 REGISTER_KERNEL_BUILDER(Name("LabLstmForward").Device(tensorflow::DEVICE_CPU), LstmForwardOp);
 REGISTER_KERNEL_BUILDER(Name("LabLstmBackward").Device(tensorflow::DEVICE_CPU), LstmBackwardOp);
 REGISTER_KERNEL_BUILDER(Name("LabEmbeddingAdam").Device(tensorflow::DEVICE_CPU), EmbeddingAdamOp);
+REGISTER_KERNEL_BUILDER(Name("LabAdam").Device(tensorflow::DEVICE_CPU), AdamOp);
 
 // Seconds of CPU time the ops above have taken in this process so far.
 extern "C" double lab_native_cpu_seconds() { return 1e-9 * double(cpu_ns.load()); }
