@@ -82,10 +82,10 @@ def set_threads(cfg: TrainConfig | None = None) -> None:
 
     Between ops (inter-op), the job's threads. Within one op (intra-op), as many, except
     where fast mode trains on the native kernels: there each batch's halves already run
-    side by side on the inter-op threads, and splitting the small ops around them (Adam's
-    updates, the embedding's gather and scatter) across threads cost more CPU in fork and
-    join than it saved (bench/thread_split.py). Plain fit and the XLA loops keep theirs:
-    their matmuls and the bag models' embedding updates use them."""
+    side by side on the inter-op threads, and splitting the small ops around them (the
+    embedding's gathers and transposes, the loss) across threads cost more CPU in fork and
+    join than it saved (bench/thread_split.py, section 1d). Plain fit and the XLA loops
+    keep theirs: their matmuls and the bag models' embedding updates use them."""
     import tensorflow as tf
 
     from core import fast
