@@ -295,31 +295,53 @@ class ConvPoolGradOp : public OpKernel {
   }
 };
 
-// Adam's scalars alpha, c1, c2 and eps: float32 scalars, inputs first .. first + 3.
-absl::Status ReadScalars(const char *op, OpKernelContext *ctx, int first, float *out) {
+// What both Adam ops share: m, v and var at inputs first .. first + 2 (m and v shaped as
+// var), then Adam's scalars alpha (Keras's lr * sqrt(1 - b2^t) / (1 - b1^t)),
+// c1 = 1 - beta_1, c2 = 1 - beta_2 and eps; outputs the new m, v and var. StartAdam checks
+// and reads them and allocates the outputs; the op puts its gradient's sum and sum of
+// squares into the m and v outputs, and FinishAdam makes the step (lab_adam_rows).
+struct AdamIo {
+  const Tensor *m, *v, *var;
+  float scalars[4];
+  Tensor *m_out, *v_out, *var_out;
+};
+
+absl::Status StartAdam(const char *op, OpKernelContext *ctx, int first, AdamIo *io) {
+  io->m = &ctx->input(first);
+  io->v = &ctx->input(first + 1);
+  io->var = &ctx->input(first + 2);
+  const TensorShape &shape = io->var->shape();
+  TF_RETURN_IF_ERROR(Expect(op, "m", *io->m, shape, "as var"));
+  TF_RETURN_IF_ERROR(Expect(op, "v", *io->v, shape, "as var"));
   for (int k = 0; k < 4; k++) {
-    const Tensor &t = ctx->input(first + k);
+    const Tensor &t = ctx->input(first + 3 + k);
     if (!TensorShapeUtils::IsScalar(t.shape()))
       return ::tensorflow::errors::InvalidArgument(
           op, ": alpha, c1, c2 and eps must be scalars, got ", t.shape().DebugString());
-    out[k] = t.scalar<float>()();
+    io->scalars[k] = t.scalar<float>()();
   }
-  return absl::OkStatus();
+  TF_RETURN_IF_ERROR(ctx->allocate_output(0, shape, &io->m_out));
+  TF_RETURN_IF_ERROR(ctx->allocate_output(1, shape, &io->v_out));
+  return ctx->allocate_output(2, shape, &io->var_out);
+}
+
+void FinishAdam(const AdamIo &io) {
+  lab_adam_rows(io.var->NumElements(), F32(*io.m), F32(*io.v), F32(*io.var), io.scalars[0],
+                io.scalars[1], io.scalars[2], io.scalars[3], F32(io.m_out), F32(io.v_out),
+                F32(io.var_out));
 }
 
 // Keras's Adam step for an embedding table var (rows, E) from its gradient's slices
-// (values (N, E), indices (N)): the slices summed per row and, apart, their squares, as
-// Keras's Adam densifies both (lab_segment_sums), then its elementwise updates of m, v and
-// var in one pass (lab_adam_rows); scalars alpha (Keras's lr * sqrt(1 - b2^t) / (1 - b1^t)),
-// c1 = 1 - beta_1, c2 = 1 - beta_2, eps. Outputs the new m, v and var, to be assigned.
+// (values (N, E), indices (N); then StartAdam's inputs): the slices summed per row and,
+// apart, their squares, as Keras's Adam densifies both (lab_segment_sums), then its
+// elementwise updates of m, v and var in one pass.
 class EmbeddingAdamOp : public OpKernel {
  public:
   explicit EmbeddingAdamOp(OpKernelConstruction *ctx) : OpKernel(ctx) {}
   void Compute(OpKernelContext *ctx) override {
     using ::tensorflow::errors::InvalidArgument;
     const char *op = "LabEmbeddingAdam";  // not timed: cpu_ns counts the layers' ops
-    const Tensor &values = ctx->input(0), &indices = ctx->input(1), &m = ctx->input(2),
-                 &v = ctx->input(3), &var = ctx->input(4);
+    const Tensor &values = ctx->input(0), &indices = ctx->input(1), &var = ctx->input(4);
     OP_REQUIRES(ctx, var.dims() == 2 && var.dim_size(1) <= std::numeric_limits<int>::max(),
                 InvalidArgument(op, ": var must be a table (rows, width), got ",
                                 var.shape().DebugString()));
@@ -329,55 +351,40 @@ class EmbeddingAdamOp : public OpKernel {
                                 values.shape().DebugString()));
     const int64_t n = values.dim_size(0);
     OP_REQUIRES_OK(ctx, Expect(op, "indices", indices, TensorShape({n}), "one per slice"));
-    OP_REQUIRES_OK(ctx, Expect(op, "m", m, var.shape(), "as var"));
-    OP_REQUIRES_OK(ctx, Expect(op, "v", v, var.shape(), "as var"));
-    float scalars[4];
-    OP_REQUIRES_OK(ctx, ReadScalars(op, ctx, 5, scalars));
     const int32_t *idx = indices.flat<int32_t>().data();
     for (int64_t i = 0; i < n; i++)
       OP_REQUIRES(ctx, idx[i] >= 0 && idx[i] < rows,
                   InvalidArgument(op, ": indices[", i, "] = ", idx[i], " is not in [0, ",
                                   rows, ")"));
-    Tensor *m_out, *v_out, *var_out;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, var.shape(), &m_out));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, var.shape(), &v_out));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, var.shape(), &var_out));
-    lab_segment_sums(n, static_cast<int>(E), rows, idx, F32(values), F32(m_out), F32(v_out));
-    lab_adam_rows(rows * E, F32(m), F32(v), F32(var), scalars[0], scalars[1], scalars[2],
-                  scalars[3], F32(m_out), F32(v_out), F32(var_out));
+    AdamIo io;
+    OP_REQUIRES_OK(ctx, StartAdam(op, ctx, 2, &io));
+    lab_segment_sums(n, static_cast<int>(E), rows, idx, F32(values), F32(io.m_out),
+                     F32(io.v_out));
+    FinishAdam(io);
   }
 };
 
-// Keras's Adam step for any float32 variable var from its dense gradient grad (same shape):
-// as LabEmbeddingAdam with grad itself as the sum and its square (rounded) as the sum of
-// squares, which is what Keras's ops make of a dense gradient.
+// Keras's Adam step for any float32 variable var from its dense gradient grad (same shape;
+// then StartAdam's inputs): as LabEmbeddingAdam with grad itself as the sum and its square
+// (rounded) as the sum of squares, which is what Keras's ops make of a dense gradient.
 class AdamOp : public OpKernel {
  public:
   explicit AdamOp(OpKernelConstruction *ctx) : OpKernel(ctx) {}
   void Compute(OpKernelContext *ctx) override {
-    using ::tensorflow::errors::InvalidArgument;
     const char *op = "LabAdam";
-    const Tensor &grad = ctx->input(0), &m = ctx->input(1), &v = ctx->input(2),
-                 &var = ctx->input(3);
+    const Tensor &grad = ctx->input(0), &var = ctx->input(3);
     OP_REQUIRES_OK(ctx, Expect(op, "grad", grad, var.shape(), "as var"));
-    OP_REQUIRES_OK(ctx, Expect(op, "m", m, var.shape(), "as var"));
-    OP_REQUIRES_OK(ctx, Expect(op, "v", v, var.shape(), "as var"));
-    float scalars[4];
-    OP_REQUIRES_OK(ctx, ReadScalars(op, ctx, 4, scalars));
-    Tensor *m_out, *v_out, *var_out;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, var.shape(), &m_out));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, var.shape(), &v_out));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, var.shape(), &var_out));
+    AdamIo io;
+    OP_REQUIRES_OK(ctx, StartAdam(op, ctx, 1, &io));
     const int64_t n = var.NumElements();
     const float *g = F32(grad);
-    float *sum = F32(m_out), *sumsq = F32(v_out);
+    float *sum = F32(io.m_out), *sumsq = F32(io.v_out);
     for (int64_t i = 0; i < n; i++) {
       const float x = g[i];
       sum[i] = x;
       sumsq[i] = x * x;
     }
-    lab_adam_rows(n, F32(m), F32(v), F32(var), scalars[0], scalars[1], scalars[2],
-                  scalars[3], sum, sumsq, F32(var_out));
+    FinishAdam(io);
   }
 };
 
