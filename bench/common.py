@@ -59,6 +59,21 @@ def test_accuracy(model, x, y, maxlen: int) -> float:
     return evaluate(y, p, (x != 0).sum(axis=1), maxlen)["test_accuracy"]
 
 
+def train_rows(ds, cfg, n_fit: int | None = None) -> tuple:
+    """cfg's first train_size training reviews (0: all) as a run trains on them: (encoder,
+    rows, labels). An n-gram model's rows carry the bigrams counted on the first ``n_fit``
+    of them (default: all; core.training.ngram_arrays); any other model's are the padded
+    word codes, and its encoder None."""
+    from core.config import ARCHITECTURES
+    from core.training import ngram_arrays
+
+    if not ARCHITECTURES[cfg.architecture].get("ngrams"):
+        return (None, *ds.arrays("train", cfg.top_words, cfg.maxlen, cfg.train_size))
+    y = ds.train.head(cfg.train_size).labels.astype("float32")
+    encoder, x = ngram_arrays(ds, cfg, len(y) if n_fit is None else n_fit)
+    return encoder, x, y
+
+
 @functools.cache
 def lscpu() -> dict[str, str]:
     """lscpu's fields (run once per process)."""

@@ -73,11 +73,11 @@ def main() -> None:
     args = ap.parse_args()
     import keras
 
+    from bench.common import train_rows
     from core import fast
-    from core.config import ARCHITECTURES, check, parse_overrides, preset
+    from core.config import check, parse_overrides, preset
     from core.data import load_dataset
     from core.models import build_model, compile_model, prepare_model
-    from core.training import ngram_arrays
 
     cfg = preset(args.preset, **parse_overrides(args.set),
                  validation_split=args.validation_split)
@@ -92,13 +92,11 @@ def main() -> None:
     t0, c0 = time.monotonic(), time.process_time()
     n = cfg.train_size or len(ds.train)
     n_fit = n - int(round(n * cfg.validation_split))
-    if ARCHITECTURES[cfg.architecture].get("ngrams"):
-        encoder, x = ngram_arrays(ds, cfg, n_fit)
-        y = ds.train.head(cfg.train_size).labels.astype("float32")
+    encoder, x, y = train_rows(ds, cfg, n_fit)
+    if encoder is not None:
         print(f"encoder: {len(encoder.bigrams):,} bigrams, rows {x.shape}, "
               f"cut rows {(x[:, 0] != 0).mean():.1%}, {time.monotonic() - t0:.1f} s")
     else:
-        x, y = ds.arrays("train", cfg.top_words, cfg.maxlen, cfg.train_size)
         print(f"rows {x.shape}, cut rows {(x[:, 0] != 0).mean():.1%}")
     model = compile_model(build_model(cfg), cfg)
     prepare_model(model, cfg, x[:n_fit], y[:n_fit])

@@ -35,22 +35,20 @@ def train_one(ds, name: str, seed: int) -> dict:
     import keras
 
     from core import fast
-    from core.config import ARCHITECTURES, check, preset
+    from core.config import check, preset
     from core.evaluate import evaluate
     from core.models import build_model, compile_model, prepare_model
-    from core.training import ngram_arrays, predict_test_set
+    from core.training import predict_test_set
 
     cfg = preset(name, seed=seed)
     check(cfg, len(ds.train), len(ds.test))
     keras.utils.set_random_seed(cfg.seed)
     w0, c0 = time.monotonic(), time.process_time()
-    if ARCHITECTURES[cfg.architecture].get("ngrams"):
-        encoder, x = ngram_arrays(ds, cfg, len(ds.train))
+    encoder, x, y = common.train_rows(ds, cfg)
+    if encoder is not None:  # an n-gram model's test rows: its encoder's
         x_test = encoder.encode_ragged(*ds.ragged("test", cfg.top_words))
-        y = ds.train.labels.astype(np.float32)
         y_test = ds.test.labels.astype(np.float32)
     else:
-        x, y = ds.arrays("train", cfg.top_words, cfg.maxlen)
         x_test, y_test = ds.arrays("test", cfg.top_words, cfg.maxlen)
     model = compile_model(build_model(cfg), cfg)
     prepare_model(model, cfg, x, y)

@@ -38,8 +38,8 @@ def child(name: str, intra: int, n: int, epochs: int) -> None:
     """One workload's epochs with ``intra`` intra-op threads; prints the last one as JSON."""
     import tensorflow as tf
 
-    from core import fast, training
-    from core.config import ARCHITECTURES, preset
+    from core import fast
+    from core.config import preset
     from core.data import load_dataset
     from core.models import build_model, compile_model
 
@@ -52,11 +52,7 @@ def child(name: str, intra: int, n: int, epochs: int) -> None:
     ds = load_dataset()
     keras.utils.set_random_seed(cfg.seed)
     model = compile_model(build_model(cfg), cfg)
-    if ARCHITECTURES[cfg.architecture].get("ngrams"):  # its n-gram rows, as a run's
-        x = training.ngram_arrays(ds, cfg, n)[1]
-        y = ds.train.head(n).labels.astype(np.float32)
-    else:
-        x, y = ds.arrays("train", cfg.top_words, cfg.maxlen, n)
+    _, x, y = common.train_rows(ds, cfg)
     for epoch in range(epochs):
         w0, c0 = time.perf_counter(), time.process_time()
         if use_fast:
