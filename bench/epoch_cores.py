@@ -102,7 +102,7 @@ def profile(name: str, args) -> list:
                 perf = subprocess.Popen(
                     ["perf", "record", "-e", "cpu-clock", "-F", str(args.freq), "-p",
                      str(os.getpid()), "-o", str(data)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 time.sleep(1.0)  # perf attached
             w0, c0 = time.perf_counter(), time.process_time()
             fast.fit(model, dataclasses.replace(cfg, epochs=epoch + 1), x, y, None, None, [],
@@ -110,7 +110,9 @@ def profile(name: str, args) -> list:
             wall, cpu = time.perf_counter() - w0, time.process_time() - c0
             if perf is not None:
                 perf.send_signal(signal.SIGINT)
-                perf.wait()
+                _, err = perf.communicate()
+                if not data.exists():  # not allowed (perf_event_paranoid), say
+                    raise SystemExit(f"perf record sampled nothing: {err.decode().strip()}")
         shares, alone = busy_shares(samples(data), args.bin_ms / 1e3)
     print(name, f"wall {wall:.2f} cpu {cpu:.2f}", shares, alone, flush=True)
     return [name, cfg.epochs, f"{wall:.2f}", f"{cpu:.2f}", f"{cpu / wall:.2f}",
