@@ -139,8 +139,12 @@ def prepare(cfg: TrainConfig) -> str:
     x[:, plan.maxlen - steps * plan.pool_size:] = 1  # one shared non-pad code per row
     y = np.ones(bs, np.float32)
     args = engine.batch_args(x, y, np.arange(bs), steps, bs)
-    for step in (engine.train_step, engine.eval_step, engine.prob_step):
-        np.asarray(step(*args)[0])  # traced, optimised and run once; adopt resets the state
+    data, order = (engine.tf.constant(x), engine.tf.constant(y)), engine.epoch_order(
+        [np.arange(bs)], bs)
+    # Each step traced, optimised and run once; adopt resets the state.
+    np.asarray(engine.train_rows(*engine.epoch_args(data, order, 0, bs, steps))[0])
+    for step in (engine.eval_step, engine.prob_step):
+        np.asarray(step(*args)[0])
     _kept["model"], _kept["key"] = model, graph_key(cfg)
     return f"prepared {cfg.display_name()} ({time.monotonic() - t0:.1f} s)"
 

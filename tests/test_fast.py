@@ -349,6 +349,25 @@ def test_the_engine_adam_step_is_keras_own_bit_for_bit(monkeypatch):
             np.testing.assert_array_equal(mine, keras_own)
 
 
+def test_a_batch_gathered_in_the_graph_is_the_hosts_batch(backend):
+    """fit's step gathers each batch from the epoch's tensors (engine.train_rows); a short
+    batch is filled up with weight-0 rows as batch_args fills it on the host, so the loss
+    and hits it returns (before its update) are eval_step's on batch_args' arrays."""
+    cfg = small_config("cnn-lstm", batch_size=8)
+    x, y = reviews(cfg, MIXED_LENGTHS, seed=7)
+    model = compile_model(build_model(cfg), cfg)
+    engine = fast._engine_for(model, fast.make_plan(model, cfg.maxlen, training=True))
+    model.optimizer.build(model.trainable_variables)
+    rows = np.array([5, 0, 3], np.int64)
+    n_steps = int(engine.plan.bucket_steps(x)[rows].max())
+    loss_sum, hits = engine.eval_step(*engine.batch_args(x, y, rows, n_steps, 8))
+    data = tf.constant(x.astype(np.int32)), tf.constant(y.astype(np.float32))
+    order = engine.epoch_order([np.arange(8), rows], 8)
+    loss, got_hits = engine.train_rows(*engine.epoch_args(data, order, 1, len(rows), n_steps))
+    assert float(loss) == pytest.approx(float(loss_sum) / len(rows), rel=1e-6)
+    assert float(got_hits) == float(hits)
+
+
 def test_the_native_step_is_keras_adam_only():
     """Any other optimizer, or Adam with anything around its step, keeps Keras's own."""
     assert fast.engine.plain_adam(keras.optimizers.Adam(0.01))

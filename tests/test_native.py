@@ -356,8 +356,9 @@ def test_runs_on_the_kernels_get_one_thread_within_an_op(kernels):
 def test_embedding_adam_equals_kerass_ops_and_checks_indices(kernels):
     """Adam's step for an embedding table from its slices, bit for bit as Keras's own ops
     make it: the slices and their squares summed per row by UnsortedSegmentSum (repeated
-    rows, untouched rows, a width that is no multiple of 16), then m, v and the table;
-    a bad index is refused."""
+    rows, untouched rows, a width that is no multiple of 16), then m, v and the table; the
+    slices may come in several arrays (summed in their order) and the step be taken for a
+    range of rows, the rest passing through; a bad index or range is refused."""
     import tensorflow as tf
 
     rng = np.random.default_rng(3)
@@ -366,19 +367,30 @@ def test_embedding_adam_equals_kerass_ops_and_checks_indices(kernels):
     m, v, var = (rng.standard_normal((12, 20)).astype(np.float32) for _ in range(3))
     v = np.abs(v)
     alpha, c1, c2, eps = (np.float32(a) for a in (0.003, 1 - 0.9, 1 - 0.999, 1e-7))
-    got = kernels.lab_embedding_adam(values, idx, m, v, var, alpha, c1, c2, eps)
     total = tf.math.unsorted_segment_sum(values, idx, 12)
     squares = tf.math.unsorted_segment_sum(tf.square(values), idx, 12)
     m_want = m + (total - m) * c1
     v_want = v + (squares - v) * c2
-    var_want = var - (m_want * alpha) / (tf.sqrt(v_want) + eps)
-    for mine, want in zip(got, (m_want, v_want, var_want)):
-        np.testing.assert_array_equal(mine, want)
+    want = (m_want, v_want, var - (m_want * alpha) / (tf.sqrt(v_want) + eps))
     assert not np.asarray(total)[10:].any()  # rows no slice touched still move
+    got = kernels.lab_embedding_adam([values], [idx], m, v, var, alpha, c1, c2, eps)
+    for mine, keras_own in zip(got, want):
+        np.testing.assert_array_equal(mine, keras_own)
+    # In three arrays, and in two steps as the engine takes them: rows 1 on, then row 0.
+    parts = [values[:100], values[100:250], values[250:]]
+    codes = [idx[:100], idx[100:250], idx[250:]]
+    later = kernels.lab_embedding_adam(parts, codes, m, v, var, alpha, c1, c2, eps, begin=1)
+    for mine, old in zip(later, (m, v, var)):
+        np.testing.assert_array_equal(np.asarray(mine)[0], old[0])  # row 0 not yet
+    got = kernels.lab_embedding_adam(parts, codes, *later, alpha, c1, c2, eps, begin=0, end=1)
+    for mine, keras_own in zip(got, want):
+        np.testing.assert_array_equal(mine, keras_own)
     for bad in (12, -1):
         with pytest.raises(tf.errors.InvalidArgumentError, match="is not in"):
-            kernels.lab_embedding_adam(values, np.where(idx == 3, bad, idx).astype(np.int32),
+            kernels.lab_embedding_adam([values], [np.where(idx == 3, bad, idx).astype(np.int32)],
                                        m, v, var, alpha, c1, c2, eps)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="begin <= end <= rows"):
+        kernels.lab_embedding_adam([values], [idx], m, v, var, alpha, c1, c2, eps, begin=13)
 
 
 def test_adam_equals_kerass_ops_for_a_dense_gradient(kernels):

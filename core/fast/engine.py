@@ -38,30 +38,36 @@ class _Engine(_Forward):
         self.adam = kernels and kernels.lab_adam  # None: Keras's own Adam step
         self.embedding_adam = kernels and kernels.lab_embedding_adam
         self._ints: dict[int, Any] = {}
-        self.train_step = self._compiled(self._train_step)
+        self.train_rows = self._compiled(self._train_rows, rows=True)
         self.eval_step = self._compiled(self._eval_step)
         self.grad_step = self._compiled(self._grad_step)
         self.prob_step = self._compiled(self._prob_step)
 
-    def _compiled(self, fn):
+    def _compiled(self, fn, rows: bool = False):
         """``fn`` as a tf.function: traced per window (XLA loops) or, native, once per
         batch size with the codes' length and the window left open, and then called as
         that concrete function (skipping tf.function's look-up of its traces: ~0.4 ms of
-        Python a batch)."""
+        Python a batch). ``rows``: fn takes the training data and the epoch's batches as
+        tensors, and a batch by number (_train_rows), else a batch's own arrays."""
         tf = self.tf
         if not self.native:
             return tf.function(fn)
         traced: dict[int, Any] = {}
+        spec = tf.TensorSpec
 
-        def call(codes, y, w, n_steps, window):
-            batch = len(codes)
-            if batch not in traced:
-                spec = tf.TensorSpec
-                traced[batch] = tf.function(fn, input_signature=[
-                    spec([batch, None], tf.int32), spec([batch], tf.float32),
+        def signature(batch: int) -> list:
+            if rows:
+                return [spec([None, None], tf.int32), spec([None], tf.float32),
+                        spec([None, batch], tf.int32)] + [spec([], tf.int32)] * 4
+            return [spec([batch, None], tf.int32), spec([batch], tf.float32),
                     spec([batch], tf.float32), spec([], tf.int32), spec([], tf.int32)]
-                ).get_concrete_function()
-            return traced[batch](codes, y, w, n_steps, window)
+
+        def call(*args):
+            batch = args[2].shape[1] if rows else len(args[0])
+            if batch not in traced:
+                traced[batch] = tf.function(
+                    fn, input_signature=signature(batch)).get_concrete_function()
+            return traced[batch](*args)
 
         return call
 
@@ -78,23 +84,67 @@ class _Engine(_Forward):
         with tf.GradientTape() as tape:
             loss_sum, hits = self._losses(codes, y, w, n_steps, window, training=True)
             loss = loss_sum / tf.reduce_sum(w)  # Keras: mean over the batch's reviews
-        grads = tape.gradient(loss, variables)
+        grads, parts = self._gradients(tape, loss, variables)
         if self.adam is None:
             model.optimizer.apply(grads, variables)
         else:
-            self._adam_step(grads, variables)
+            self._adam_step(grads, variables, parts)
         return loss, hits
 
-    def _adam_step(self, grads, variables) -> None:
+    def _train_rows(self, x, y, order, b, count, n_steps, window):
+        """_train_step on batch ``b`` of an epoch, gathered here from the training data
+        ``x``, ``y`` by ``order`` (rows b: the batch's row numbers, the first ``count`` of
+        them real, the rest filled up with all-pad rows of weight 0): the same codes,
+        labels and weights as batch_args makes on the host, with no array to convert per
+        batch (it took ~0.15 ms of Python a batch, between the batches' ops)."""
+        tf = self.tf
+        batch = order.shape[1]
+        w = tf.cast(tf.range(batch) < count, tf.float32)
+        q0, q1 = self.plan.window_positions(window)
+        lo, hi = (tf.maximum(q0, 0), tf.minimum(q1, self.plan.maxlen)) if tf.is_tensor(q0) \
+            else (max(q0, 0), min(q1, self.plan.maxlen))
+        rows = order[b]
+        codes = tf.gather(x, rows)[:, lo:hi] * tf.cast(w[:, None], tf.int32)
+        return self._train_step(codes, tf.gather(y, rows) * w, w, n_steps, window)
+
+    def _gradients(self, tape, loss, variables) -> tuple[list, list | None]:
+        """The gradients of ``loss`` for ``variables``, and the embedding table's per lookup
+        (self.lookups): parts (values, indices, padding), one per lookup in the order made.
+        The table's entry in the list is those parts as one IndexedSlices, concatenated in
+        that order, which is what the tape itself would make of them up to the order of
+        the slices (so a code's sum may differ in its last bit). Taken per lookup, the
+        rows the batch's own codes touch depend only on the halves' backward passes and
+        their Adam step can run beside the padding prefix's (_adam_step). parts is None
+        where the table is not trained."""
+        tf = self.tf
+        table = self.plan.embedding.embeddings
+        if not any(v is table for v in variables) or not self.lookups:
+            return tape.gradient(loss, variables), None
+        others = [v for v in variables if v is not table]
+        got = tape.gradient(loss, others + [e for _, e, _ in self.lookups])
+        width = table.shape[-1]
+        parts = [(tf.reshape(d, [-1, width]), tf.reshape(codes, [-1]), padding)
+                 for (codes, _, padding), d in zip(self.lookups, got[len(others):])
+                 if d is not None]
+        slices = tf.IndexedSlices(tf.concat([p[0] for p in parts], 0),
+                                  tf.concat([p[1] for p in parts], 0), tf.shape(table))
+        rest = iter(got[: len(others)])
+        return [slices if v is table else next(rest) for v in variables], parts
+
+    def _adam_step(self, grads, variables, parts=None) -> None:
         """Keras's Adam step (keras/src/optimizers/adam.py, update_step; plain_adam says
-        nothing else is around it) in one native op per variable: alpha from the same ops,
+        nothing else is around it) in native ops, one per variable: alpha from the same ops,
         then m, v and the variable updated in one pass with every rounding of Keras's
         eleven elementwise ops. The embedding table's gradient comes as slices: its op
         first sums them per row and, apart, their squares, as Keras densifies both (with
-        TensorFlow's UnsortedSegmentSum, row by row). Variables whose gradient is neither
-        (or None) are left to Keras's own step, which then counts the step. Keras's m and
-        v slots are read from its private lists, so tests/test_fast.py compares the weights
-        and every optimizer variable with Keras's own step, bit for bit."""
+        TensorFlow's UnsortedSegmentSum, row by row). With the table's gradient per lookup
+        (``parts``, _gradients) that takes two ops: rows 1 on from the batch's own lookups,
+        as soon as the halves' backward passes end, and then row 0, the padding code, which
+        the shared prefix also reads, from every lookup in order. Variables whose gradient
+        is neither (or None) are left to Keras's own step, which then counts the step.
+        Keras's m and v slots are read from its private lists, so tests/test_fast.py
+        compares the weights and every optimizer variable with Keras's own step, bit for
+        bit."""
         tf, opt = self.tf, self.model.optimizer
         lr = tf.cast(opt.learning_rate, tf.float32)
         local_step = tf.cast(opt.iterations + 1, tf.float32)
@@ -103,6 +153,7 @@ class _Engine(_Forward):
         alpha = lr * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
         scalars = [alpha] + [tf.constant(c, tf.float32) for c in (
             1 - opt.beta_1, 1 - opt.beta_2, opt.epsilon)]
+        table = self.plan.embedding.embeddings
         rest = []
         for grad, var in zip(grads, variables):
             slices = isinstance(grad, tf.IndexedSlices)
@@ -112,8 +163,16 @@ class _Engine(_Forward):
                 continue
             m = opt._momentums[opt._get_variable_index(var)]
             v = opt._velocities[opt._get_variable_index(var)]
-            new = (self.embedding_adam(grad.values, grad.indices, m, v, var, *scalars)
-                   if slices else self.adam(grad, m, v, var, *scalars))
+            if var is table and parts:
+                own = [p for p in parts if not p[2]]
+                new = self.embedding_adam([p[0] for p in own], [p[1] for p in own], m, v, var,
+                                          *scalars, begin=1)
+                new = self.embedding_adam([p[0] for p in parts], [p[1] for p in parts],
+                                          *new, *scalars, begin=0, end=1)
+            elif slices:
+                new = self.embedding_adam([grad.values], [grad.indices], m, v, var, *scalars)
+            else:
+                new = self.adam(grad, m, v, var, *scalars)
             for slot, value in zip((m, v, var), new):
                 slot.assign(value)
         if rest:
@@ -154,6 +213,23 @@ class _Engine(_Forward):
         weights[: len(rows)] = 1.0
         return (codes, labels, weights, self._int32(n_steps),
                 self._int32(window) if self.native else window)
+
+    def epoch_args(self, data: tuple, order, b: int, count: int, n_steps: int) -> tuple:
+        """train_rows's arguments for batch ``b`` of an epoch (data: the training codes
+        and labels as tensors; order: the epoch's batches, epoch_order) of ``count`` rows
+        that need ``n_steps`` steps: every one a tensor made before."""
+        n_steps = max(n_steps, 1)  # an all-padding batch still runs its last step
+        window = n_steps if self.native else self.plan.window_for(n_steps)
+        return (*data, order, self._int32(b), self._int32(count), self._int32(n_steps),
+                self._int32(window) if self.native else window)
+
+    def epoch_order(self, batches: list[np.ndarray], batch: int):
+        """The epoch's batches as one (batches, batch) int32 tensor of row numbers, a short
+        batch filled up with row 0 (train_rows gives those rows weight 0 and pad codes)."""
+        order = np.zeros((len(batches), batch), np.int32)
+        for i, rows in enumerate(batches):
+            order[i, : len(rows)] = rows
+        return self.tf.constant(order)
 
     def _int32(self, value: int):
         """A step count as an int32 scalar tensor, made once per value (a few hundred)."""
@@ -333,10 +409,11 @@ def _fit_epochs(engine: _Engine, cfg: TrainConfig, x_train: np.ndarray, y_train:
                 key: np.ndarray, val, cbs, initial_epoch: int) -> dict[str, float] | None:
     """fit's epochs, from ``initial_epoch``; returns the last epoch's logs."""
     model, bs = engine.model, int(cfg.batch_size)
+    data = engine.tf.constant(x_train), engine.tf.constant(y_train)  # once, for all epochs
     training_logs = None
     for epoch in range(initial_epoch, cfg.epochs):
         cbs.on_epoch_begin(epoch)
-        epoch_logs = _train_epoch(engine, cfg, x_train, y_train, key, epoch, cbs)
+        epoch_logs = _train_epoch(engine, cfg, data, key, epoch, cbs)
         if val is not None and len(val[0]):
             cbs.on_test_begin()  # at the training batch size, as Keras; reuses the loops
             val_logs = _evaluate(engine, np.asarray(val[0], np.int32),
@@ -350,19 +427,21 @@ def _fit_epochs(engine: _Engine, cfg: TrainConfig, x_train: np.ndarray, y_train:
     return training_logs
 
 
-def _train_epoch(engine: _Engine, cfg: TrainConfig, x_train: np.ndarray,
-                 y_train: np.ndarray, key: np.ndarray, epoch: int, cbs) -> dict[str, float]:
+def _train_epoch(engine: _Engine, cfg: TrainConfig, data: tuple, key: np.ndarray, epoch: int,
+                 cbs) -> dict[str, float]:
     """One epoch's batches (shuffled by (cfg.seed, epoch)), stopping after the batch that
-    set ``model.stop_training``; returns the epoch's loss and accuracy logs. ``key``: each
-    row's bucket (Plan.bucket_steps)."""
+    set ``model.stop_training``; returns the epoch's loss and accuracy logs. ``data``: the
+    training codes and labels as tensors; ``key``: each row's bucket (Plan.bucket_steps)."""
     bs = int(cfg.batch_size)
     loss_sum = hits = 0.0
     seen = 0
     rng = np.random.default_rng([cfg.seed, SHUFFLE_SALT, epoch])
-    for b, rows in enumerate(_batches(key, bs, rng)):
-        args = engine.batch_args(x_train, y_train, rows, int(key[rows].max()), bs)
+    batches = _batches(key, bs, rng)
+    order = engine.epoch_order(batches, bs)
+    for b, rows in enumerate(batches):
+        args = engine.epoch_args(data, order, b, len(rows), int(key[rows].max()))
         cbs.on_train_batch_begin(b)
-        loss, hit = engine.train_step(*args)
+        loss, hit = engine.train_rows(*args)
         seen += len(rows)
         loss_sum += float(loss) * len(rows)
         hits += float(hit)

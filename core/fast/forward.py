@@ -37,16 +37,30 @@ class _Forward:
         self.tf, self.model, self.plan = tf, model, plan
         self.native = native.enabled() and all(kind == "lstm" for kind, _ in plan.recurrent)
         self.runs: dict[Any, Any] = recurrences(self.native)
+        # The embedding lookups of the pass being traced (see _lookup).
+        self.lookups: list[tuple[Any, Any, bool]] = []
         # Conv1D + ReLU + MaxPooling1D by the native op (another activation: TensorFlow's).
         self.conv_native = self.native and plan.conv is not None \
             and getattr(plan.conv.activation, "__name__", "") == "relu"
 
+    def _lookup(self, codes, padding: bool):
+        """The embedding rows of ``codes`` (shaped as codes, then E), noted in self.lookups
+        as (codes, rows, padding): the train step takes the table's gradient per lookup, so that the
+        rows the batch's own codes touch can be updated while the padding row's backward
+        pass still runs (engine._Engine._gradients)."""
+        e = self.tf.gather(self.plan.embedding.embeddings, codes)
+        self.lookups.append((codes, e, padding))
+        return e
+
     # Features: embeddings, or conv + pool, time-major (T, B, F).
-    def _features(self, codes, pad_left: int, pad_right: int):
+    def _features(self, codes, pad_left: int, pad_right: int, padding: bool = False):
+        """``padding``: the codes are the all-padding row of the shared prefix."""
         tf, plan = self.tf, self.plan
-        e = tf.gather(plan.embedding.embeddings, codes)  # (B, L, E)
         if plan.conv is None:
-            return tf.transpose(e, [1, 0, 2])
+            # Looked up time-major: the codes transposed, not the rows (B x L x E floats,
+            # and their gradient back, which held up the padding prefix's backward pass).
+            return self._lookup(tf.transpose(codes), padding)
+        e = self._lookup(codes, padding)  # (B, L, E)
         conv = plan.conv
         if self.conv_native:
             return self.runs["conv-pool-native"](
@@ -146,10 +160,11 @@ class _Forward:
         tf, plan = self.tf, self.plan
         q0, q1 = plan.window_positions(window)
         left = tf.maximum(0, -q0) if tf.is_tensor(q0) else max(0, -q0)
+        self.lookups = []
         # The shared prefix: an all-padding row, run for steps [0, steps - n_steps).
         n_prefix = plan.steps - n_steps
         pad_feats = self._features(tf.zeros([1, plan.maxlen], tf.int32),
-                                   plan.pad_left, plan.pad_right)[: plan.steps]
+                                   plan.pad_left, plan.pad_right, padding=True)[: plan.steps]
         feats = self._split_features(codes, left, max(0, q1 - plan.maxlen))
         start = window - n_steps
         for li, (kind, layer) in enumerate(plan.recurrent):

@@ -872,18 +872,21 @@ void lab_conv_pool_backward(int B, int L, int E, int K, int C, int pl, int pr, i
 
 /* -- The embedding gradient's two sums, for Keras's Adam (core/fast/engine.py) -------------
  *
- * sum[r] = the sum of the rows i of values with idx[i] = r, sumsq[r] = the sum of their
- * squares, each added in order of i: what TensorFlow's UnsortedSegmentSum makes of the
- * gradient's slices and of their squares (Keras 3's Adam densifies both), in one pass and
- * with the same roundings (each square rounded before it is added: no FMA contraction).
- * idx is checked by the caller (0 <= idx[i] < rows). */
+ * For the rows r in [begin, end): sum[r - begin] += the rows i of values with idx[i] = r,
+ * sumsq[r - begin] += their squares, each added in order of i (slices of other rows are
+ * skipped): what TensorFlow's UnsortedSegmentSum makes of the gradient's slices and of
+ * their squares (Keras 3's Adam densifies both), in one pass and with the same roundings
+ * (each square rounded before it is added: no FMA contraction). The caller zeroes sum and
+ * sumsq once and may then add several arrays of slices, in their order; it checks idx
+ * (0 <= idx[i] < the table's rows). */
 __attribute__((optimize("fp-contract=off"))) void lab_segment_sums(
-    long n, int E, long rows, const int *idx, const float *values, float *sum, float *sumsq) {
-  memset(sum, 0, sizeof(float) * rows * E);
-  memset(sumsq, 0, sizeof(float) * rows * E);
+    long n, int E, long begin, long end, const int *idx, const float *values, float *sum,
+    float *sumsq) {
   for (long i = 0; i < n; i++) {
+    if (idx[i] < begin || idx[i] >= end) continue;
     const float *restrict v = values + (size_t)i * E;
-    float *restrict s = sum + (size_t)idx[i] * E, *restrict q = sumsq + (size_t)idx[i] * E;
+    float *restrict s = sum + (size_t)(idx[i] - begin) * E,
+                    *restrict q = sumsq + (size_t)(idx[i] - begin) * E;
 #if defined(__AVX512F__)
     for (int j = 0; j < E; j += 16) {
       const __mmask16 m = lanes(E - j);
@@ -902,35 +905,39 @@ __attribute__((optimize("fp-contract=off"))) void lab_segment_sums(
   }
 }
 
-/* The rest of Keras's Adam step for the table, elementwise over its n floats, with the
- * roundings of its separate TensorFlow ops (keras/src/optimizers/adam.py): on entry m_out
- * and v_out hold the slices' sum and sum of squares (lab_segment_sums); on exit
+/* The rest of Keras's Adam step, elementwise over n floats, with the roundings of its
+ * separate TensorFlow ops (keras/src/optimizers/adam.py): from the gradient's sum and sum
+ * of squares (lab_segment_sums; for a dense gradient, itself and its rounded square),
  *   m_out = m + (sum - m) * c1,  v_out = v + (sumsq - v) * c2,
  *   var_out = var - (m_out * alpha) / (sqrt(v_out) + eps),
- * each operation rounded on its own (no FMA contraction; IEEE sqrt and division). */
+ * each operation rounded on its own (no FMA contraction; IEEE sqrt and division). Each
+ * element is read before it is written, so an output may share its input's memory (or
+ * sum's, or sumsq's). */
 __attribute__((optimize("fp-contract=off"))) void lab_adam_rows(
-    long n, const float *m, const float *v, const float *var, float alpha, float c1,
-    float c2, float eps, float *m_out, float *v_out, float *var_out) {
+    long n, const float *m, const float *v, const float *var, const float *sum,
+    const float *sumsq, float alpha, float c1, float c2, float eps, float *m_out,
+    float *v_out, float *var_out) {
   long i = 0;
 #if defined(__AVX512F__)
   const __m512 a = _mm512_set1_ps(alpha), k1 = _mm512_set1_ps(c1), k2 = _mm512_set1_ps(c2),
                e = _mm512_set1_ps(eps);
   for (; i + 16 <= n; i += 16) {
     const __m512 m0 = _mm512_loadu_ps(m + i), v0 = _mm512_loadu_ps(v + i);
-    const __m512 m1 = _mm512_add_ps(m0, _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(m_out + i), m0), k1));
-    const __m512 v1 = _mm512_add_ps(v0, _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(v_out + i), v0), k2));
+    const __m512 m1 = _mm512_add_ps(m0, _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(sum + i), m0), k1));
+    const __m512 v1 = _mm512_add_ps(v0, _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(sumsq + i), v0), k2));
+    const __m512 w1 = _mm512_sub_ps(_mm512_loadu_ps(var + i),
+                                    _mm512_div_ps(_mm512_mul_ps(m1, a),
+                                                  _mm512_add_ps(_mm512_sqrt_ps(v1), e)));
     _mm512_storeu_ps(m_out + i, m1);
     _mm512_storeu_ps(v_out + i, v1);
-    _mm512_storeu_ps(var_out + i,
-                     _mm512_sub_ps(_mm512_loadu_ps(var + i),
-                                   _mm512_div_ps(_mm512_mul_ps(m1, a),
-                                                 _mm512_add_ps(_mm512_sqrt_ps(v1), e))));
+    _mm512_storeu_ps(var_out + i, w1);
   }
 #endif
   for (; i < n; i++) {
-    const float m1 = m[i] + (m_out[i] - m[i]) * c1, v1 = v[i] + (v_out[i] - v[i]) * c2;
+    const float m1 = m[i] + (sum[i] - m[i]) * c1, v1 = v[i] + (sumsq[i] - v[i]) * c2;
+    const float w1 = var[i] - (m1 * alpha) / (sqrtf(v1) + eps);
     m_out[i] = m1;
     v_out[i] = v1;
-    var_out[i] = var[i] - (m1 * alpha) / (sqrtf(v1) + eps);
+    var_out[i] = w1;
   }
 }

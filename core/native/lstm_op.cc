@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -32,10 +33,11 @@ void lab_conv_pool_backward(int B, int L, int E, int K, int C, int pl, int pr, i
                             const float *e, const float *kernel, const float *out,
                             const unsigned char *which, const float *dout, float *de,
                             float *dkernel, float *dbias, float *scratch);
-void lab_segment_sums(long n, int E, long rows, const int *idx, const float *values,
-                      float *sum, float *sumsq);
-void lab_adam_rows(long n, const float *m, const float *v, const float *var, float alpha,
-                   float c1, float c2, float eps, float *m_out, float *v_out, float *var_out);
+void lab_segment_sums(long n, int E, long begin, long end, const int *idx,
+                      const float *values, float *sum, float *sumsq);
+void lab_adam_rows(long n, const float *m, const float *v, const float *var, const float *sum,
+                   const float *sumsq, float alpha, float c1, float c2, float eps,
+                   float *m_out, float *v_out, float *var_out);
 }
 
 namespace {
@@ -297,9 +299,11 @@ class ConvPoolGradOp : public OpKernel {
 
 // What both Adam ops share: m, v and var at inputs first .. first + 2 (m and v shaped as
 // var), then Adam's scalars alpha (Keras's lr * sqrt(1 - b2^t) / (1 - b1^t)),
-// c1 = 1 - beta_1, c2 = 1 - beta_2 and eps; outputs the new m, v and var. StartAdam checks
-// and reads them and allocates the outputs; the op puts its gradient's sum and sum of
-// squares into the m and v outputs, and FinishAdam makes the step (lab_adam_rows).
+// c1 = 1 - beta_1, c2 = 1 - beta_2 and eps; outputs the new m, v and var, each in its
+// input's memory where TensorFlow can hand that over (an earlier op's output that
+// nothing else reads), else in a new buffer. StartAdam checks and reads them and makes
+// the outputs; FinishAdam makes the step on ``n`` floats from ``offset`` (lab_adam_rows)
+// from the gradient's sum and sum of squares there.
 struct AdamIo {
   const Tensor *m, *v, *var;
   float scalars[4];
@@ -320,48 +324,85 @@ absl::Status StartAdam(const char *op, OpKernelContext *ctx, int first, AdamIo *
           op, ": alpha, c1, c2 and eps must be scalars, got ", t.shape().DebugString());
     io->scalars[k] = t.scalar<float>()();
   }
-  TF_RETURN_IF_ERROR(ctx->allocate_output(0, shape, &io->m_out));
-  TF_RETURN_IF_ERROR(ctx->allocate_output(1, shape, &io->v_out));
-  return ctx->allocate_output(2, shape, &io->var_out);
+  Tensor **outs[3] = {&io->m_out, &io->v_out, &io->var_out};
+  for (int j = 0; j < 3; j++)
+    TF_RETURN_IF_ERROR(ctx->forward_input_or_allocate_output({first + j}, j, shape, outs[j]));
+  return absl::OkStatus();
 }
 
-void FinishAdam(const AdamIo &io) {
-  lab_adam_rows(io.var->NumElements(), F32(*io.m), F32(*io.v), F32(*io.var), io.scalars[0],
-                io.scalars[1], io.scalars[2], io.scalars[3], F32(io.m_out), F32(io.v_out),
-                F32(io.var_out));
+void FinishAdam(const AdamIo &io, int64_t offset, int64_t n, const float *sum,
+                const float *sumsq) {
+  lab_adam_rows(n, F32(*io.m) + offset, F32(*io.v) + offset, F32(*io.var) + offset, sum,
+                sumsq, io.scalars[0], io.scalars[1], io.scalars[2], io.scalars[3],
+                F32(io.m_out) + offset, F32(io.v_out) + offset, F32(io.var_out) + offset);
 }
 
-// Keras's Adam step for an embedding table var (rows, E) from its gradient's slices
-// (values (N, E), indices (N); then StartAdam's inputs): the slices summed per row and,
-// apart, their squares, as Keras's Adam densifies both (lab_segment_sums), then its
-// elementwise updates of m, v and var in one pass.
+// Keras's Adam step for rows [begin, end) of an embedding table var (rows, E) (end -1: to
+// the last row) from its gradient's slices, given as N arrays of slices (values[k] (n_k,
+// E), indices[k] (n_k)), then StartAdam's inputs: the slices of those rows summed per row
+// and, apart, their squares, in the order given (as Keras's Adam densifies both, with
+// TensorFlow's UnsortedSegmentSum over the slices concatenated), then its elementwise
+// updates of m, v and var in one pass. The other rows come out as they went in. So the
+// engine can update the rows the batch's halves touched while the padding prefix's
+// backward pass still runs, and row 0 (the padding code) after it.
 class EmbeddingAdamOp : public OpKernel {
  public:
-  explicit EmbeddingAdamOp(OpKernelConstruction *ctx) : OpKernel(ctx) {}
+  explicit EmbeddingAdamOp(OpKernelConstruction *ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("begin", &begin_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("end", &end_));
+  }
   void Compute(OpKernelContext *ctx) override {
     using ::tensorflow::errors::InvalidArgument;
     const char *op = "LabEmbeddingAdam";  // not timed: cpu_ns counts the layers' ops
-    const Tensor &values = ctx->input(0), &indices = ctx->input(1), &var = ctx->input(4);
+    ::tensorflow::OpInputList values, indices;
+    OP_REQUIRES_OK(ctx, ctx->input_list("values", &values));
+    OP_REQUIRES_OK(ctx, ctx->input_list("indices", &indices));
+    const int parts = values.size();
+    const Tensor &var = ctx->input(2 * parts + 2);
     OP_REQUIRES(ctx, var.dims() == 2 && var.dim_size(1) <= std::numeric_limits<int>::max(),
                 InvalidArgument(op, ": var must be a table (rows, width), got ",
                                 var.shape().DebugString()));
     const int64_t rows = var.dim_size(0), E = var.dim_size(1);
-    OP_REQUIRES(ctx, values.dims() == 2 && values.dim_size(1) == E,
-                InvalidArgument(op, ": values must have shape [slices,", E, "], got ",
-                                values.shape().DebugString()));
-    const int64_t n = values.dim_size(0);
-    OP_REQUIRES_OK(ctx, Expect(op, "indices", indices, TensorShape({n}), "one per slice"));
-    const int32_t *idx = indices.flat<int32_t>().data();
-    for (int64_t i = 0; i < n; i++)
-      OP_REQUIRES(ctx, idx[i] >= 0 && idx[i] < rows,
-                  InvalidArgument(op, ": indices[", i, "] = ", idx[i], " is not in [0, ",
-                                  rows, ")"));
+    const int64_t begin = begin_, end = end_ < 0 ? rows : end_;
+    OP_REQUIRES(ctx, 0 <= begin && begin <= end && end <= rows,
+                InvalidArgument(op, ": need 0 <= begin <= end <= rows (", rows, "), got begin ",
+                                begin, ", end ", end));
+    for (int k = 0; k < parts; k++) {
+      OP_REQUIRES(ctx, values[k].dims() == 2 && values[k].dim_size(1) == E,
+                  InvalidArgument(op, ": values must have shape [slices,", E, "], got ",
+                                  values[k].shape().DebugString()));
+      const int64_t n = values[k].dim_size(0);
+      OP_REQUIRES_OK(ctx, Expect(op, "indices", indices[k], TensorShape({n}), "one per slice"));
+      const int32_t *idx = indices[k].flat<int32_t>().data();
+      for (int64_t i = 0; i < n; i++)
+        OP_REQUIRES(ctx, idx[i] >= 0 && idx[i] < rows,
+                    InvalidArgument(op, ": indices[", i, "] = ", idx[i], " is not in [0, ",
+                                    rows, ")"));
+    }
     AdamIo io;
-    OP_REQUIRES_OK(ctx, StartAdam(op, ctx, 2, &io));
-    lab_segment_sums(n, static_cast<int>(E), rows, idx, F32(values), F32(io.m_out),
-                     F32(io.v_out));
-    FinishAdam(io);
+    OP_REQUIRES_OK(ctx, StartAdam(op, ctx, 2 * parts, &io));
+    // Rows outside [begin, end) as they came in (nothing to do for an input handed over).
+    const Tensor *ins[3] = {io.m, io.v, io.var};
+    Tensor *outs[3] = {io.m_out, io.v_out, io.var_out};
+    for (int j = 0; j < 3; j++)
+      if (!outs[j]->SharesBufferWith(*ins[j])) {
+        std::memcpy(F32(outs[j]), F32(*ins[j]), sizeof(float) * begin * E);
+        std::memcpy(F32(outs[j]) + end * E, F32(*ins[j]) + end * E,
+                    sizeof(float) * (rows - end) * E);
+      }
+    Tensor sums;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT,
+                                           TensorShape({2, (end - begin) * E}), &sums));
+    float *sum = F32(&sums), *sumsq = sum + (end - begin) * E;
+    std::memset(sum, 0, sizeof(float) * 2 * (end - begin) * E);
+    for (int k = 0; k < parts; k++)
+      lab_segment_sums(values[k].dim_size(0), static_cast<int>(E), begin, end,
+                       indices[k].flat<int32_t>().data(), F32(values[k]), sum, sumsq);
+    FinishAdam(io, begin * E, (end - begin) * E, sum, sumsq);
   }
+
+ private:
+  int64_t begin_, end_;
 };
 
 // Keras's Adam step for any float32 variable var from its dense gradient grad (same shape;
@@ -377,20 +418,18 @@ class AdamOp : public OpKernel {
     AdamIo io;
     OP_REQUIRES_OK(ctx, StartAdam(op, ctx, 1, &io));
     const int64_t n = var.NumElements();
+    Tensor squares;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, var.shape(), &squares));
     const float *g = F32(grad);
-    float *sum = F32(io.m_out), *sumsq = F32(io.v_out);
-    for (int64_t i = 0; i < n; i++) {
-      const float x = g[i];
-      sum[i] = x;
-      sumsq[i] = x * x;
-    }
-    FinishAdam(io);
+    float *sumsq = F32(&squares);
+    for (int64_t i = 0; i < n; i++) sumsq[i] = g[i] * g[i];
+    FinishAdam(io, 0, n, g, sumsq);
   }
 };
 
 // Graph construction fails early (ValueError in Python) on an input of the wrong rank
 // (-1: any); the kernels check every size again when they run.
-absl::Status Ranks(InferenceContext *c, std::initializer_list<int> ranks) {
+absl::Status Ranks(InferenceContext *c, const std::vector<int> &ranks) {
   int i = 0;
   for (const int rank : ranks) {
     ShapeHandle unused;
@@ -517,8 +556,8 @@ REGISTER_OP("LabAdam")
     });
 
 REGISTER_OP("LabEmbeddingAdam")
-    .Input("values: float")
-    .Input("indices: int32")
+    .Input("values: N * float")
+    .Input("indices: N * int32")
     .Input("m: float")
     .Input("v: float")
     .Input("var: float")
@@ -529,9 +568,17 @@ REGISTER_OP("LabEmbeddingAdam")
     .Output("m_out: float")
     .Output("v_out: float")
     .Output("var_out: float")
+    .Attr("N: int >= 1")
+    .Attr("begin: int = 0")
+    .Attr("end: int = -1")
     .SetShapeFn([](InferenceContext *c) {
-      TF_RETURN_IF_ERROR(Ranks(c, {2, 1, 2, 2, 2, 0, 0, 0, 0}));
-      for (int k = 0; k < 3; k++) c->set_output(k, c->input(4));
+      int n;
+      TF_RETURN_IF_ERROR(c->GetAttr("N", &n));
+      std::vector<int> ranks(n, 2);
+      ranks.insert(ranks.end(), n, 1);
+      ranks.insert(ranks.end(), {2, 2, 2, 0, 0, 0, 0});
+      TF_RETURN_IF_ERROR(Ranks(c, ranks));
+      for (int k = 0; k < 3; k++) c->set_output(k, c->input(2 * n + 2));
       return absl::OkStatus();
     });
 
