@@ -541,8 +541,10 @@ static void bwd_step(const Layout *L, int B, int K, const float *dzn, const floa
     if (v < nv) BWD(8, 1, NULL), v++;
     if (L->tailv == 1) BWD(8, 1, wq);
   }
-  for (; r < B; r++) {
+  for (; r < B; r++) { /* single rows (the padding prefix's): 4 vectors at a time, so
+                          * that 4 FMA chains, not 2, hide the FMA's latency */
     int v = 0;
+    for (; v + 4 <= nv; v += 4) BWD(1, 4, NULL);
     for (; v + 2 <= nv; v += 2) BWD(1, 2, NULL);
     if (v < nv) BWD(1, 1, NULL), v++;
     if (L->tailv == 1) BWD(1, 1, wq);
