@@ -114,12 +114,12 @@ class _Forward:
         return LOOP_SPLIT if batch % LOOP_SPLIT == 0 and batch >= 2 * LOOP_SPLIT else 1
 
     def _split_features(self, codes, pad_left: int, pad_right: int):
-        """The first layer's features for each of _recur's parts: with the embedding alone
-        (no convolution) the codes are split and each part gathered and transposed on its
-        own, rather than splitting the features, which copied them once each way
-        (the split forward, its concat backward: ~1 % of a seed LSTM epoch's CPU); else
-        the features, split by _recur."""
-        if self.plan.conv is not None or self._parts(codes.shape[0]) == 1:
+        """The first layer's features for each of _recur's parts: the codes are split and
+        each part's features made on their own (embedding lookup, or lookup, convolution
+        and pooling), so that both parts' run side by side, as their time loops do, and no
+        copy splits the features (or, backward, joins their gradient). A batch too small
+        to split: its features, whole."""
+        if self._parts(codes.shape[0]) == 1:
             return self._features(codes, pad_left, pad_right)
         return [self._features(c, pad_left, pad_right)
                 for c in self.tf.split(codes, self._parts(codes.shape[0]), axis=0)]
