@@ -284,9 +284,12 @@ def test_fit_honours_stop_training_after_a_batch():
     assert "val_loss" not in rec.calls[-2][2]
 
 
-def test_one_optimizer_step_matches_plain_fit():
+@pytest.mark.parametrize("arch", ["cnn-lstm", "stacked-lstm", "lstm-maxpool"])
+def test_one_optimizer_step_matches_plain_fit(arch):
     """Same initial weights, one identical batch: plain Keras fit and fast fit end with
-    the same weights.
+    the same weights (the step's gradient in its two passes, the padding prefix's after
+    the batch's own: one layer, two, and the prefix's states max-pooled too; a batch of
+    short reviews, most of each row the prefix, and one whose longest review leaves none).
 
     With SGD every weight matches. With Adam every weight matches except embedding row 0
     (the padding code): Keras 3's sparse Adam squares each IndexedSlices slice separately
@@ -294,10 +297,14 @@ def test_one_optimizer_step_matches_plain_fit():
     position where fast mode has one per shared prefix position. The gradients themselves
     are equal (test_outputs_and_gradients_match_padded_model).
     """
-    for optimizer, atol in (("sgd", 1e-6), ("adam", 1e-5)):
-        cfg = small_config("cnn-lstm", epochs=1, batch_size=14, optimizer=optimizer,
+    # Adam only for the CNN + LSTM: in the deeper models' small configurations a sixth
+    # of the gradients are within float32 noise of zero, which Adam's first step magnifies.
+    steps = [("sgd", 1e-6, SHORT_LENGTHS), ("sgd", 1e-6, MIXED_LENGTHS)]
+    steps += [("adam", 1e-5, MIXED_LENGTHS)] if arch == "cnn-lstm" else []
+    for optimizer, atol, lengths in steps:
+        cfg = small_config(arch, epochs=1, batch_size=14, optimizer=optimizer,
                            learning_rate=0.05)
-        x, y = reviews(cfg, MIXED_LENGTHS, seed=5)
+        x, y = reviews(cfg, lengths, seed=5)
         start = random_model(cfg).get_weights()
         plain = compile_model(build_model(cfg), cfg)
         plain.set_weights(start)
@@ -320,6 +327,7 @@ def test_one_optimizer_step_matches_plain_fit():
             got, want = ([np.where(t, 0, w) for t, w in zip(tiny, ws)] for ws in (got, want))
             got[0], want[0] = got[0][1:], want[0][1:]
         assert max_diff(got, want) < atol, optimizer
+
 
 def test_the_engine_adam_step_is_keras_own_bit_for_bit(monkeypatch):
     """With the native kernels the engine takes Adam's step in native ops, one per

@@ -33,7 +33,8 @@ once, in numpy, and runs only each row's own tokens.
 The package: ``plan`` (whether fast mode applies; a model read as a Plan), ``recurrences``
 (the XLA time loops and the layers' custom gradients, native ones included), ``forward``
 (the TensorFlow forward pass), ``engine`` (the compiled steps; fit, predict,
-batch_gradients), ``cells`` and ``predictor`` (FastPredictor, numpy). Importing it does not
+batch_gradients), ``update`` (a train step's gradients and Adam step), ``cells`` and
+``predictor`` (FastPredictor, numpy). Importing it does not
 import TensorFlow.
 """
 

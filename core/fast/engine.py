@@ -18,6 +18,7 @@ from core import native
 from core.config import TrainConfig
 from core.fast.forward import _Forward
 from core.fast.plan import XLA_ONLY, Plan, applies, inference_plan, make_plan
+from core.fast.update import adam_step, gradients, plain_adam
 
 # Salt mixed into cfg.seed for the bucket shuffle, so it differs from Keras's own streams.
 SHUFFLE_SALT = 0x5EED
@@ -81,14 +82,21 @@ class _Engine(_Forward):
     def _train_step(self, codes, y, w, n_steps, window):
         tf, model = self.tf, self.model
         variables = model.trainable_variables
-        with tf.GradientTape() as tape:
+        table = self.plan.embedding.embeddings
+        # Two passes (see update.gradients) on the native kernels: the XLA loops' compiled
+        # functions cannot be differentiated by a persistent tape (XLA then has to keep
+        # their loops' intermediates, in lists of no fixed size).
+        two_passes = self.native and any(v is table for v in variables)
+        with tf.GradientTape(persistent=two_passes) as tape:
+            self.cut_prefix = tape if two_passes else None
             loss_sum, hits = self._losses(codes, y, w, n_steps, window, training=True)
             loss = loss_sum / tf.reduce_sum(w)  # Keras: mean over the batch's reviews
-        grads, parts = self._gradients(tape, loss, variables)
+        self.cut_prefix = None
+        grads, parts = gradients(self, tape, loss, variables)
         if self.adam is None:
             model.optimizer.apply(grads, variables)
         else:
-            self._adam_step(grads, variables, parts)
+            adam_step(self, grads, variables, parts)
         return loss, hits
 
     def _train_rows(self, x, y, order, b, count, n_steps, window):
@@ -106,79 +114,6 @@ class _Engine(_Forward):
         rows = order[b]
         codes = tf.gather(x, rows)[:, lo:hi] * tf.cast(w[:, None], tf.int32)
         return self._train_step(codes, tf.gather(y, rows) * w, w, n_steps, window)
-
-    def _gradients(self, tape, loss, variables) -> tuple[list, list | None]:
-        """The gradients of ``loss`` for ``variables``, and the embedding table's per lookup
-        (self.lookups): parts (values, indices, padding), one per lookup in the order made.
-        The table's entry in the list is those parts as one IndexedSlices, concatenated in
-        that order, which is what the tape itself would make of them up to the order of
-        the slices (so a code's sum may differ in its last bit). Taken per lookup, the
-        rows the batch's own codes touch depend only on the halves' backward passes and
-        their Adam step can run beside the padding prefix's (_adam_step). parts is None
-        where the table is not trained."""
-        tf = self.tf
-        table = self.plan.embedding.embeddings
-        if not any(v is table for v in variables) or not self.lookups:
-            return tape.gradient(loss, variables), None
-        others = [v for v in variables if v is not table]
-        got = tape.gradient(loss, others + [e for _, e, _ in self.lookups])
-        width = table.shape[-1]
-        parts = [(tf.reshape(d, [-1, width]), tf.reshape(codes, [-1]), padding)
-                 for (codes, _, padding), d in zip(self.lookups, got[len(others):])
-                 if d is not None]
-        slices = tf.IndexedSlices(tf.concat([p[0] for p in parts], 0),
-                                  tf.concat([p[1] for p in parts], 0), tf.shape(table))
-        rest = iter(got[: len(others)])
-        return [slices if v is table else next(rest) for v in variables], parts
-
-    def _adam_step(self, grads, variables, parts=None) -> None:
-        """Keras's Adam step (keras/src/optimizers/adam.py, update_step; plain_adam says
-        nothing else is around it) in native ops, one per variable: alpha from the same ops,
-        then m, v and the variable updated in one pass with every rounding of Keras's
-        eleven elementwise ops. The embedding table's gradient comes as slices: its op
-        first sums them per row and, apart, their squares, as Keras densifies both (with
-        TensorFlow's UnsortedSegmentSum, row by row). With the table's gradient per lookup
-        (``parts``, _gradients) that takes two ops: rows 1 on from the batch's own lookups,
-        as soon as the halves' backward passes end, and then row 0, the padding code, which
-        the shared prefix also reads, from every lookup in order. Variables whose gradient
-        is neither (or None) are left to Keras's own step, which then counts the step.
-        Keras's m and v slots are read from its private lists, so tests/test_fast.py
-        compares the weights and every optimizer variable with Keras's own step, bit for
-        bit."""
-        tf, opt = self.tf, self.model.optimizer
-        lr = tf.cast(opt.learning_rate, tf.float32)
-        local_step = tf.cast(opt.iterations + 1, tf.float32)
-        beta_1_power = tf.pow(tf.cast(opt.beta_1, tf.float32), local_step)
-        beta_2_power = tf.pow(tf.cast(opt.beta_2, tf.float32), local_step)
-        alpha = lr * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
-        scalars = [alpha] + [tf.constant(c, tf.float32) for c in (
-            1 - opt.beta_1, 1 - opt.beta_2, opt.epsilon)]
-        table = self.plan.embedding.embeddings
-        rest = []
-        for grad, var in zip(grads, variables):
-            slices = isinstance(grad, tf.IndexedSlices)
-            if var.dtype != "float32" or grad is None or (
-                    slices and grad.indices.dtype != tf.int32):
-                rest.append((grad, var))
-                continue
-            m = opt._momentums[opt._get_variable_index(var)]
-            v = opt._velocities[opt._get_variable_index(var)]
-            if var is table and parts:
-                own = [p for p in parts if not p[2]]
-                new = self.embedding_adam([p[0] for p in own], [p[1] for p in own], m, v, var,
-                                          *scalars, begin=1)
-                new = self.embedding_adam([p[0] for p in parts], [p[1] for p in parts],
-                                          *new, *scalars, begin=0, end=1)
-            elif slices:
-                new = self.embedding_adam([grad.values], [grad.indices], m, v, var, *scalars)
-            else:
-                new = self.adam(grad, m, v, var, *scalars)
-            for slot, value in zip((m, v, var), new):
-                slot.assign(value)
-        if rest:
-            opt.apply(*map(list, zip(*rest)))  # counts the step
-        else:
-            opt.iterations.assign_add(1)
 
     def _grad_step(self, codes, y, w, n_steps, window):
         tf, variables = self.tf, self.model.trainable_variables
@@ -236,18 +171,6 @@ class _Engine(_Forward):
         if value not in self._ints:
             self._ints[value] = self.tf.constant(value, self.tf.int32)
         return self._ints[value]
-
-
-def plain_adam(optimizer) -> bool:
-    """Whether ``optimizer`` is Keras's Adam with nothing around its step (no AMSGrad,
-    weight decay, clipping, moving average, accumulation or loss scale): the step
-    _Engine._adam_step repeats."""
-    import keras
-
-    return type(optimizer) is keras.optimizers.Adam and not optimizer.amsgrad and not any(
-        getattr(optimizer, name, None) for name in (
-            "weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "use_ema",
-            "gradient_accumulation_steps", "loss_scale_factor"))
 
 
 # Training engines per model (see _engine_for).

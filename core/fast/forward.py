@@ -37,8 +37,11 @@ class _Forward:
         self.tf, self.model, self.plan = tf, model, plan
         self.native = native.enabled() and all(kind == "lstm" for kind, _ in plan.recurrent)
         self.runs: dict[Any, Any] = recurrences(self.native)
-        # The embedding lookups of the pass being traced (see _lookup).
+        # The embedding lookups of the pass being traced (see _lookup), and with cut_prefix
+        # (the train step's tape) where the padding prefix hands its results on (_cut).
         self.lookups: list[tuple[Any, Any, bool]] = []
+        self.boundary: list[tuple[Any, Any]] = []
+        self.cut_prefix: Any = None
         # Conv1D + ReLU + MaxPooling1D by the native op (another activation: TensorFlow's).
         self.conv_native = self.native and plan.conv is not None \
             and getattr(plan.conv.activation, "__name__", "") == "relu"
@@ -47,10 +50,25 @@ class _Forward:
         """The embedding rows of ``codes`` (shaped as codes, then E), noted in self.lookups
         as (codes, rows, padding): the train step takes the table's gradient per lookup, so that the
         rows the batch's own codes touch can be updated while the padding row's backward
-        pass still runs (engine._Engine._gradients)."""
+        pass still runs (core/fast/update.py, gradients)."""
         e = self.tf.gather(self.plan.embedding.embeddings, codes)
         self.lookups.append((codes, e, padding))
         return e
+
+    def _cut(self, tensors: list) -> list:
+        """The padding prefix's results as the rest of the pass reads them: with cut_prefix
+        (the train step's tape, engine._Engine._train_step) each through tf.stop_gradient
+        and watched as a source, the pair (result, stopped) noted in self.boundary, so
+        that the gradient can be taken in two passes: the batch's own part, then the
+        prefix's from the stopped tensors' gradients, ordered after the own part's (its
+        backward pass is one row on one core, which the other core can spend on the own
+        part's last ops)."""
+        if not self.cut_prefix:
+            return tensors
+        stopped = [self.tf.stop_gradient(t) for t in tensors]
+        self.cut_prefix.watch(stopped)  # the tape: a stopped tensor is a source of its own
+        self.boundary += zip(tensors, stopped)
+        return stopped
 
     # Features: embeddings, or conv + pool, time-major (T, B, F).
     def _features(self, codes, pad_left: int, pad_right: int, padding: bool = False):
@@ -160,7 +178,7 @@ class _Forward:
         tf, plan = self.tf, self.plan
         q0, q1 = plan.window_positions(window)
         left = tf.maximum(0, -q0) if tf.is_tensor(q0) else max(0, -q0)
-        self.lookups = []
+        self.lookups, self.boundary = [], []
         # The shared prefix: an all-padding row, run for steps [0, steps - n_steps).
         n_prefix = plan.steps - n_steps
         pad_feats = self._features(tf.zeros([1, plan.maxlen], tf.int32),
@@ -172,8 +190,10 @@ class _Forward:
             zeros = [tf.zeros([1, layer.cell.units])] * (2 if kind == "lstm" else 1)
             pad_feats, state = self._recur(kind, layer, pad_feats, zeros, 0, n_prefix,
                                            sequences)
-            feats, last = self._recur(kind, layer, feats, state, start, window, sequences)
-        h = last[0] if plan.pool is None else self._max_pool(pad_feats, feats, n_prefix, start)
+            feats, last = self._recur(kind, layer, feats, self._cut(list(state)), start,
+                                      window, sequences)
+        h = last[0] if plan.pool is None else self._max_pool(self._cut([pad_feats])[0], feats,
+                                                             n_prefix, start)
         for layer in plan.after:
             h = layer(h, training=training)
         head = plan.head
