@@ -167,7 +167,8 @@ class _Engine(_Forward):
         return self.tf.constant(order)
 
     def _int32(self, value: int):
-        """A step count as an int32 scalar tensor, made once per value (a few hundred)."""
+        """A small count (steps, a batch's number or rows) as an int32 scalar tensor, made
+        once per value (a few hundred; a few thousand batches at most)."""
         if value not in self._ints:
             self._ints[value] = self.tf.constant(value, self.tf.int32)
         return self._ints[value]

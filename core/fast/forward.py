@@ -48,9 +48,9 @@ class _Forward:
 
     def _lookup(self, codes, padding: bool):
         """The embedding rows of ``codes`` (shaped as codes, then E), noted in self.lookups
-        as (codes, rows, padding): the train step takes the table's gradient per lookup, so that the
-        rows the batch's own codes touch can be updated while the padding row's backward
-        pass still runs (core/fast/update.py, gradients)."""
+        as (codes, rows, padding): the train step takes the table's gradient per lookup, so
+        that the rows the batch's own codes touch can be updated while the padding row's
+        backward pass still runs (core/fast/update.py, gradients)."""
         e = self.tf.gather(self.plan.embedding.embeddings, codes)
         self.lookups.append((codes, e, padding))
         return e
@@ -134,7 +134,7 @@ class _Forward:
     def _split_features(self, codes, pad_left: int, pad_right: int):
         """The first layer's features for each of _recur's parts: the codes are split and
         each part's features made on their own (embedding lookup, or lookup, convolution
-        and pooling), so that both parts' run side by side, as their time loops do, and no
+        and pooling), so that both parts run side by side, as their time loops do, and no
         copy splits the features (or, backward, joins their gradient). A batch too small
         to split: its features, whole."""
         if self._parts(codes.shape[0]) == 1:

@@ -95,9 +95,9 @@ def adam_step(engine, grads, variables, parts=None) -> None:
         if var is table and parts:
             own = [p for p in parts if not p[2]]
             new = engine.embedding_adam([p[0] for p in own], [p[1] for p in own], m, v, var,
-                                      *scalars, begin=1)
+                                        *scalars, begin=1)
             new = engine.embedding_adam([p[0] for p in parts], [p[1] for p in parts],
-                                      *new, *scalars, begin=0, end=1)
+                                        *new, *scalars, begin=0, end=1)
         elif slices:
             new = engine.embedding_adam([grad.values], [grad.indices], m, v, var, *scalars)
         else:
