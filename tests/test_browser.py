@@ -39,10 +39,11 @@ WebSocket.prototype.send = function (data) { window.__sends++; return send.call(
 SERVER_START_S = 60
 MAIN_CHARTS = "[data-testid='stMain'] [data-testid='stVegaLiteChart']"
 TRAIN_TIMEOUT_S = 150  # TensorFlow import in the worker + a few seconds of training
-# A model small enough to train in seconds; batches of 2 (3 x 800 of them) keep it training
-# long enough to watch the live view update, and exercise the curves' downsampling.
+# A model small enough to train in seconds; batches of 2 (12 x 800 of them, ~0.5 ms each in
+# fast mode) keep it training long enough to watch the live view update, and exercise the
+# curves' downsampling (9,600 batches: 300 bins of 32).
 FORM = {"Vocabulary (top words)": "100", "Max review length (maxlen)": "40",
-        "Embedding size": "8", "Recurrent units": "4", "Batch size": "2", "Epochs": "3",
+        "Embedding size": "8", "Recurrent units": "4", "Batch size": "2", "Epochs": "12",
         "Validation split": "0.20", "Test reviews (0 = all)": "400"}
 
 pytestmark = [
@@ -267,7 +268,7 @@ def walk(page, dialogs: list[str], base: str, home: Path, pid: int) -> None:
     assert epochs_seen, progress_seen
     assert len(set(batches_seen)) >= 2 and batches_seen == sorted(batches_seen), batches_seen
     # The last fragment run may still be drawing when "Completed" appears: wait, don't race.
-    page.get_by_text("each line is drawn from at most 300 points (bins of 8 batches)",
+    page.get_by_text("each line is drawn from at most 300 points (bins of 32 batches)",
                      exact=False).first.wait_for()
     wait_idle(page)
     store = RunStore(home)
