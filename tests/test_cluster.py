@@ -139,11 +139,13 @@ def test_a_ray_client_address_runs_the_queue_too(cluster, monkeypatch):
 
 def test_cancel_stops_a_deaf_worker_by_force_through_ray(cluster, monkeypatch):
     """The store's flag stops a run at its next batch; a worker that does not look (LAB_FAULT
-    =deaf) is cancelled by Ray after the grace period and its run ends ``cancelled``."""
+    =deaf) is cancelled by Ray after the grace period and its run ends ``cancelled``. Batches
+    of 2 (19,200 of them): the run still trains when the grace period ends, however fast
+    fast mode's steps get (200 epochs of 6 batches had ended first)."""
     store, _, _ = cluster
     monkeypatch.setenv("LAB_FAULT", "deaf")
     monkeypatch.setenv("LAB_CANCEL_GRACE_S", "1")
-    run_id = jobs.submit(store, tiny_config(epochs=200, name="deaf"))
+    run_id = jobs.submit(store, tiny_config(epochs=200, batch_size=2, name="deaf"))
     drain(store, [run_id], until=lambda runs: runs[0].progress.get("done", 0) >= 2)
     monkeypatch.delenv("LAB_FAULT")
     assert jobs.cancel(store, run_id) == RUNNING
