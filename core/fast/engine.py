@@ -108,9 +108,8 @@ class _Engine(_Forward):
         tf = self.tf
         batch = order.shape[1]
         w = tf.cast(tf.range(batch) < count, tf.float32)
-        q0, q1 = self.plan.window_positions(window)
-        lo, hi = (tf.maximum(q0, 0), tf.minimum(q1, self.plan.maxlen)) if tf.is_tensor(q0) \
-            else (max(q0, 0), min(q1, self.plan.maxlen))
+        lo, hi = self.plan.code_span(window, *((tf.maximum, tf.minimum)
+                                               if tf.is_tensor(window) else (max, min)))
         rows = order[b]
         codes = tf.gather(x, rows)[:, lo:hi] * tf.cast(w[:, None], tf.int32)
         return self._train_step(codes, tf.gather(y, rows) * w, w, n_steps, window)
@@ -137,26 +136,32 @@ class _Engine(_Forward):
         """The step functions' arguments for ``rows``: their codes cut to the window for
         n_steps and labels, padded with all-pad rows (weight 0) up to ``batch`` rows, so
         every batch of a window has one shape: (codes, labels, weights, n_steps, window)."""
-        n_steps = max(n_steps, 1)  # an all-padding batch still runs its last step
-        window = n_steps if self.native else self.plan.window_for(n_steps)
-        q0, q1 = self.plan.window_positions(window)
-        codes = np.zeros((batch, min(q1, self.plan.maxlen) - max(q0, 0)), np.int32)
-        codes[: len(rows)] = x[rows, max(q0, 0): min(q1, self.plan.maxlen)]
+        n_steps, window = self._window(n_steps)
+        lo, hi = self.plan.code_span(window)
+        codes = np.zeros((batch, hi - lo), np.int32)
+        codes[: len(rows)] = x[rows, lo:hi]
         labels = np.zeros(batch, np.float32)
         labels[: len(rows)] = y[rows]
         weights = np.zeros(batch, np.float32)
         weights[: len(rows)] = 1.0
-        return (codes, labels, weights, self._int32(n_steps),
-                self._int32(window) if self.native else window)
+        return (codes, labels, weights, *self._step_args(n_steps, window))
 
     def epoch_args(self, data: tuple, order, b: int, count: int, n_steps: int) -> tuple:
         """train_rows's arguments for batch ``b`` of an epoch (data: the training codes
         and labels as tensors; order: the epoch's batches, epoch_order) of ``count`` rows
         that need ``n_steps`` steps: every one a tensor made before."""
+        return (*data, order, self._int32(b), self._int32(count),
+                *self._step_args(*self._window(n_steps)))
+
+    def _window(self, n_steps: int) -> tuple[int, int]:
+        """(n_steps, window) for a batch whose longest row needs ``n_steps`` steps: the
+        native kernels run exactly those, the XLA loops the smallest window that fits."""
         n_steps = max(n_steps, 1)  # an all-padding batch still runs its last step
-        window = n_steps if self.native else self.plan.window_for(n_steps)
-        return (*data, order, self._int32(b), self._int32(count), self._int32(n_steps),
-                self._int32(window) if self.native else window)
+        return n_steps, n_steps if self.native else self.plan.window_for(n_steps)
+
+    def _step_args(self, n_steps: int, window: int) -> tuple:
+        """The steps' last two arguments: tensors, and for the XLA loops a static window."""
+        return self._int32(n_steps), self._int32(window) if self.native else window
 
     def epoch_order(self, batches: list[np.ndarray], batch: int):
         """The epoch's batches as one (batches, batch) int32 tensor of row numbers, a short

@@ -94,6 +94,12 @@ class Plan:
         p = self.pool_size
         return (self.steps - window) * p - self.pad_left, self.steps * p + self.pad_right
 
+    def code_span(self, window, maximum=max, minimum=min) -> tuple:
+        """The columns [lo, hi) of a padded row (maxlen codes) that window_positions'
+        positions cover: with tf.maximum and tf.minimum, for a window given as a tensor."""
+        q0, q1 = self.window_positions(window)
+        return maximum(q0, 0), minimum(q1, self.maxlen)
+
     def steps_needed(self, x: np.ndarray) -> np.ndarray:
         """Per row, the recurrent steps that read anything but the shared padding prefix."""
         x = np.asarray(x)
