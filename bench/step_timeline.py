@@ -63,11 +63,10 @@ def segments(lines) -> tuple[dict[str, float], dict[str, float], int]:
     """Mean ms per step of each segment, of the halves' uneven end, and the steps used."""
     calls = [(s, e) for k, evs in lines.items() if k.startswith("python")
              for name, s, e in evs if name == STEP]
-    ops = sorted((name.split(":")[-1], s, e) for k, evs in lines.items()
-                 if k.startswith("tf_Compute") for name, s, e in evs
-                 if name not in ("ExecutorState::Process", "ExecutorDoneCallback")
-                 and not name.startswith(("Threadpool", "Memory")))
-    ops.sort(key=lambda o: o[1])
+    ops = sorted(((name.split(":")[-1], s, e) for k, evs in lines.items()
+                  if k.startswith("tf_Compute") for name, s, e in evs
+                  if name not in ("ExecutorState::Process", "ExecutorDoneCallback")
+                  and not name.startswith(("Threadpool", "Memory"))), key=lambda o: o[1])
     starts = np.array([o[1] for o in ops])
     got = {key: [] for key, _ in SEGMENTS}
     uneven = {key: [] for key in HALVES}
