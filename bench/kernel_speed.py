@@ -200,7 +200,9 @@ def epochs(name: str, args, ds, peak_core: float) -> tuple[list, str]:
         wall, cpu, ops = time.perf_counter() - w0, time.process_time() - c0, in_ops() - k0
         rate = flop / cpu / 1e9
         rows.append([name, epoch + 1, f"{wall:.2f}", f"{cpu:.2f}", f"{flop / 1e12:.3f}",
-                     f"{flop / wall / 1e9:.0f}", f"{rate:.0f}",
+                     f"{flop / wall / 1e9:.0f}",
+                     f"{100 * flop / wall / 1e9 / common.machine()['peak_gflops']:.0f} %",
+                     f"{rate:.0f}",
                      f"{100 * rate / peak_core:.0f} %" if peak_core else "-",
                      f"{100 * rate / common.machine()['ghz'] / 64:.0f} %",
                      f"{ops:.2f} ({100 * ops / cpu:.0f} %)", f"{flop / ops / 1e9:.0f}",
@@ -236,9 +238,12 @@ def main() -> None:
                  if peak_core else "Peak: the FMA loop could not be built here. ")
     peak_line += (f"Nominal, section 1's formula: {m['cores']} x {m['ghz']:.2f} GHz x "
                   f"{m['flops_per_cycle']} = {m['peak_gflops']:.0f} GFLOP/s "
-                  f"({m['ghz'] * m['flops_per_cycle']:.0f} per core). The measured one is the "
-                  "limit the kernels are held to: the cores run above the nominal clock "
-                  "under AVX-512 load.")
+                  f"({m['ghz'] * m['flops_per_cycle']:.0f} per core). Issue 15's target "
+                  "(the seed LSTM's epoch at >= 60 % of the fp32 peak, reported as section 1 "
+                  "does) is read with section 1's formula: wall GFLOP/s against the nominal "
+                  "peak of both cores. The measured peak is the stricter yardstick, given "
+                  "beside it per CPU-second: the cores run above the nominal clock under "
+                  "AVX-512 load.")
     kern = kernel_rates(args.steps, 32, 32, 100, args.reps)
     kernel_line = (f"Native kernels alone ({native.status()}), one thread, {args.steps} steps "
                    f"x 32 rows, 32 features, 100 units (a seed model's half-batch): forward "
@@ -256,7 +261,7 @@ def main() -> None:
         if note:
             notes.append(note)
     header = ["preset", "epoch", "wall s", "CPU s", "TFLOP", "GFLOP/s (wall)",
-              "GFLOP per CPU-s", "of measured peak (per core)", "of nominal peak (per core)",
+              "of section 1's peak (wall)", "GFLOP per CPU-s", "of measured peak (per core)", "of nominal peak (per core)",
               "CPU s in native ops", "GFLOP per native-op CPU-s", "load"]
     import tensorflow as tf
 
@@ -266,7 +271,8 @@ def main() -> None:
     body = (f"Fast-mode training epochs on the first {args.train_size} training reviews "
             f"(batch 64, maxlen 500; epoch 1 includes tracing), {native.status()} "
             f"({common.kernels()}); {threads}. TFLOP: the real work of the epoch as section 1 counts "
-            "it. GFLOP per CPU-s divides by the process's CPU time (both cores, all threads), "
+            "it. GFLOP/s (wall) divides it by the epoch's wall time, and section 1 compares "
+            "that with the nominal peak of both cores. GFLOP per CPU-s divides by the process's CPU time (both cores, all threads), "
             "the fraction compares it with one core's peak. CPU s in native ops: the part of "
             "it spent inside core/native's ops (LSTM layers and, for the CNN + LSTM, the "
             "Conv1D + pooling), as the ops count it; the rest is TensorFlow's other ops (the "

@@ -195,12 +195,18 @@ def rows_end_to_end(text: str) -> list[list[str]]:
             def median(column: str) -> float:
                 return statistics.median(num(r[column]) for r in steady)
 
-            frac = median("of measured peak (per core)")
+            # As the issue states it: wall GFLOP/s against the nominal peak of both cores,
+            # section 1's formula; the per-CPU-second shares (of the measured AVX-512 peak,
+            # the stricter yardstick, and of the nominal) are given beside it.
+            frac = median("of section 1's peak (wall)")
             epochs = ", ".join(r["epoch"] for r in steady)
-            out.append(["15d", "seed LSTM fast epoch, share of fp32 peak", ">= 60 %",
-                        f"median of epochs {epochs}: {median('GFLOP per CPU-s'):.0f} GFLOP "
-                        f"per CPU-s, {frac:.0f} % of the measured peak, "
-                        f"{median('of nominal peak (per core)'):.0f} % of the nominal "
+            out.append(["15d", "seed LSTM fast epoch, share of fp32 peak (section 1's formula)",
+                        ">= 60 %",
+                        f"median of epochs {epochs}: {median('GFLOP/s (wall)'):.0f} GFLOP/s, "
+                        f"{frac:.0f} % of section 1's peak; per CPU-s "
+                        f"{median('GFLOP per CPU-s'):.0f} GFLOP, "
+                        f"{median('of nominal peak (per core)'):.0f} % of the nominal, "
+                        f"{median('of measured peak (per core)'):.0f} % of the measured peak "
                         f"(1c, {date(body)})", "yes" if frac >= 60 else "no"])
     return out
 
