@@ -191,6 +191,7 @@ def epochs(name: str, args, ds, peak_core: float) -> tuple[list, str]:
     model = compile_model(build_model(cfg), cfg)
     plan = fast.make_plan(model, cfg.maxlen)
     _, flop = train_speed.epoch_flops(cfg, plan, x)
+    m = common.machine()
     rows, note = [], ""
     in_ops = native_op_seconds()
     for epoch in range(cfg.epochs):
@@ -201,10 +202,9 @@ def epochs(name: str, args, ds, peak_core: float) -> tuple[list, str]:
         rate = flop / cpu / 1e9
         rows.append([name, epoch + 1, f"{wall:.2f}", f"{cpu:.2f}", f"{flop / 1e12:.3f}",
                      f"{flop / wall / 1e9:.0f}",
-                     f"{100 * flop / wall / 1e9 / common.machine()['peak_gflops']:.0f} %",
-                     f"{rate:.0f}",
+                     f"{100 * flop / wall / 1e9 / m['peak_gflops']:.0f} %", f"{rate:.0f}",
                      f"{100 * rate / peak_core:.0f} %" if peak_core else "-",
-                     f"{100 * rate / common.machine()['ghz'] / 64:.0f} %",
+                     f"{100 * rate / m['ghz'] / 64:.0f} %",
                      f"{ops:.2f} ({100 * ops / cpu:.0f} %)", f"{flop / ops / 1e9:.0f}",
                      f"{load():.1f}"])
         print(" ".join(map(str, rows[-1])), flush=True)
@@ -261,8 +261,9 @@ def main() -> None:
         if note:
             notes.append(note)
     header = ["preset", "epoch", "wall s", "CPU s", "TFLOP", "GFLOP/s (wall)",
-              "of section 1's peak (wall)", "GFLOP per CPU-s", "of measured peak (per core)", "of nominal peak (per core)",
-              "CPU s in native ops", "GFLOP per native-op CPU-s", "load"]
+              "of section 1's peak (wall)", "GFLOP per CPU-s", "of measured peak (per core)",
+              "of nominal peak (per core)", "CPU s in native ops", "GFLOP per native-op CPU-s",
+              "load"]
     import tensorflow as tf
 
     threads = (f"TensorFlow threads as core.worker.set_threads sizes them: "
@@ -270,14 +271,15 @@ def main() -> None:
                f"{tf.config.threading.get_intra_op_parallelism_threads()} intra-op")
     body = (f"Fast-mode training epochs on the first {args.train_size} training reviews "
             f"(batch 64, maxlen 500; epoch 1 includes tracing), {native.status()} "
-            f"({common.kernels()}); {threads}. TFLOP: the real work of the epoch as section 1 counts "
-            "it. GFLOP/s (wall) divides it by the epoch's wall time, and section 1 compares "
-            "that with the nominal peak of both cores. GFLOP per CPU-s divides by the process's CPU time (both cores, all threads), "
-            "the fraction compares it with one core's peak. CPU s in native ops: the part of "
-            "it spent inside core/native's ops (LSTM layers and, for the CNN + LSTM, the "
-            "Conv1D + pooling), as the ops count it; the rest is TensorFlow's other ops (the "
-            "embedding, dense layer, loss, optimizer), its executor and Python. GFLOP per "
-            "native-op CPU-s divides the epoch's work by that part alone.\n\n"
+            f"({common.kernels()}); {threads}. TFLOP: the real work of the epoch as section 1 "
+            "counts it. GFLOP/s (wall) divides it by the epoch's wall time, and section 1 "
+            "compares that with the nominal peak of both cores. GFLOP per CPU-s divides by "
+            "the process's CPU time (both cores, all threads), the fraction compares it with "
+            "one core's peak. CPU s in native ops: the part of it spent inside core/native's "
+            "ops (LSTM layers and, for the CNN + LSTM, the Conv1D + pooling), as the ops "
+            "count it; the rest is TensorFlow's other ops (the embedding, dense layer, loss, "
+            "optimizer), its executor and Python. GFLOP per native-op CPU-s divides the "
+            "epoch's work by that part alone.\n\n"
             + peak_line + "\n\n" + kernel_line + "\n\n" + common.table(header, rows)
             + ("\n\n" + "\n".join(f"- {n}" for n in notes) if notes else ""))
     common.write_section("kernel_speed", "1c. Kernel throughput: GFLOP/s against the fp32 peak",
